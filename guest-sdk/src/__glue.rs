@@ -1,0 +1,131 @@
+//! The wasm side of the contract: generated bindings and the adapter from them to [`Strategy`].
+//! Strategy authors never use this module directly; [`crate::export_strategy!`] does.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use crate::{Backend, BackendSet, Backends, Params, Request, Strategy};
+
+#[allow(missing_docs, unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "balancer",
+        pub_export_macro: true,
+        export_macro_name: "__export_balancer",
+        default_bindings_module: "lbhost_sdk::__glue::bindings",
+    });
+}
+
+pub use bindings::exports::lb::strategy::strategy::Guest;
+pub use bindings::lb::strategy::http::Request as WitRequest;
+pub use bindings::lb::strategy::types::{
+    Backend as WitBackend, IpAddress, Needs as WitNeeds, SelectContext as WitContext,
+};
+
+/// One instance's state: the strategy and the backend set it was last given.
+struct State {
+    strategy: Box<dyn ErasedStrategy>,
+    set: BackendSet,
+}
+
+trait ErasedStrategy {
+    fn backends_changed(&mut self, set: &BackendSet);
+    fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize>;
+    fn on_response(&mut self, backend: usize, status: u16, latency: Duration);
+}
+
+impl<S: Strategy> ErasedStrategy for S {
+    fn backends_changed(&mut self, set: &BackendSet) {
+        Strategy::backends_changed(self, set)
+    }
+    fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize> {
+        Strategy::select(self, backends, request)
+    }
+    fn on_response(&mut self, backend: usize, status: u16, latency: Duration) {
+        Strategy::on_response(self, backend, status, latency)
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+pub fn configure<S: Strategy>(params: Vec<(String, String)>) -> Result<WitNeeds, String> {
+    let strategy = S::configure(&Params::new(params))?;
+    let needs = strategy.needs();
+    let mut flags = WitNeeds::empty();
+    if needs.latency {
+        flags |= WitNeeds::LATENCY;
+    }
+    if needs.feedback {
+        flags |= WitNeeds::FEEDBACK;
+    }
+    STATE.with(|s| {
+        *s.borrow_mut() = Some(State {
+            strategy: Box::new(strategy),
+            set: BackendSet::default(),
+        })
+    });
+    Ok(flags)
+}
+
+pub fn backends_changed(backends: Vec<WitBackend>) {
+    let set = BackendSet::new(
+        backends
+            .into_iter()
+            .map(|b| Backend {
+                key: b.key,
+                address: b.address,
+                weight: b.weight,
+                eligible: b.eligible,
+                labels: b.labels,
+            })
+            .collect(),
+    );
+    STATE.with(|s| {
+        if let Some(state) = s.borrow_mut().as_mut() {
+            state.strategy.backends_changed(&set);
+            state.set = set;
+        }
+    });
+}
+
+pub fn select(ctx: WitContext, request: &WitRequest) -> Option<u32> {
+    STATE.with(|s| {
+        let mut guard = s.borrow_mut();
+        let state = guard.as_mut()?;
+        let view = Backends {
+            set: &state.set,
+            sequence: ctx.sequence,
+            random: ctx.random,
+            in_flight: &ctx.in_flight,
+            latency_ewma_us: &ctx.latency_ewma_us,
+            exclude: &ctx.exclude,
+        };
+        let choice = state.strategy.select(&view, &Request::host(request))?;
+        u32::try_from(choice).ok()
+    })
+}
+
+pub fn on_response(backend: u32, status: u16, latency_us: u32) {
+    STATE.with(|s| {
+        if let Some(state) = s.borrow_mut().as_mut() {
+            state.strategy.on_response(
+                backend as usize,
+                status,
+                Duration::from_micros(u64::from(latency_us)),
+            );
+        }
+    });
+}
+
+pub fn ip_from_wit(ip: IpAddress) -> IpAddr {
+    match ip {
+        IpAddress::Ipv4(bits) => IpAddr::V4(Ipv4Addr::from(bits)),
+        IpAddress::Ipv6((hi, lo)) => {
+            IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)))
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The config file as written: serde structs, no validation beyond types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The top-level JSON object. Every field has a default except `backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub strategy_config: serde_json::Map<String, serde_json::Value>,
+    pub strategies_dir: Option<String>,
+    pub workers: Option<usize>,
+    pub backends: Vec<FileBackend>,
+    pub health_check: Option<FileHealthCheck>,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub sandbox: FileSandbox,
+    pub shutdown_timeout: Option<String>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub url: String,
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub connect: Option<String>,
+    pub response_header: Option<String>,
+    pub client_idle: Option<String>,
+    pub header_read: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSandbox {
+    pub deadline: Option<String>,
+    pub memory_limit_bytes: Option<usize>,
+}

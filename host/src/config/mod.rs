@@ -1,0 +1,141 @@
+//! Configuration: the JSON file parsed with serde, then validated once into domain types.
+//!
+//! A bad file is reported as one line naming the field and the reason
+//! (`backends[1].url: scheme must be http`); a bad reload leaves the running config in place.
+
+mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use validate::from_file;
+
+/// A validated configuration, ready to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where client traffic is accepted.
+    pub listen: SocketAddr,
+    /// Where the admin API (metrics, status, reload) listens; loopback by default.
+    pub admin: SocketAddr,
+    /// The active strategy component.
+    pub strategy: PathBuf,
+    /// `strategy_config`, flattened to `(key, value)` pairs for the guest's `configure`.
+    pub strategy_config: Vec<(String, String)>,
+    /// Folder of strategies that can be switched to by name (default: the strategy's folder).
+    pub strategies_dir: PathBuf,
+    /// Worker threads (default: one per core).
+    pub workers: usize,
+    /// The backends, in config order; never empty.
+    pub backends: Vec<BackendConfig>,
+    /// Active health checking; `None` means backends are assumed up until traffic says otherwise.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Network timeouts.
+    pub timeouts: Timeouts,
+    /// Request limits.
+    pub limits: Limits,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Limits for strategy guests.
+    pub sandbox: Sandbox,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// One log line per request.
+    pub access_log: bool,
+}
+
+/// One backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `host:port`, the backend's identity (its stable key is the hash of this).
+    pub address: String,
+    /// Relative weight; 0 drains the backend.
+    pub weight: u32,
+    /// Labels, sorted by key.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Active health check settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Path probed with `GET`; 2xx and 3xx are healthy.
+    pub path: String,
+    /// Time between probes of one backend.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take an up backend down.
+    pub unhealthy_threshold: u32,
+}
+
+/// Network timeouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to a backend (default 1 s); past it the request fails with 502.
+    pub connect: Duration,
+    /// Waiting for a backend's response head (default 30 s); past it the client gets 504.
+    pub response_header: Duration,
+    /// An idle client keep-alive connection is closed after this (default 60 s).
+    pub client_idle: Duration,
+    /// A client must send a whole request head within this (default 10 s), or gets 408.
+    pub header_read: Duration,
+}
+
+/// Request limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head accepted (default 64 KiB); larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+/// Limits for strategy guests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Longest a single guest call may run (default 1 ms).
+    pub deadline: Duration,
+    /// Most linear memory one instance may use (default 16 MiB).
+    pub memory_limit_bytes: usize,
+}
+
+/// Why a config was refused. `Display` is the one line an operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A field is missing, has the wrong type or an invalid value.
+    #[error("{field}: {reason}")]
+    Field { field: String, reason: String },
+    /// The file is not JSON.
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+}
+
+impl ConfigError {
+    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    from_file(&text, base)
+}

@@ -1,0 +1,259 @@
+//! Turns the file structs into a [`Config`], naming the field of every problem.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file::{FileBackend, FileConfig, FileHealthCheck};
+use super::{BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, Sandbox, Timeouts};
+
+/// Parses JSON `text` and validates it; relative paths are resolved against `base`.
+pub fn from_file(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ConfigError::Syntax(inner.to_string())
+        } else if field == "." {
+            ConfigError::field("config", strip_position(&inner.to_string()))
+        } else {
+            ConfigError::field(field, strip_position(&inner.to_string()))
+        }
+    })?;
+    validate(file, base)
+}
+
+/// serde_json appends " at line L column C"; the field path already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+    let listen = socket_addr("listen", file.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+    let admin = socket_addr("admin", file.admin.as_deref().unwrap_or("127.0.0.1:9901"))?;
+    if admin == listen {
+        return Err(ConfigError::field("admin", "must differ from listen"));
+    }
+    let strategy = base.join(
+        file.strategy
+            .as_deref()
+            .unwrap_or("strategies/round_robin.wasm"),
+    );
+    let strategies_dir = match &file.strategies_dir {
+        Some(dir) => base.join(dir),
+        None => strategy
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| base.to_path_buf()),
+    };
+    let strategy_config = file
+        .strategy_config
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    let workers = match file.workers {
+        Some(0) => return Err(ConfigError::field("workers", "must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if file.backends.is_empty() {
+        return Err(ConfigError::field(
+            "backends",
+            "at least one backend is required",
+        ));
+    }
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(file.backends.len());
+    for (i, b) in file.backends.into_iter().enumerate() {
+        let backend = backend(i, b)?;
+        if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
+            return Err(ConfigError::field(
+                format!("backends[{i}].url"),
+                format!("{} is already backends[{j}]", backend.address),
+            ));
+        }
+        backends.push(backend);
+    }
+    let health_check = file.health_check.map(health_check).transpose()?;
+    let t = file.timeouts;
+    let timeouts = Timeouts {
+        connect: duration("timeouts.connect", t.connect.as_deref(), "1s")?,
+        response_header: duration(
+            "timeouts.response_header",
+            t.response_header.as_deref(),
+            "30s",
+        )?,
+        client_idle: duration("timeouts.client_idle", t.client_idle.as_deref(), "60s")?,
+        header_read: duration("timeouts.header_read", t.header_read.as_deref(), "10s")?,
+    };
+    let max_header_bytes = file.limits.max_header_bytes.unwrap_or(64 * 1024);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(ConfigError::field(
+            "limits.max_header_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::field(
+                        format!("trusted_proxies[{i}]"),
+                        format!("{p:?} is not an IP address or CIDR range"),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let sandbox = Sandbox {
+        deadline: duration("sandbox.deadline", file.sandbox.deadline.as_deref(), "1ms")?,
+        memory_limit_bytes: file.sandbox.memory_limit_bytes.unwrap_or(16 << 20),
+    };
+    if sandbox.deadline > Duration::from_secs(1) {
+        return Err(ConfigError::field("sandbox.deadline", "must be at most 1s"));
+    }
+    if sandbox.memory_limit_bytes < (1 << 20) {
+        return Err(ConfigError::field(
+            "sandbox.memory_limit_bytes",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
+    Ok(Config {
+        listen,
+        admin,
+        strategy,
+        strategy_config,
+        strategies_dir,
+        workers,
+        backends,
+        health_check,
+        timeouts,
+        limits: Limits { max_header_bytes },
+        trusted_proxies,
+        sandbox,
+        shutdown_timeout: duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s")?,
+        access_log: file.access_log.unwrap_or(false),
+    })
+}
+
+fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::field(
+            field,
+            format!("{text:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
+    let field = format!("backends[{i}].url");
+    let uri: http::Uri = b
+        .url
+        .parse()
+        .map_err(|e| ConfigError::field(&field, format!("{:?} is not a URL: {e}", b.url)))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(ConfigError::field(
+                &field,
+                format!("scheme {other:?} is not supported (use http://)"),
+            ))
+        }
+        None => {
+            return Err(ConfigError::field(
+                &field,
+                format!("{:?} has no scheme (write http://host:port)", b.url),
+            ))
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| ConfigError::field(&field, "missing host"))?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(ConfigError::field(
+            &field,
+            "a backend URL has no path or query (write http://host:port)",
+        ));
+    }
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(80);
+    let address = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    // Resolve once to catch typos early; the connector resolves again at connect time.
+    if address.to_socket_addrs().is_err() {
+        return Err(ConfigError::field(
+            &field,
+            format!("cannot resolve {address}"),
+        ));
+    }
+    let weight = b.weight.unwrap_or(1);
+    if weight > 10_000 {
+        return Err(ConfigError::field(
+            format!("backends[{i}].weight"),
+            "must be at most 10000",
+        ));
+    }
+    Ok(BackendConfig {
+        address,
+        weight,
+        labels: b.labels.into_iter().collect(),
+    })
+}
+
+fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
+    let path = h.path.unwrap_or_else(|| "/health".into());
+    if !path.starts_with('/') {
+        return Err(ConfigError::field("health_check.path", "must start with /"));
+    }
+    let check = HealthCheckConfig {
+        path,
+        interval: duration("health_check.interval", h.interval.as_deref(), "5s")?,
+        timeout: duration("health_check.timeout", h.timeout.as_deref(), "1s")?,
+        healthy_threshold: h.healthy_threshold.unwrap_or(2),
+        unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2),
+    };
+    if check.interval.is_zero() {
+        return Err(ConfigError::field(
+            "health_check.interval",
+            "must be above 0",
+        ));
+    }
+    if check.healthy_threshold == 0 {
+        return Err(ConfigError::field(
+            "health_check.healthy_threshold",
+            "must be at least 1",
+        ));
+    }
+    if check.unhealthy_threshold == 0 {
+        return Err(ConfigError::field(
+            "health_check.unhealthy_threshold",
+            "must be at least 1",
+        ));
+    }
+    Ok(check)
+}
+
+/// Parses a duration like `250ms`, `5s` or `1m`, or `default` when absent.
+fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    let text = text.unwrap_or(default);
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::field(
+            field,
+            format!("{text:?} is not a duration like \"250ms\" or \"5s\" ({e})"),
+        )
+    })
+}

@@ -1,0 +1,96 @@
+//! lbhost: a WebAssembly-programmable HTTP load balancer.
+//!
+//! The host owns the network; which backend gets a request is decided by a strategy component
+//! (see `wit/strategy.wit`). Modules, one job each:
+//! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
+//! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
+//! [`admin`] the admin API, [`metrics`] Prometheus families.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+pub mod strategy;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use config::Config;
+use metrics::Metrics;
+use pool::Pool;
+use proxy::Proxy;
+use strategy::{Runtime, Strategies};
+use upstream::Upstream;
+
+/// Loads the strategy of `config`, checking everything that can be checked before listening.
+pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
+    let runtime = Runtime::new(&config.sandbox).context("starting the wasm runtime")?;
+    let loaded = runtime
+        .load(&config.strategy, &config.strategy_config)
+        .with_context(|| format!("strategy {}", config.strategy.display()))?;
+    Ok(Strategies::new(runtime, loaded))
+}
+
+/// Runs lbhost with `config` until SIGTERM or SIGINT, then drains. Must be called inside a tokio
+/// runtime. Returns an error if a listener cannot be bound.
+pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin)
+        .await
+        .with_context(|| format!("admin {}", config.admin))?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let active = strategies.active();
+    metrics
+        .strategy_info
+        .with_label_values(&[active.name.as_str(), active.sha256.as_str()])
+        .set(1);
+    let proxy = Arc::new(Proxy {
+        pool: Pool::new(&config.backends),
+        strategies: Arc::new(strategies),
+        upstream: Upstream::new(&config.timeouts),
+        metrics,
+        config: ArcSwap::from_pointee(config.clone()),
+    });
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin,
+        strategy = %active.name,
+        sha256 = %&active.sha256[..12],
+        backends = config.backends.len(),
+        workers = config.workers,
+        "lbhost ready"
+    );
+    let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy)));
+    let drained = server::serve(listener, proxy, &config, shutdown_signal()).await;
+    admin.abort();
+    if drained {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timeout: some requests were cut");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(cause = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}

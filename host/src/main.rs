@@ -1,0 +1,113 @@
+//! The `lbhost` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A WebAssembly-programmable HTTP load balancer.
+///
+/// Which backend gets each request is decided by a strategy component (a .wasm file). Built-in
+/// strategies live in strategies/: round_robin, weighted, least_conn, ip_hash, random.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The config file (JSON).
+    #[arg(long, short, env = "LBHOST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The strategy component; overrides the config's `strategy`.
+    #[arg(long, short, env = "LBHOST_STRATEGY", value_name = "FILE.wasm")]
+    strategy: Option<PathBuf>,
+    /// Where to accept client traffic; overrides the config's `listen`.
+    #[arg(long, short, env = "LBHOST_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Where the admin API listens; overrides the config's `admin`.
+    #[arg(long, env = "LBHOST_ADMIN", value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Worker threads; overrides the config's `workers` (default: one per core).
+    #[arg(long, env = "LBHOST_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LBHOST_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config (and load its strategy) without serving; exit 0 if it is good.
+    Check(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, check_only) = match cli.command {
+        Some(Command::Check(args)) => (args, true),
+        None => (cli.run, false),
+    };
+    init_logging(args.log_format);
+    match run(args, check_only) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
+    let Some(path) = args.config else {
+        anyhow::bail!("no config file: pass --config FILE or set LBHOST_CONFIG");
+    };
+    let mut config =
+        lbhost::config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(strategy) = args.strategy {
+        config.strategy = strategy;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(admin) = args.admin {
+        config.admin = admin;
+    }
+    if let Some(workers) = args.workers.filter(|&n| n > 0) {
+        config.workers = workers;
+    }
+    let strategies = lbhost::prepare(&config)?;
+    if check_only {
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers)
+        .thread_name("lbhost-worker")
+        .enable_all()
+        .build()?;
+    runtime.block_on(lbhost::run(config, strategies))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

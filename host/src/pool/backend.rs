@@ -1,0 +1,123 @@
+//! One backend and its live state.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use http::uri::Authority;
+
+use crate::config::BackendConfig;
+
+/// A backend: its identity from the config and its live counters.
+#[derive(Debug)]
+pub struct Backend {
+    /// `host:port`, as configured.
+    pub address: String,
+    /// Parsed form of `address`, used to build upstream URIs.
+    pub authority: Authority,
+    /// Stable key: the same hash of `address` on every node and across reloads.
+    pub key: u64,
+    /// Relative weight; 0 drains.
+    pub weight: u32,
+    /// Labels, sorted by key.
+    pub labels: Vec<(String, String)>,
+    /// Requests forwarded and not yet finished (response body done or dropped).
+    in_flight: Arc<AtomicU32>,
+    /// Up according to health checking (active and passive); starts up.
+    up: Arc<AtomicBool>,
+    /// Moving average of the time to response head, in microseconds (0: none yet).
+    latency_ewma_us: Arc<AtomicU32>,
+}
+
+impl Backend {
+    /// A backend from its config, up, with nothing in flight.
+    pub fn new(config: &BackendConfig) -> Self {
+        Backend {
+            address: config.address.clone(),
+            authority: authority(&config.address),
+            key: lbhost_sdk::hash::backend_key(&config.address),
+            weight: config.weight,
+            labels: config.labels.clone(),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            up: Arc::new(AtomicBool::new(true)),
+            latency_ewma_us: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// The same backend with a new weight or labels, sharing its live state.
+    pub fn reconfigured(&self, config: &BackendConfig) -> Self {
+        Backend {
+            address: self.address.clone(),
+            authority: self.authority.clone(),
+            key: self.key,
+            weight: config.weight,
+            labels: config.labels.clone(),
+            in_flight: Arc::clone(&self.in_flight),
+            up: Arc::clone(&self.up),
+            latency_ewma_us: Arc::clone(&self.latency_ewma_us),
+        }
+    }
+
+    /// Whether a strategy may choose this backend now.
+    pub fn is_eligible(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether health checking has this backend up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Sets the health state; returns whether it changed.
+    pub fn set_up(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::AcqRel) != up
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Moving average of the time to response head in microseconds (0 until measured).
+    pub fn latency_ewma_us(&self) -> u32 {
+        self.latency_ewma_us.load(Ordering::Relaxed)
+    }
+
+    /// Folds one response time into the moving average (weight 1/8 for the new sample).
+    pub fn record_latency(&self, latency: std::time::Duration) {
+        let sample = u32::try_from(latency.as_micros())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let old = self.latency_ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32
+        };
+        // A lost update under contention only delays the average by one sample.
+        self.latency_ewma_us.store(new, Ordering::Relaxed);
+    }
+
+    /// Counts one request in flight until the returned guard drops.
+    pub fn start_request(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(&self.in_flight))
+    }
+}
+
+/// Holds one in-flight request on a backend; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `address` was validated as `host:port` by the config, so it parses; a fallback keeps this
+/// infallible all the same.
+fn authority(address: &str) -> Authority {
+    address
+        .parse()
+        .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1"))
+}

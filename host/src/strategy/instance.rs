@@ -1,0 +1,155 @@
+//! A warm guest instance and the calls into it, each under a deadline.
+
+use std::time::Duration;
+
+use wasmtime::component::Resource;
+use wasmtime::{Store, Trap};
+
+use super::bindings::{Balancer, GuestState, Needs, RequestData, SelectContext, WitBackend};
+use super::loader::Loaded;
+use super::runtime::Runtime;
+use super::Fault;
+use crate::pool::BackendSet;
+
+/// One instance of a loaded strategy, owned by one worker thread.
+pub struct Warm {
+    /// The [`Loaded::id`] this instance was built from.
+    pub strategy_id: u64,
+    /// What the guest asked for in `configure`.
+    pub needs: Needs,
+    /// The pool generation last pushed through `backends-changed` (0: never).
+    pub seen_generation: u64,
+    store: Store<GuestState>,
+    bindings: Balancer,
+    /// Reused per call so `select` allocates nothing on the host side.
+    ctx: SelectContext,
+}
+
+impl Warm {
+    /// Instantiates `loaded` and runs `configure` with its parameters.
+    pub fn new(runtime: &Runtime, loaded: &Loaded) -> Result<Self, Fault> {
+        let mut store = runtime.new_store();
+        let bindings = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, e))?;
+        runtime.arm_hook(&mut store);
+        let needs = bindings
+            .lb_strategy_strategy()
+            .call_configure(&mut store, &loaded.params)
+            .map_err(|e| classify(&store, e))?
+            .map_err(Fault::Refused)?;
+        Ok(Warm {
+            strategy_id: loaded.id,
+            needs,
+            seen_generation: 0,
+            store,
+            bindings,
+            ctx: SelectContext {
+                sequence: 0,
+                random: 0,
+                in_flight: Vec::new(),
+                latency_ewma_us: Vec::new(),
+                exclude: Vec::new(),
+            },
+        })
+    }
+
+    /// Pushes the backend set to the guest.
+    pub fn backends_changed(
+        &mut self,
+        runtime: &Runtime,
+        set: &BackendSet,
+        generation: u64,
+    ) -> Result<(), Fault> {
+        let list: Vec<WitBackend> = set
+            .backends
+            .iter()
+            .map(|b| WitBackend {
+                key: b.key,
+                address: b.address.clone(),
+                weight: b.weight,
+                eligible: b.is_eligible(),
+                labels: b.labels.clone(),
+            })
+            .collect();
+        runtime.arm_hook(&mut self.store);
+        self.bindings
+            .lb_strategy_strategy()
+            .call_backends_changed(&mut self.store, &list)
+            .map_err(|e| classify(&self.store, e))?;
+        self.seen_generation = generation;
+        Ok(())
+    }
+
+    /// Asks the guest for a backend. The request is lent to the guest for the call and always
+    /// handed back, whatever happened.
+    pub fn select(
+        &mut self,
+        runtime: &Runtime,
+        set: &BackendSet,
+        sequence: u64,
+        random: u64,
+        exclude: &[u32],
+        request: RequestData,
+    ) -> (RequestData, Result<Option<u32>, Fault>) {
+        self.ctx.sequence = sequence;
+        self.ctx.random = random;
+        self.ctx.in_flight.clear();
+        self.ctx
+            .in_flight
+            .extend(set.backends.iter().map(|b| b.in_flight()));
+        self.ctx.latency_ewma_us.clear();
+        if self.needs.contains(Needs::LATENCY) {
+            self.ctx
+                .latency_ewma_us
+                .extend(set.backends.iter().map(|b| b.latency_ewma_us()));
+        }
+        self.ctx.exclude.clear();
+        self.ctx.exclude.extend_from_slice(exclude);
+        self.store.data_mut().request = Some(request);
+        runtime.arm_select(&mut self.store);
+        let result = self.bindings.lb_strategy_strategy().call_select(
+            &mut self.store,
+            &self.ctx,
+            Resource::new_borrow(0),
+        );
+        let request = self
+            .store
+            .data_mut()
+            .request
+            .take()
+            .expect("only this function takes the lent request out of the store");
+        (request, result.map_err(|e| classify(&self.store, e)))
+    }
+
+    /// Tells the guest how a backend answered.
+    pub fn on_response(
+        &mut self,
+        runtime: &Runtime,
+        backend: u32,
+        status: u16,
+        latency: Duration,
+    ) -> Result<(), Fault> {
+        runtime.arm_select(&mut self.store);
+        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        self.bindings
+            .lb_strategy_strategy()
+            .call_on_response(&mut self.store, backend, status, micros)
+            .map_err(|e| classify(&self.store, e))
+    }
+}
+
+/// Names what went wrong in a failed guest call.
+fn classify(store: &Store<GuestState>, error: wasmtime::Error) -> Fault {
+    if store.data().memory_denied {
+        return Fault::OutOfMemory;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::Timeout,
+        Some(Trap::StackOverflow) => Fault::Trap("stack overflow".into()),
+        Some(Trap::UnreachableCodeReached) => Fault::Trap("guest panicked (unreachable)".into()),
+        Some(trap) => Fault::Trap(trap.to_string()),
+        None => Fault::Trap(format!("{error:#}")),
+    }
+}

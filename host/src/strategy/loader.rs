@@ -1,0 +1,138 @@
+//! Loading a strategy file: read, compile, check the world and imports, trial-configure.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+use super::bindings::{BalancerPre, Needs};
+use super::instance::Warm;
+use super::runtime::Runtime;
+use super::LoadError;
+
+/// The interfaces lbhost provides to guests (`types` has no functions, only shared types).
+const PROVIDED_IMPORTS: [&str; 2] = ["lb:strategy/http@0.1.0", "lb:strategy/types@0.1.0"];
+/// The interface a strategy must export.
+const REQUIRED_EXPORT: &str = "lb:strategy/strategy@0.1.0";
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A compiled, checked strategy, ready to instantiate on any worker thread.
+pub struct Loaded {
+    /// Unique per load: a worker whose warm instance has another id rebuilds it.
+    pub id: u64,
+    /// File name without `.wasm`.
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    pub(super) pre: BalancerPre<super::bindings::GuestState>,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) needs: Needs,
+    /// Global sequence handed to `select` (round-robin stays exact across threads).
+    pub(super) sequence: AtomicU64,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Loads the strategy at `path` and checks that `configure(params)` accepts it.
+    pub fn load(
+        self: &Arc<Self>,
+        path: &Path,
+        params: &[(String, String)],
+    ) -> Result<Loaded, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "strategy".into());
+        let mut loaded = self.load_bytes(&name, &bytes, params)?;
+        loaded.path = path.to_path_buf();
+        Ok(loaded)
+    }
+
+    /// Loads a strategy from `bytes`.
+    pub fn load_bytes(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+        params: &[(String, String)],
+    ) -> Result<Loaded, LoadError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            if !PROVIDED_IMPORTS.contains(&import) {
+                return Err(LoadError::Import(import.to_string()));
+            }
+        }
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == REQUIRED_EXPORT) {
+            return Err(LoadError::World(if exports.is_empty() {
+                "exports no interface".into()
+            } else {
+                format!("exports {}", exports.join(", "))
+            }));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = BalancerPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let mut loaded = Loaded {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.to_string(),
+            path: PathBuf::new(),
+            sha256: hex(&Sha256::digest(bytes)),
+            loaded_at: SystemTime::now(),
+            pre,
+            params: params.to_vec(),
+            needs: Needs::empty(),
+            sequence: AtomicU64::new(0),
+        };
+        // A trial instance proves it instantiates and accepts its parameters, off the request path.
+        let trial = Warm::new(self, &loaded).map_err(|fault| match fault {
+            super::Fault::Refused(reason) => LoadError::Configure(reason),
+            other => LoadError::Trial(other.to_string()),
+        })?;
+        loaded.needs = trial.needs;
+        Ok(loaded)
+    }
+}
+
+/// Tells garbage and core modules apart from components before compiling.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,255 @@
+//! Strategy selection: the active wasm strategy, a warm instance per worker thread, faults and
+//! the fallback that serves when a guest misbehaves.
+
+mod bindings;
+mod fallback;
+mod instance;
+mod loader;
+mod runtime;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use bindings::RequestData;
+pub use loader::Loaded;
+pub use runtime::Runtime;
+
+use fallback::Fallback;
+use instance::Warm;
+
+use crate::pool::{BackendSet, Pool};
+
+/// Why a strategy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("not a WebAssembly file")]
+    NotWasm,
+    #[error("this is a core wasm module, not a component: build the strategy with lbhost-sdk (or wrap the module with `wasm-tools component new`)")]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("imports `{0}`, which lbhost does not provide (strategies may import only the lb:strategy@0.1.0 interfaces: no WASI, no ambient authority)")]
+    Import(String),
+    #[error(
+        "not an lb:strategy@0.1.0 strategy: it does not export lb:strategy/strategy@0.1.0 ({0})"
+    )]
+    World(String),
+    #[error("configure refused strategy_config: {0}")]
+    Configure(String),
+    #[error("the strategy failed when first run: {0}")]
+    Trial(String),
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+/// A guest call that did not produce a usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    #[error("trap: {0}")]
+    Trap(String),
+    #[error("deadline exceeded")]
+    Timeout,
+    #[error("memory limit exceeded")]
+    OutOfMemory,
+    #[error("answered backend {0}, which is out of range, ineligible or excluded")]
+    BadAnswer(u32),
+    #[error("configure refused: {0}")]
+    Refused(String),
+}
+
+impl Fault {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Timeout => "timeout",
+            Fault::OutOfMemory => "out_of_memory",
+            Fault::BadAnswer(_) => "bad_answer",
+            Fault::Refused(_) => "refused",
+        }
+    }
+}
+
+/// The outcome of one selection.
+#[derive(Debug)]
+pub enum Choice {
+    /// The strategy chose this backend index.
+    Strategy(usize),
+    /// The strategy faulted; the fallback chose this backend index.
+    Fallback(usize, Fault),
+    /// No backend can take the request (the strategy said none, or none is eligible).
+    Unavailable,
+}
+
+/// The active strategy, swappable at run time, and the per-thread instances that run it.
+pub struct Strategies {
+    runtime: Arc<Runtime>,
+    active: ArcSwap<Loaded>,
+    fallback: Fallback,
+}
+
+impl std::fmt::Debug for Strategies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Strategies")
+            .field("active", &self.active.load().name)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// This worker thread's instance of the active strategy, built on first use and after a
+    /// fault or a swap.
+    static WARM: RefCell<Option<Warm>> = const { RefCell::new(None) };
+}
+
+impl Strategies {
+    /// Starts with `loaded` active.
+    pub fn new(runtime: Arc<Runtime>, loaded: Loaded) -> Self {
+        Strategies {
+            runtime,
+            active: ArcSwap::from_pointee(loaded),
+            fallback: Fallback::default(),
+        }
+    }
+
+    /// The runtime strategies are loaded with.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The active strategy.
+    pub fn active(&self) -> Arc<Loaded> {
+        self.active.load_full()
+    }
+
+    /// Makes `loaded` the active strategy; requests already inside the old one finish there.
+    pub fn swap(&self, loaded: Loaded) {
+        self.active.store(Arc::new(loaded));
+    }
+
+    /// Chooses a backend of `set` for `request`, never trusting the guest: a fault or an
+    /// unusable answer is served by the fallback. The request is handed back.
+    pub fn select(
+        &self,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        request: RequestData,
+    ) -> (RequestData, Choice) {
+        let loaded = self.active.load();
+        let generation = pool.generation();
+        let (request, answer) = WARM.with(|cell| {
+            let mut warm = cell.borrow_mut();
+            let instance = match self.ready(&mut warm, &loaded, set, generation) {
+                Ok(instance) => instance,
+                Err(fault) => return (request, Err(fault)),
+            };
+            let sequence = loaded
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (request, answer) = instance.select(
+                &self.runtime,
+                set,
+                sequence,
+                fastrand_u64(),
+                exclude,
+                request,
+            );
+            if answer.is_err() {
+                // A trapped instance cannot be entered again: rebuild on next use.
+                *warm = None;
+            }
+            (request, answer)
+        });
+        let choice = match answer {
+            Ok(Some(i)) if is_usable(set, exclude, i) => Choice::Strategy(i as usize),
+            Ok(Some(i)) => {
+                WARM.with(|cell| *cell.borrow_mut() = None);
+                self.fall_back(set, exclude, Fault::BadAnswer(i))
+            }
+            Ok(None) => Choice::Unavailable,
+            Err(fault) => self.fall_back(set, exclude, fault),
+        };
+        (request, choice)
+    }
+
+    /// Tells the active strategy how a backend answered, if it asked to know.
+    pub fn feedback(&self, backend: usize, status: u16, latency: Duration) {
+        let loaded = self.active.load();
+        if !loaded.needs.contains(bindings::Needs::FEEDBACK) {
+            return;
+        }
+        WARM.with(|cell| {
+            let mut warm = cell.borrow_mut();
+            let Some(instance) = warm.as_mut().filter(|w| w.strategy_id == loaded.id) else {
+                return;
+            };
+            let Ok(backend) = u32::try_from(backend) else {
+                return;
+            };
+            if let Err(fault) = instance.on_response(&self.runtime, backend, status, latency) {
+                tracing::warn!(strategy = %loaded.name, %fault, "strategy fault in on-response");
+                *warm = None;
+            }
+        });
+    }
+
+    /// This thread's instance of `loaded`, built and given the current backend set if needed.
+    fn ready<'w>(
+        &self,
+        warm: &'w mut Option<Warm>,
+        loaded: &Loaded,
+        set: &BackendSet,
+        generation: u64,
+    ) -> Result<&'w mut Warm, Fault> {
+        let mut instance = match warm.take() {
+            Some(w) if w.strategy_id == loaded.id => w,
+            _ => Warm::new(&self.runtime, loaded)?,
+        };
+        if instance.seen_generation != generation {
+            // On a fault the instance is dropped here and rebuilt on next use.
+            instance.backends_changed(&self.runtime, set, generation)?;
+        }
+        Ok(warm.insert(instance))
+    }
+
+    fn fall_back(&self, set: &BackendSet, exclude: &[u32], fault: Fault) -> Choice {
+        let loaded = self.active.load();
+        tracing::warn!(strategy = %loaded.name, kind = fault.kind(), %fault, "strategy fault; serving with the fallback");
+        match self.fallback.pick(set, exclude) {
+            Some(i) => Choice::Fallback(i, fault),
+            None => Choice::Unavailable,
+        }
+    }
+}
+
+/// Whether index `i` names an eligible backend of `set` that was not already tried.
+fn is_usable(set: &BackendSet, exclude: &[u32], i: u32) -> bool {
+    set.backends
+        .get(i as usize)
+        .is_some_and(|b| b.is_eligible() && b.weight > 0)
+        && !exclude.contains(&i)
+}
+
+/// 64 random bits from a per-thread xorshift generator seeded from the OS hasher's keys.
+fn fastrand_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        lbhost_sdk::hash::mix64(x)
+    })
+}

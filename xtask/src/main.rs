@@ -1,0 +1,105 @@
+//! Project tasks: `cargo xtask strategies | demo | test`. See the README.
+
+mod component;
+mod guests;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("strategies") => guests::build_all(&root()),
+        Some("demo") => demo(&args[1..]),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 strategies   build every guest component (strategies, examples, test guests)\n  \
+                 demo         build everything and run lbhost in front of three demo backends\n  \
+                 test         build everything and run every test (extra args go to cargo test)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs `cargo` with `args` in the workspace root.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the components and the host, then runs every test of the workspace.
+fn test(extra: &[String]) -> Result<()> {
+    guests::build_all(&root())?;
+    cargo(&["build", "--release", "--workspace", "--bins"])?;
+    let mut args = vec!["test", "--release", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+/// Builds everything and runs lbhost in front of three demo backends until Ctrl-C.
+fn demo(extra: &[String]) -> Result<()> {
+    guests::build_all(&root())?;
+    cargo(&["build", "--release", "-p", "lbhost", "-p", "demo-backend"])?;
+    let bin = root().join("target/release");
+    let mut children = Vec::new();
+    for (name, port) in [("alpha", 9001), ("beta", 9002), ("gamma", 9003)] {
+        children.push(
+            Command::new(bin.join("demo-backend"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
+                .spawn()
+                .context("starting demo-backend")?,
+        );
+    }
+    println!(
+        "\nlbhost demo: three backends on 127.0.0.1:9001-9003, proxy on 127.0.0.1:8080\n\
+         try:\n  curl -s http://127.0.0.1:8080/            # round-robin over alpha, beta, gamma\n  \
+         curl -s http://127.0.0.1:9901/status      # admin: backends and strategy\n  \
+         curl -s http://127.0.0.1:9901/metrics     # Prometheus metrics\n\
+         swap the strategy while it runs:\n  \
+         cp strategies/ip_hash.wasm strategies/active.wasm\n\
+         Ctrl-C stops everything.\n"
+    );
+    let status = Command::new(bin.join("lbhost"))
+        .args(["--config", "examples/demo.json"])
+        .args(extra)
+        .current_dir(root())
+        .status();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status = status.context("starting lbhost")?;
+    if !status.success() {
+        bail!("lbhost exited with {status}");
+    }
+    Ok(())
+}
