@@ -56,6 +56,9 @@ pub fn configure<S: Strategy>(params: Vec<(String, String)>) -> Result<WitNeeds,
     let strategy = S::configure(&Params::new(params))?;
     let needs = strategy.needs();
     let mut flags = WitNeeds::empty();
+    if needs.in_flight {
+        flags |= WitNeeds::IN_FLIGHT;
+    }
     if needs.latency {
         flags |= WitNeeds::LATENCY;
     }
@@ -100,9 +103,9 @@ pub fn select(ctx: WitContext, request: &WitRequest) -> Option<u32> {
             set: &state.set,
             sequence: ctx.sequence,
             random: ctx.random,
-            in_flight: &ctx.in_flight,
-            latency_ewma_us: &ctx.latency_ewma_us,
-            exclude: &ctx.exclude,
+            in_flight: ctx.in_flight.as_deref().unwrap_or_default(),
+            latency_ewma_us: ctx.latency_ewma_us.as_deref().unwrap_or_default(),
+            exclude: ctx.exclude.as_deref().unwrap_or_default(),
         };
         let choice = state.strategy.select(&view, &Request::host(request))?;
         u32::try_from(choice).ok()

@@ -98,7 +98,8 @@ impl<'a> Backends<'a> {
         self.random
     }
 
-    /// Requests in flight to backend `index` (0 when unknown).
+    /// Requests in flight to backend `index` (0 unless the strategy asked for
+    /// [`crate::Needs::in_flight`]).
     pub fn in_flight(&self, index: usize) -> u32 {
         self.in_flight.get(index).copied().unwrap_or(0)
     }

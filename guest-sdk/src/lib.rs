@@ -46,7 +46,9 @@ use std::time::Duration;
 /// What a strategy asks the host to provide beyond the defaults.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Fill [`Backends::latency_ewma`] on every call.
+    /// Fill [`Backends::in_flight`] on every call (otherwise it reads 0).
+    pub in_flight: bool,
+    /// Fill [`Backends::latency_ewma_us`] on every call.
     pub latency: bool,
     /// Call [`Strategy::on_response`] after every backend response.
     pub feedback: bool,
@@ -63,7 +65,7 @@ pub trait Strategy: 'static {
     where
         Self: Sized;
 
-    /// What the host should provide. Default: nothing beyond in-flight counts.
+    /// What the host should provide per call. Default: nothing (each column costs a copy).
     fn needs(&self) -> Needs {
         Needs::default()
     }

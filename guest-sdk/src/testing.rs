@@ -94,7 +94,8 @@ pub struct Harness<S> {
     strategy: S,
     set: BackendSet,
     sequence: u64,
-    /// In-flight requests per backend, as the host would report them.
+    /// In-flight requests per backend, as the host would report them (seen by the strategy only
+    /// if it asks for [`crate::Needs::in_flight`]).
     pub in_flight: Vec<u32>,
     /// Latency averages per backend in microseconds (empty: not measured).
     pub latency_ewma_us: Vec<u32>,
@@ -141,12 +142,22 @@ impl<S: Strategy> Harness<S> {
     pub fn select(&mut self, request: &TestRequest) -> Option<usize> {
         let sequence = self.sequence;
         self.sequence += 1;
+        // Like the host, provide only the columns the strategy asked for.
+        let needs = self.strategy.needs();
         let view = Backends {
             set: &self.set,
             sequence,
             random: mix64(sequence ^ 0x5eed),
-            in_flight: &self.in_flight,
-            latency_ewma_us: &self.latency_ewma_us,
+            in_flight: if needs.in_flight {
+                &self.in_flight
+            } else {
+                &[]
+            },
+            latency_ewma_us: if needs.latency {
+                &self.latency_ewma_us
+            } else {
+                &[]
+            },
             exclude: &self.exclude,
         };
         self.strategy.select(&view, &Request::test(request))

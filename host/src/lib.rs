@@ -4,10 +4,11 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`admin`] the admin API, [`metrics`] Prometheus families.
+//! [`health`] active health checks, [`admin`] the admin API, [`metrics`] Prometheus families.
 
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -52,8 +53,11 @@ pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
         .strategy_info
         .with_label_values(&[active.name.as_str(), active.sha256.as_str()])
         .set(1);
+    let pool = Pool::new(&config.backends);
+    let mut health = health::HealthChecker::new(Arc::clone(&pool));
+    health.sync(config.health_check.as_ref());
     let proxy = Arc::new(Proxy {
-        pool: Pool::new(&config.backends),
+        pool,
         strategies: Arc::new(strategies),
         upstream: Upstream::new(&config.timeouts),
         metrics,
@@ -71,6 +75,7 @@ pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy)));
     let drained = server::serve(listener, proxy, &config, shutdown_signal()).await;
     admin.abort();
+    drop(health);
     if drained {
         tracing::info!("drained; bye");
     } else {

@@ -48,9 +48,9 @@ impl Warm {
             ctx: SelectContext {
                 sequence: 0,
                 random: 0,
-                in_flight: Vec::new(),
-                latency_ewma_us: Vec::new(),
-                exclude: Vec::new(),
+                in_flight: None,
+                latency_ewma_us: None,
+                exclude: None,
             },
         })
     }
@@ -95,18 +95,21 @@ impl Warm {
     ) -> (RequestData, Result<Option<u32>, Fault>) {
         self.ctx.sequence = sequence;
         self.ctx.random = random;
-        self.ctx.in_flight.clear();
-        self.ctx
-            .in_flight
-            .extend(set.backends.iter().map(|b| b.in_flight()));
-        self.ctx.latency_ewma_us.clear();
-        if self.needs.contains(Needs::LATENCY) {
-            self.ctx
-                .latency_ewma_us
-                .extend(set.backends.iter().map(|b| b.latency_ewma_us()));
-        }
-        self.ctx.exclude.clear();
-        self.ctx.exclude.extend_from_slice(exclude);
+        fill(
+            &mut self.ctx.in_flight,
+            self.needs.contains(Needs::IN_FLIGHT),
+            set.backends.iter().map(|b| b.in_flight()),
+        );
+        fill(
+            &mut self.ctx.latency_ewma_us,
+            self.needs.contains(Needs::LATENCY),
+            set.backends.iter().map(|b| b.latency_ewma_us()),
+        );
+        fill(
+            &mut self.ctx.exclude,
+            !exclude.is_empty(),
+            exclude.iter().copied(),
+        );
         self.store.data_mut().request = Some(request);
         runtime.arm_select(&mut self.store);
         let result = self.bindings.lb_strategy_strategy().call_select(
@@ -138,6 +141,18 @@ impl Warm {
             .call_on_response(&mut self.store, backend, status, micros)
             .map_err(|e| classify(&self.store, e))
     }
+}
+
+/// Sets an optional column to `values` when `wanted` (reusing its buffer), `None` otherwise: an
+/// absent list costs the guest no allocation.
+fn fill(column: &mut Option<Vec<u32>>, wanted: bool, values: impl Iterator<Item = u32>) {
+    if !wanted {
+        *column = None;
+        return;
+    }
+    let list = column.get_or_insert_with(Vec::new);
+    list.clear();
+    list.extend(values);
 }
 
 /// Names what went wrong in a failed guest call.

@@ -153,14 +153,8 @@ impl Strategies {
             let sequence = loaded
                 .sequence
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (request, answer) = instance.select(
-                &self.runtime,
-                set,
-                sequence,
-                fastrand_u64(),
-                exclude,
-                request,
-            );
+            let (request, answer) =
+                instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
             if answer.is_err() {
                 // A trapped instance cannot be entered again: rebuild on next use.
                 *warm = None;
@@ -237,8 +231,8 @@ fn is_usable(set: &BackendSet, exclude: &[u32], i: u32) -> bool {
         && !exclude.contains(&i)
 }
 
-/// 64 random bits from a per-thread xorshift generator seeded from the OS hasher's keys.
-fn fastrand_u64() -> u64 {
+/// 64 random bits (not for cryptography) from a per-thread xorshift generator seeded from the OS hasher's keys.
+pub fn random_u64() -> u64 {
     use std::cell::Cell;
     use std::hash::{BuildHasher, RandomState};
     thread_local! {

@@ -1,6 +1,6 @@
 //! Least connections: the eligible backend with the fewest in-flight requests per unit of weight.
 
-use lbhost_sdk::{Backends, Params, Request, Strategy};
+use lbhost_sdk::{Backends, Needs, Params, Request, Strategy};
 
 /// Chooses the candidate with the lowest `in_flight / weight`. Ties rotate with the global
 /// sequence, so an idle pool is shared evenly instead of piling onto the first backend.
@@ -10,6 +10,13 @@ impl Strategy for LeastConn {
     fn configure(params: &Params) -> Result<Self, String> {
         params.allow_only(&[])?;
         Ok(LeastConn)
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            in_flight: true,
+            ..Needs::default()
+        }
     }
 
     fn select(&mut self, backends: &Backends<'_>, _request: &Request<'_>) -> Option<usize> {

@@ -1,0 +1,167 @@
+//! Active health checks: each backend is probed on its own jittered schedule, and its state
+//! flips only after `healthy_threshold` / `unhealthy_threshold` consecutive results.
+//!
+//! Initial state: a backend starts *up* so traffic flows at once, but on probation: it is probed
+//! right away, and a failure of that first probe takes it down immediately (as HAProxy does), so
+//! a backend that was never seen healthy is not trusted for longer than one probe timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinHandle;
+
+use crate::config::HealthCheckConfig;
+use crate::pool::{Backend, Pool};
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Runs one probe task per backend and keeps the set of tasks in step with the pool.
+#[derive(Debug)]
+pub struct HealthChecker {
+    pool: Arc<Pool>,
+    client: ProbeClient,
+    tasks: HashMap<String, (JoinHandle<()>, HealthCheckConfig)>,
+}
+
+impl HealthChecker {
+    /// A checker for `pool`; call [`HealthChecker::sync`] to start probing.
+    pub fn new(pool: Arc<Pool>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        // A fresh connection per probe: a probe must see a backend that stopped accepting.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        HealthChecker {
+            pool,
+            client,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Starts probes for backends that have none, stops those of removed backends, and restarts
+    /// all when the settings change. With `None`, stops everything and marks every backend up.
+    pub fn sync(&mut self, config: Option<&HealthCheckConfig>) {
+        let set = self.pool.load();
+        let Some(config) = config else {
+            for (_, (task, _)) in self.tasks.drain() {
+                task.abort();
+            }
+            let changed = set.backends.iter().fold(false, |c, b| b.set_up(true) | c);
+            if changed {
+                self.pool.bump();
+            }
+            return;
+        };
+        self.tasks.retain(|address, (task, settings)| {
+            let keep = settings == config && set.backends.iter().any(|b| &b.address == address);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for backend in &set.backends {
+            if !self.tasks.contains_key(&backend.address) {
+                let task = tokio::spawn(probe_loop(
+                    Arc::clone(&self.pool),
+                    Arc::clone(backend),
+                    self.client.clone(),
+                    config.clone(),
+                ));
+                self.tasks
+                    .insert(backend.address.clone(), (task, config.clone()));
+            }
+        }
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        for (task, _) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Probes `backend` forever, flipping its state with hysteresis.
+async fn probe_loop(
+    pool: Arc<Pool>,
+    backend: Arc<Backend>,
+    client: ProbeClient,
+    config: HealthCheckConfig,
+) {
+    let mut successes = 0u32;
+    let mut failures = 0u32;
+    let mut first = true;
+    // Spread the first probes of many backends over up to 100 ms.
+    tokio::time::sleep(jitter(config.interval.min(Duration::from_millis(100)), 1.0)).await;
+    loop {
+        let result = probe(&client, &backend, &config).await;
+        match &result {
+            Ok(()) => {
+                successes += 1;
+                failures = 0;
+            }
+            Err(_) => {
+                failures += 1;
+                successes = 0;
+            }
+        }
+        let up = backend.is_up();
+        let flip = match &result {
+            Ok(()) => !up && successes >= config.healthy_threshold,
+            Err(_) => up && (first || failures >= config.unhealthy_threshold),
+        };
+        if flip && backend.set_up(!up) {
+            pool.bump();
+            match &result {
+                Ok(()) => tracing::info!(backend = %backend.address, successes, "backend up"),
+                Err(cause) => {
+                    tracing::warn!(backend = %backend.address, failures, %cause, "backend down")
+                }
+            }
+        }
+        first = false;
+        tokio::time::sleep(jitter(config.interval, 0.1)).await;
+    }
+}
+
+/// One probe: `GET path`; 2xx and 3xx are healthy.
+async fn probe(
+    client: &ProbeClient,
+    backend: &Backend,
+    config: &HealthCheckConfig,
+) -> Result<(), String> {
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(backend.authority.clone())
+        .path_and_query(config.path.as_str())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let request = http::Request::get(uri)
+        .header(http::header::USER_AGENT, "lbhost-health-check")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(config.timeout, client.request(request)).await {
+        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
+        Ok(Err(e)) => Err(format!("{e}")),
+        Ok(Ok(response))
+            if response.status().is_success() || response.status().is_redirection() =>
+        {
+            Ok(())
+        }
+        Ok(Ok(response)) => Err(format!("status {}", response.status().as_u16())),
+    }
+}
+
+/// `base` scaled by a random factor in `[1 - spread, 1 + spread)` (or `[0, base)` for spread 1).
+fn jitter(base: Duration, spread: f64) -> Duration {
+    let unit = (crate::strategy::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    base.mul_f64((1.0 - spread + 2.0 * spread * unit).max(0.0))
+}
