@@ -29,5 +29,6 @@ pub fn build_all(root: &Path) -> Result<()> {
         component::wrap(&core, &root.join(out))?;
     }
     eprintln!("xtask: built {} components", RUST_GUESTS.len());
+    crate::c_guest::build(root)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask strategies | demo | test`. See the README.
 
+mod c_guest;
 mod component;
 mod guests;
 
