@@ -1,0 +1,218 @@
+//! The built-in strategies, driven through the real lbhost: exact rotation, weights, least
+//! connections, consistent IP hashing and uniform randomness.
+
+use std::time::Duration;
+
+use demo_backend::Backend;
+use lbhost_e2e::{config, start_backends, wait_until, Http, Lb};
+use serde_json::{json, Value};
+
+/// Requests each backend has received.
+fn hits(backends: &[Backend]) -> Vec<u64> {
+    backends.iter().map(Backend::hits).collect()
+}
+
+/// Sets `field` of each backend entry of `config`, in order.
+fn set_per_backend(config: &mut Value, field: &str, values: &[Value]) {
+    let entries = config["backends"]
+        .as_array_mut()
+        .expect("config() writes a backends array");
+    for (entry, value) in entries.iter_mut().zip(values) {
+        entry[field] = value.clone();
+    }
+}
+
+/// Which backend `lb` sends a client with address `ip` to (the client is simulated by sending
+/// `X-Forwarded-For: ip` from the trusted loopback peer).
+async fn backend_for(http: &Http, lb: &Lb, ip: &str) -> String {
+    let reply = http
+        .get_with(&lb.url("/"), &[("x-forwarded-for", ip)])
+        .await;
+    assert_eq!(reply.status, 200, "client {ip}: {}", reply.text());
+    reply
+        .header("x-backend")
+        .expect("the demo backend names itself")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_gives_each_backend_exactly_its_share() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let lb = Lb::start(config("round_robin", &backends)).await;
+    let http = Http::new();
+    for _ in 0..300 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(hits(&backends), [100, 100, 100]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_stays_exact_with_concurrent_clients_on_several_workers() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let mut config = config("round_robin", &backends);
+    config["workers"] = json!(2);
+    let lb = Lb::start(config).await;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = lb.url("/");
+            tokio::spawn(async move {
+                let http = Http::new();
+                for _ in 0..75 {
+                    let reply = http.get(&url).await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client task");
+    }
+    assert_eq!(hits(&backends), [100, 100, 100]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_follows_smooth_weighted_round_robin() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let mut config = config("weighted", &backends);
+    set_per_backend(&mut config, "weight", &[json!(5), json!(1), json!(1)]);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let mut order = Vec::new();
+    for _ in 0..70 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        order.push(reply.header("x-backend").unwrap_or("?").to_string());
+    }
+    assert_eq!(order[..7], ["a", "a", "b", "a", "c", "a", "a"], "{order:?}");
+    assert_eq!(hits(&backends), [50, 10, 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_avoids_backends_busy_with_slow_requests() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let lb = Lb::start(config("least_conn", &backends)).await;
+
+    // Two slow requests: least-conn puts them on two different backends.
+    let mut slow = Vec::new();
+    for in_flight in 1..=2 {
+        let url = lb.url("/slow?ms=3000");
+        slow.push(tokio::spawn(async move { lbhost_e2e::get(&url).await }));
+        wait_until(
+            "the slow request reaches a backend",
+            Duration::from_secs(5),
+            || hits(&backends).iter().sum::<u64>() == in_flight,
+        )
+        .await;
+    }
+    let busy = hits(&backends);
+    assert_eq!(
+        busy.iter().filter(|&&h| h == 1).count(),
+        2,
+        "the two slow requests share a backend: {busy:?}"
+    );
+    let idle = busy
+        .iter()
+        .position(|&h| h == 0)
+        .expect("one backend is idle");
+
+    // While they run, every new request goes to the idle backend. The pause between requests
+    // lets lbhost finish accounting for the previous one, so the idle backend is back at 0.
+    let http = Http::new();
+    for _ in 0..30 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.header("x-backend"),
+            Some(backends[idle].name()),
+            "a request went to a busy backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        slow.iter().all(|request| !request.is_finished()),
+        "the slow requests ended before the test was done with them"
+    );
+    for request in slow {
+        let reply = request.await.expect("slow request task");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hash_keeps_clients_and_moves_only_those_of_a_removed_backend() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let mut full = config("ip_hash", &backends);
+    full["trusted_proxies"] = json!(["127.0.0.1/32"]);
+    let lb = Lb::start(full).await;
+    let http = Http::new();
+    // Enough clients that each backend's share is well away from 0 and from 1/2.
+    let clients: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 256, i % 256))
+        .collect();
+
+    let mut first = Vec::new();
+    for ip in &clients {
+        first.push(backend_for(&http, &lb, ip).await);
+    }
+    for (ip, was) in clients.iter().zip(&first) {
+        assert_eq!(
+            &backend_for(&http, &lb, ip).await,
+            was,
+            "client {ip} changed backend"
+        );
+    }
+    for name in ["a", "b", "c"] {
+        let share = first.iter().filter(|b| *b == name).count();
+        assert!(
+            share > 150,
+            "backend {name} got only {share} of 1000 clients"
+        );
+    }
+
+    // Another node, as if `c` had been removed: same backend keys, so the same ring minus c.
+    let mut without_c = config("ip_hash", &backends[..2]);
+    without_c["trusted_proxies"] = json!(["127.0.0.1/32"]);
+    let lb2 = Lb::start(without_c).await;
+    let mut moved = 0;
+    let mut wrongly_moved = Vec::new();
+    for (ip, was) in clients.iter().zip(&first) {
+        let now = backend_for(&http, &lb2, ip).await;
+        if was == "c" {
+            moved += 1;
+        } else if &now != was {
+            wrongly_moved.push(format!("{ip}: {was} -> {now}"));
+        }
+    }
+    assert!(
+        wrongly_moved.is_empty(),
+        "{} clients of a remaining backend moved, e.g. {:?}",
+        wrongly_moved.len(),
+        &wrongly_moved[..wrongly_moved.len().min(5)]
+    );
+    // Only c's clients moved: about a third (the exact share depends on the ring built from
+    // the backends' random ports), and nowhere near the 2/3 that hashing modulo n would move.
+    assert!(moved < 500, "{moved} of 1000 clients moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_is_uniform_by_chi_square() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let lb = Lb::start(config("random", &backends)).await;
+    let http = Http::new();
+    for _ in 0..3000 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let counts = hits(&backends);
+    assert_eq!(counts.iter().sum::<u64>(), 3000);
+    let chi_square: f64 = counts
+        .iter()
+        .map(|&c| (c as f64 - 1000.0).powi(2) / 1000.0)
+        .sum();
+    // 2 degrees of freedom, p = 0.001.
+    assert!(
+        chi_square < 13.82,
+        "chi-square {chi_square:.2} for {counts:?}"
+    );
+}

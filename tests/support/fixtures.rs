@@ -1,0 +1,43 @@
+//! Backends, configs and waiting: what most tests start from.
+
+use std::time::Duration;
+
+use demo_backend::Backend;
+use serde_json::{json, Value};
+
+/// Starts one demo backend per name, each on a free loopback port.
+pub async fn start_backends(names: &[&str]) -> Vec<Backend> {
+    let mut backends = Vec::with_capacity(names.len());
+    for name in names {
+        let backend = Backend::builder(*name)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("starting demo backend {name}: {e}"));
+        backends.push(backend);
+    }
+    backends
+}
+
+/// A minimal config: the built-in strategy `strategy` (absolute path) over `backends`.
+/// `listen` and `admin` are filled in by [`crate::Lb::start`].
+pub fn config(strategy: &str, backends: &[Backend]) -> Value {
+    json!({
+        "strategy": crate::strategy(strategy),
+        "backends": backends
+            .iter()
+            .map(|b| json!({ "url": b.url() }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Polls `condition` every 5 ms until it holds; panics naming `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,25 @@
+//! Harness for lbhost's end-to-end tests: start the real `lbhost` binary against in-process
+//! demo backends on loopback, and talk to it over real sockets.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use lbhost_e2e::{config, start_backends, Http, Lb};
+//! let backends = start_backends(&["a", "b"]).await;
+//! let lb = Lb::start(config("round_robin", &backends)).await;
+//! let reply = Http::new().get(&lb.url("/")).await;
+//! assert_eq!(reply.status, 200);
+//! # }
+//! ```
+//!
+//! Needs `cargo build --release -p lbhost` and `cargo xtask strategies` first; the helpers
+//! panic with that advice when the files are missing.
+
+mod fixtures;
+mod http;
+mod lb;
+mod paths;
+
+pub use fixtures::{config, start_backends, wait_until};
+pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
+pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
+pub use paths::{lbhost_bin, strategy, workspace_root};
