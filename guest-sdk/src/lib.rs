@@ -30,6 +30,7 @@
 mod backends;
 pub mod hash;
 mod params;
+mod rendezvous;
 mod request;
 pub mod ring;
 pub mod testing;
@@ -37,6 +38,7 @@ mod weighted;
 
 pub use backends::{Backend, BackendSet, Backends};
 pub use params::Params;
+pub use rendezvous::RendezvousTable;
 pub use request::Request;
 pub use ring::HashRing;
 pub use weighted::SmoothWeighted;

@@ -4,7 +4,7 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`admin`] the admin API, [`metrics`] Prometheus families.
+//! [`health`] active health checks, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families.
 
 pub mod admin;
 pub mod config;
@@ -12,9 +12,11 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod strategy;
 pub mod upstream;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -38,9 +40,15 @@ pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
     Ok(Strategies::new(runtime, loaded))
 }
 
-/// Runs lbhost with `config` until SIGTERM or SIGINT, then drains. Must be called inside a tokio
-/// runtime. Returns an error if a listener cannot be bound.
-pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
+/// Runs lbhost with `config` (read from `config_path`, with the CLI's `overrides`) until SIGTERM
+/// or SIGINT, then drains. Must be called inside a tokio runtime. Returns an error if a listener
+/// cannot be bound.
+pub async fn run(
+    config: Config,
+    strategies: Strategies,
+    config_path: std::path::PathBuf,
+    overrides: reload::Overrides,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen {}", config.listen))?;
@@ -49,17 +57,14 @@ pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
         .with_context(|| format!("admin {}", config.admin))?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let active = strategies.active();
-    metrics
-        .strategy_info
-        .with_label_values(&[active.name.as_str(), active.sha256.as_str()])
-        .set(1);
+    metrics.set_active_strategy(&active.name, &active.sha256);
     let pool = Pool::new(&config.backends);
     let mut health = health::HealthChecker::new(Arc::clone(&pool));
     health.sync(config.health_check.as_ref());
     let proxy = Arc::new(Proxy {
         pool,
         strategies: Arc::new(strategies),
-        upstream: Upstream::new(&config.timeouts),
+        upstream: ArcSwap::from_pointee(Upstream::new(&config.timeouts)),
         metrics,
         config: ArcSwap::from_pointee(config.clone()),
     });
@@ -72,10 +77,24 @@ pub async fn run(config: Config, strategies: Strategies) -> anyhow::Result<()> {
         workers = config.workers,
         "lbhost ready"
     );
-    let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy)));
+    let reloader = Arc::new(reload::Reloader::new(
+        Arc::clone(&proxy),
+        config_path,
+        overrides,
+        health,
+    ));
+    let watcher = match watch::start(Arc::clone(&reloader)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot watch files; reload with SIGHUP or POST /reload");
+            None
+        }
+    };
+    watch::on_sighup(Arc::clone(&reloader));
+    let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy), reloader));
     let drained = server::serve(listener, proxy, &config, shutdown_signal()).await;
     admin.abort();
-    drop(health);
+    drop(watcher);
     if drained {
         tracing::info!("drained; bye");
     } else {

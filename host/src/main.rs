@@ -75,18 +75,13 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
     };
     let mut config =
         lbhost::config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if let Some(strategy) = args.strategy {
-        config.strategy = strategy;
-    }
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(admin) = args.admin {
-        config.admin = admin;
-    }
-    if let Some(workers) = args.workers.filter(|&n| n > 0) {
-        config.workers = workers;
-    }
+    let overrides = lbhost::reload::Overrides {
+        strategy: args.strategy,
+        listen: args.listen,
+        admin: args.admin,
+        workers: args.workers,
+    };
+    overrides.apply(&mut config);
     let strategies = lbhost::prepare(&config)?;
     if check_only {
         println!("{}: ok", path.display());
@@ -97,7 +92,7 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
         .thread_name("lbhost-worker")
         .enable_all()
         .build()?;
-    runtime.block_on(lbhost::run(config, strategies))
+    runtime.block_on(lbhost::run(config, strategies, path, overrides))
 }
 
 fn init_logging(format: LogFormat) {
@@ -105,6 +100,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use http::{Method, StatusCode};
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric lbhost exports. Label values are bounded: backend addresses come from the config,
@@ -21,8 +20,8 @@ pub struct Metrics {
     pub strategy_faults: IntCounterVec,
     /// `lbhost_strategy_info{name, sha256}`: 1 for the active strategy.
     pub strategy_info: IntGaugeVec,
-    /// `lbhost_config_reloads_total{result}`.
-    pub reloads: CounterVec,
+    /// `lbhost_reloads_total{kind, result}`: config and strategy reloads, applied or refused.
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -58,9 +57,12 @@ impl Metrics {
             Opts::new("lbhost_strategy_info", "The active strategy module"),
             &["name", "sha256"],
         )?;
-        let reloads = CounterVec::new(
-            Opts::new("lbhost_config_reloads_total", "Config reloads by result"),
-            &["result"],
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "lbhost_reloads_total",
+                "Config and strategy reloads, by kind and result (applied, refused)",
+            ),
+            &["kind", "result"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -90,6 +92,17 @@ impl Metrics {
     /// Counts one strategy fault.
     pub fn strategy_fault(&self, kind: &str) {
         self.strategy_faults.with_label_values(&[kind]).inc();
+    }
+
+    /// Records a reload attempt.
+    pub fn reload(&self, kind: &str, result: &str) {
+        self.reloads.with_label_values(&[kind, result]).inc();
+    }
+
+    /// Makes `name`/`sha256` the one active strategy in `lbhost_strategy_info`.
+    pub fn set_active_strategy(&self, name: &str, sha256: &str) {
+        self.strategy_info.reset();
+        self.strategy_info.with_label_values(&[name, sha256]).set(1);
     }
 
     /// The Prometheus text exposition of every family.

@@ -14,6 +14,9 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("strategy-ip-hash", "strategies/ip_hash.wasm"),
     ("strategy-random", "strategies/random.wasm"),
     ("example-canary", "examples/canary/canary.wasm"),
+    ("guest-hostile", "tests/guests/hostile.wasm"),
+    ("guest-wrong-world", "tests/guests/wrong_world.wasm"),
+    ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
 ];
 
 /// Builds all guest crates for wasm32-unknown-unknown and wraps each into a component.

@@ -107,8 +107,8 @@ pub struct Sandbox {
 /// Why a config was refused. `Display` is the one line an operator sees.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
+    /// The file could not be read (the caller names the file).
+    #[error("{source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -53,12 +53,12 @@ fn the_documented_example_parses() {
 fn errors_name_the_field() {
     let cases = [
         (
-            r#"{"backends": [{"url": "http://a:1"}, {"url": "ftp://x"}]}"#,
+            r#"{"backends": [{"url": "http://127.0.0.1:1"}, {"url": "ftp://x"}]}"#,
             "backends[1].url: scheme",
         ),
         (
             r#"{"backends": [{"url": "http://127.0.0.1:1", "wieght": 2}]}"#,
-            "backends[0]: unknown field `wieght`",
+            "backends[0].wieght: unknown field `wieght`, expected one of `url`, `weight`, `labels`",
         ),
         (
             r#"{"backends": [{"url": "http://127.0.0.1:1"}], "timeouts": {"connect": "soon"}}"#,

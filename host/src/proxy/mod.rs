@@ -32,13 +32,20 @@ pub struct Proxy {
     pub pool: Arc<Pool>,
     /// The active strategy.
     pub strategies: Arc<Strategies>,
-    /// Pooled connections to backends.
-    pub upstream: Upstream,
+    /// Pooled connections to backends (replaced only when the connect timeout changes).
+    pub upstream: ArcSwap<Upstream>,
     /// Metric families.
     pub metrics: Arc<Metrics>,
 }
 
 impl Proxy {
+    /// Replaces the upstream client with one using `connect` (pooled connections start over).
+    pub fn set_connect_timeout(&self, connect: std::time::Duration) {
+        let mut timeouts = self.config.load().timeouts.clone();
+        timeouts.connect = connect;
+        self.upstream.store(Arc::new(Upstream::new(&timeouts)));
+    }
+
     /// Serves one client request. Never fails: every problem becomes a status for the client.
     pub async fn handle(
         self: Arc<Self>,
@@ -125,7 +132,9 @@ impl Proxy {
         let sent = Instant::now();
         let result = tokio::time::timeout(
             config.timeouts.response_header,
-            self.upstream.request(Request::from_parts(parts, body)),
+            self.upstream
+                .load()
+                .request(Request::from_parts(parts, body)),
         )
         .await;
         let latency = sent.elapsed();

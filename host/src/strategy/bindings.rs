@@ -27,6 +27,12 @@ pub struct GuestState {
     limits: StoreLimits,
     /// Set when the guest asked for more memory than its limit (so a trap is an out-of-memory).
     pub memory_denied: bool,
+    /// The current call's deadline in epoch ticks.
+    pub deadline_ticks: u64,
+    /// How often the current call's deadline was extended (its thread was descheduled).
+    pub extensions: u32,
+    /// Thread CPU time at the current call's last deadline expiry.
+    pub cpu_mark: Option<std::time::Duration>,
 }
 
 impl GuestState {
@@ -41,6 +47,9 @@ impl GuestState {
                 .memories(2)
                 .build(),
             memory_denied: false,
+            deadline_ticks: 1,
+            extensions: 0,
+            cpu_mark: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use bindings::RequestData;
-pub use loader::Loaded;
+pub use loader::{sha256_hex, Loaded};
 pub use runtime::Runtime;
 
 use fallback::Fallback;

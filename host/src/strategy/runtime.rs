@@ -7,16 +7,26 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
 };
 
 use super::bindings::{Balancer, GuestState};
 use super::LoadError;
 use crate::config::Sandbox;
 
-/// How often the epoch advances. A guest call is interrupted after its deadline plus at most one
-/// tick. 250 µs keeps the 1 ms default deadline accurate to a quarter while the ticker thread
-/// wakes 4,000 times a second (its CPU cost is measured in BENCHMARKS.md).
+/// How often the epoch advances while strategies are being called. 250 µs keeps the 1 ms default
+/// deadline accurate to a quarter tick; the ticker's CPU cost is in BENCHMARKS.md.
 pub const EPOCH_TICK: Duration = Duration::from_micros(250);
+
+/// How often the epoch advances when no strategy has been called for [`IDLE_AFTER_TICKS`]: an idle
+/// lbhost wakes 200 times a second instead of 4,000. The first call after an idle spell switches
+/// the ticker back to [`EPOCH_TICK`] within one idle tick.
+pub const IDLE_TICK: Duration = Duration::from_millis(5);
+const IDLE_AFTER_TICKS: u32 = 400;
+
+/// A deadline that expires while the guest got little CPU (its thread was descheduled) is
+/// extended, at most this many times, so a busy machine does not turn slow scheduling into faults.
+const MAX_EXTENSIONS: u32 = 8;
 
 /// Deadline for the hooks that may rebuild tables (`configure`, `backends-changed`).
 pub const HOOK_DEADLINE: Duration = Duration::from_millis(200);
@@ -32,6 +42,8 @@ pub struct Runtime {
     select_ticks: u64,
     hook_ticks: u64,
     stop_ticker: Arc<AtomicBool>,
+    /// Set by every armed call, cleared by the ticker: tells it to tick fast.
+    active: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -62,16 +74,15 @@ impl Runtime {
         Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let stop = Arc::clone(&stop_ticker);
+        let active = Arc::new(AtomicBool::new(true));
+        let ticker = Ticker {
+            engine: engine.clone(),
+            stop: Arc::clone(&stop_ticker),
+            active: Arc::clone(&active),
+        };
         std::thread::Builder::new()
             .name("lbhost-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
+            .spawn(move || ticker.run())
             .map_err(|e| LoadError::Engine(format!("starting the epoch ticker: {e}")))?;
         Ok(Arc::new(Runtime {
             engine,
@@ -80,6 +91,7 @@ impl Runtime {
             select_ticks: ticks(sandbox.deadline),
             hook_ticks: ticks(HOOK_DEADLINE),
             stop_ticker,
+            active,
         }))
     }
 
@@ -87,18 +99,31 @@ impl Runtime {
     pub(super) fn new_store(&self) -> Store<GuestState> {
         let mut store = Store::new(&self.engine, GuestState::new(self.memory_limit_bytes));
         store.limiter(|state| state);
-        store.set_epoch_deadline(self.hook_ticks);
+        store.epoch_deadline_callback(on_deadline);
+        self.arm(&mut store, self.hook_ticks);
         store
     }
 
-    /// Arms the deadline for one `select` call.
+    /// Arms the deadline for one `select` (or `on-response`) call.
     pub(super) fn arm_select(&self, store: &mut Store<GuestState>) {
-        store.set_epoch_deadline(self.select_ticks);
+        self.arm(store, self.select_ticks);
     }
 
     /// Arms the deadline for one hook call.
     pub(super) fn arm_hook(&self, store: &mut Store<GuestState>) {
-        store.set_epoch_deadline(self.hook_ticks);
+        self.arm(store, self.hook_ticks);
+    }
+
+    fn arm(&self, store: &mut Store<GuestState>, ticks: u64) {
+        // Read first: a store only when the ticker has cleared it keeps the line shared.
+        if !self.active.load(Ordering::Relaxed) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        let state = store.data_mut();
+        state.deadline_ticks = ticks;
+        state.extensions = 0;
+        state.cpu_mark = None;
+        store.set_epoch_deadline(ticks);
     }
 }
 
@@ -106,6 +131,62 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
     }
+}
+
+/// Advances the engine's epoch: every [`EPOCH_TICK`] while calls happen, every [`IDLE_TICK`]
+/// after a quiet spell.
+struct Ticker {
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+    active: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn run(self) {
+        let mut quiet = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            let idle = quiet >= IDLE_AFTER_TICKS;
+            std::thread::sleep(if idle { IDLE_TICK } else { EPOCH_TICK });
+            self.engine.increment_epoch();
+            if self.active.swap(false, Ordering::Relaxed) {
+                quiet = 0;
+            } else {
+                quiet = quiet.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Called by wasmtime when a call's epoch deadline passes. A guest that used at least half of the
+/// time since the last expiry on the CPU is running away: trap. One whose thread was mostly
+/// descheduled gets the deadline again, up to [`MAX_EXTENSIONS`] times. So a runaway guest stops
+/// after about twice its deadline, and a busy machine does not make good guests fault.
+fn on_deadline(
+    mut ctx: wasmtime::StoreContextMut<'_, GuestState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let state = ctx.data_mut();
+    let now = thread_cpu_time();
+    let ticks = state.deadline_ticks.max(1);
+    let window = EPOCH_TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
+    let runaway = match (state.cpu_mark, now) {
+        (Some(mark), Some(now)) => now.saturating_sub(mark) >= window / 2,
+        // No CPU clock: trust the wall clock.
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if runaway || state.extensions >= MAX_EXTENSIONS {
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    state.extensions += 1;
+    state.cpu_mark = now;
+    Ok(UpdateDeadline::Continue(ticks))
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 /// Whole ticks covering `deadline` (at least one).

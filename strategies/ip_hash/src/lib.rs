@@ -1,41 +1,35 @@
-//! IP hash: each client IP sticks to one backend, via a consistent-hash ring.
+//! IP hash: each client IP sticks to one backend, by rendezvous hashing.
 
 use lbhost_sdk::hash::fnv1a64;
-use lbhost_sdk::ring::DEFAULT_POINTS_PER_WEIGHT;
-use lbhost_sdk::{BackendSet, Backends, HashRing, Params, Request, Strategy};
+use lbhost_sdk::{BackendSet, Backends, Params, RendezvousTable, Request, Strategy};
 
 /// Sends every request from one client IP (or, with `header`, one header value) to the same
-/// backend. Backed by a consistent-hash ring over the backends' stable keys, so every lbhost node
-/// agrees, and when a backend goes down only its own clients move.
+/// backend. Rendezvous hashing over the backends' stable keys, precomputed into a table: every
+/// lbhost node agrees, shares are even (weighted by weight), and when a backend goes down only its
+/// own clients move. O(1) per request whatever the number of backends.
 ///
-/// Parameters: `header` (hash this header instead of the client IP; requests without it fall back
-/// to the IP), `points_per_weight` (ring points per unit of weight, default 160).
+/// Parameter: `header` (hash this header instead of the client IP; requests without it fall back
+/// to the IP).
 pub struct IpHash {
-    ring: HashRing,
+    table: RendezvousTable,
     header: Option<String>,
-    points_per_weight: u32,
 }
 
 impl Strategy for IpHash {
     fn configure(params: &Params) -> Result<Self, String> {
-        params.allow_only(&["header", "points_per_weight"])?;
-        let points_per_weight = params.parse_or("points_per_weight", DEFAULT_POINTS_PER_WEIGHT)?;
-        if points_per_weight == 0 {
-            return Err("strategy_config.points_per_weight: must be at least 1".into());
-        }
+        params.allow_only(&["header"])?;
         let header = params.get("header").map(str::to_string);
         if header.as_deref() == Some("") {
             return Err("strategy_config.header: must not be empty".into());
         }
         Ok(IpHash {
-            ring: HashRing::default(),
+            table: RendezvousTable::default(),
             header,
-            points_per_weight,
         })
     }
 
     fn backends_changed(&mut self, backends: &BackendSet) {
-        self.ring = HashRing::new(backends, self.points_per_weight);
+        self.table = RendezvousTable::new(backends);
     }
 
     fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize> {
@@ -43,7 +37,7 @@ impl Strategy for IpHash {
             Some(value) => fnv1a64(value.as_bytes()),
             None => request.client_ip_hash(),
         };
-        self.ring.lookup(key, backends)
+        self.table.lookup(key, backends)
     }
 }
 
@@ -94,7 +88,8 @@ mod tests {
                 moved += 1;
             }
         }
-        assert!(moved > 1000 && moved < 3000, "moved {moved}");
+        // Backend 2 held about a fifth of the clients: at most 1/5 + 2 % move.
+        assert!(moved > 1600 && moved < 2200, "moved {moved}");
     }
 
     #[test]

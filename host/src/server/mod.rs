@@ -1,5 +1,8 @@
 //! The client listener: accepts connections, serves HTTP/1.1 and HTTP/2 (h2c), drains on shutdown.
 
+mod client_io;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+
+use client_io::{ClientIo, ConnState, TrackedBody};
 
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -25,7 +30,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.header_read)
+        // Head and idle deadlines are ClientIo's (it answers 408); hyper's would close silently.
+        .header_read_timeout(None)
         .max_buf_size(config.limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -50,8 +56,26 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |request| Arc::clone(&proxy).handle(request, peer));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let state = ConnState::new();
+        let io = ClientIo::new(
+            stream,
+            Arc::clone(&state),
+            config.timeouts.header_read,
+            config.timeouts.client_idle,
+        );
+        let service = service_fn(move |request| {
+            state.head_received();
+            let response = Arc::clone(&proxy).handle(request, peer);
+            let state = Arc::clone(&state);
+            async move {
+                let response = response.await?;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    state.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, state)))
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -1,0 +1,324 @@
+//! Hot reload: a new config or strategy is checked off the request path and swapped in whole;
+//! anything that fails a check is refused and the running state stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::{self, Config};
+use crate::health::HealthChecker;
+use crate::proxy::Proxy;
+use crate::strategy::Loaded;
+
+/// Settings read only at start; a reload that changes them logs that a restart is needed.
+const RESTART_ONLY: &str =
+    "listen, admin, workers, sandbox, limits, timeouts.header_read, timeouts.client_idle";
+
+/// What the CLI overrode; reapplied to every reloaded config.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub strategy: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
+    pub workers: Option<usize>,
+}
+
+impl Overrides {
+    /// Applies the overrides to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(strategy) = &self.strategy {
+            config.strategy.clone_from(strategy);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            config.admin = admin;
+        }
+        if let Some(workers) = self.workers.filter(|&n| n > 0) {
+            config.workers = workers;
+        }
+    }
+}
+
+/// Why a reload was refused. `Display` is the reason shown to the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("strategy {path}: {source}")]
+    Strategy {
+        path: PathBuf,
+        source: crate::strategy::LoadError,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// The outcome of the last reload attempt of one kind, for the admin status.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// What triggered it (`file`, `sighup`, `admin`).
+    pub trigger: String,
+    /// `None` when it was applied.
+    pub error: Option<String>,
+}
+
+/// Applies config and strategy changes; one at a time.
+pub struct Reloader {
+    proxy: Arc<Proxy>,
+    config_path: PathBuf,
+    overrides: Overrides,
+    health: Mutex<HealthChecker>,
+    state: Mutex<ReloadState>,
+}
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    /// Bumped on every applied config reload.
+    config_version: u64,
+    last_config: Option<Attempt>,
+    last_strategy: Option<Attempt>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader for `proxy`, whose config came from `config_path` with `overrides`.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        config_path: PathBuf,
+        overrides: Overrides,
+        health: HealthChecker,
+    ) -> Self {
+        Reloader {
+            proxy,
+            config_path,
+            overrides,
+            health: Mutex::new(health),
+            state: Mutex::new(ReloadState {
+                config_version: 1,
+                ..ReloadState::default()
+            }),
+        }
+    }
+
+    /// The config file being watched.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Re-reads the config file and applies it: backends (keeping the live state of those that
+    /// stay), health checks, timeouts, trusted proxies and the strategy with its parameters.
+    pub async fn reload_config(&self, trigger: &str) -> Result<(), ReloadError> {
+        let result = self.try_reload_config().await;
+        self.record(true, trigger, &result);
+        result
+    }
+
+    async fn try_reload_config(&self) -> Result<(), ReloadError> {
+        let path = self.config_path.clone();
+        let mut next = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| ReloadError::BadRequest(format!("reload task failed: {e}")))??;
+        self.overrides.apply(&mut next);
+        let current = self.proxy.config.load_full();
+        if restart_only_changed(&current, &next) {
+            tracing::warn!(
+                fields = RESTART_ONLY,
+                "config changes some settings that apply only after a restart"
+            );
+        }
+        let active = self.proxy.strategies.active();
+        let strategy_changed = next.strategy != current.strategy
+            || next.strategy_config != current.strategy_config
+            || file_hash_differs(&next.strategy, &active.sha256);
+        let loaded = if strategy_changed {
+            Some(
+                self.load(next.strategy.clone(), next.strategy_config.clone())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        // Everything is checked: apply.
+        self.proxy.pool.update(&next.backends);
+        if let Some(loaded) = loaded {
+            self.activate(loaded);
+        }
+        if next.timeouts.connect != current.timeouts.connect {
+            self.proxy.set_connect_timeout(next.timeouts.connect);
+        }
+        self.health_sync(&next);
+        self.proxy.config.store(Arc::new(next));
+        let version = {
+            let mut state = self.lock_state();
+            state.config_version += 1;
+            state.config_version
+        };
+        tracing::info!(version, "config reloaded");
+        Ok(())
+    }
+
+    /// Loads the strategy at `path` (with the current `strategy_config`, or `params`) and makes
+    /// it active. The config's `strategy` path now points at it for later reloads of the file.
+    pub async fn switch_strategy(
+        &self,
+        path: PathBuf,
+        params: Option<Vec<(String, String)>>,
+        trigger: &str,
+    ) -> Result<(), ReloadError> {
+        let result = self.try_switch_strategy(path, params).await;
+        self.record(false, trigger, &result);
+        result
+    }
+
+    async fn try_switch_strategy(
+        &self,
+        path: PathBuf,
+        params: Option<Vec<(String, String)>>,
+    ) -> Result<(), ReloadError> {
+        let current = self.proxy.config.load_full();
+        let params = params.unwrap_or_else(|| current.strategy_config.clone());
+        if path == current.strategy
+            && params == current.strategy_config
+            && !file_hash_differs(&path, &self.proxy.strategies.active().sha256)
+        {
+            return Ok(());
+        }
+        let loaded = self.load(path.clone(), params.clone()).await?;
+        self.activate(loaded);
+        let mut next = (*current).clone();
+        next.strategy = path;
+        next.strategy_config = params;
+        self.proxy.config.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths.
+    pub fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
+        let name = name.trim();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !name.starts_with('.');
+        if !valid {
+            return Err(ReloadError::BadRequest(format!(
+                "{name:?} is not a strategy name (letters, digits, _ - . only)"
+            )));
+        }
+        let file = if name.ends_with(".wasm") {
+            name.to_string()
+        } else {
+            format!("{name}.wasm")
+        };
+        Ok(self.proxy.config.load().strategies_dir.join(file))
+    }
+
+    /// The active strategy's file (what the watcher follows).
+    pub fn active_strategy_path(&self) -> PathBuf {
+        self.proxy.config.load().strategy.clone()
+    }
+
+    /// The folder of strategies that can be switched to by name.
+    pub fn strategy_dir(&self) -> PathBuf {
+        let dir = self.proxy.config.load().strategies_dir.clone();
+        dir.canonicalize().unwrap_or(dir)
+    }
+
+    /// The version and the last attempts, for the admin status.
+    pub fn status(&self) -> serde_json::Value {
+        let state = self.lock_state();
+        serde_json::json!({
+            "config_path": self.config_path,
+            "config_version": state.config_version,
+            "last_config_reload": state.last_config,
+            "last_strategy_reload": state.last_strategy,
+        })
+    }
+
+    async fn load(
+        &self,
+        path: PathBuf,
+        params: Vec<(String, String)>,
+    ) -> Result<Loaded, ReloadError> {
+        let runtime = Arc::clone(self.proxy.strategies.runtime());
+        let shown = path.clone();
+        // Compiling takes milliseconds of CPU: keep it off the worker threads.
+        tokio::task::spawn_blocking(move || runtime.load(&path, &params))
+            .await
+            .map_err(|e| ReloadError::BadRequest(format!("load task failed: {e}")))?
+            .map_err(|source| ReloadError::Strategy {
+                path: shown,
+                source,
+            })
+    }
+
+    fn activate(&self, loaded: Loaded) {
+        tracing::info!(strategy = %loaded.name, sha256 = %&loaded.sha256[..12], "strategy swapped in");
+        self.proxy
+            .metrics
+            .set_active_strategy(&loaded.name, &loaded.sha256);
+        self.proxy.strategies.swap(loaded);
+    }
+
+    fn health_sync(&self, config: &Config) {
+        match self.health.lock() {
+            Ok(mut health) => health.sync(config.health_check.as_ref()),
+            Err(poisoned) => poisoned.into_inner().sync(config.health_check.as_ref()),
+        }
+    }
+
+    fn record(&self, config: bool, trigger: &str, result: &Result<(), ReloadError>) {
+        let kind = if config { "config" } else { "strategy" };
+        let outcome = if result.is_ok() { "applied" } else { "refused" };
+        self.proxy.metrics.reload(kind, outcome);
+        if let Err(e) = result {
+            tracing::error!(kind, trigger, reason = %e, "reload refused; keeping the running {kind}");
+        }
+        let attempt = Attempt {
+            at_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            trigger: trigger.to_string(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        let mut state = self.lock_state();
+        if config {
+            state.last_config = Some(attempt);
+        } else {
+            state.last_strategy = Some(attempt);
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ReloadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether the file at `path` no longer has content hash `sha256` (unreadable counts as changed,
+/// so the load reports why).
+fn file_hash_differs(path: &Path, sha256: &str) -> bool {
+    std::fs::read(path).map_or(true, |bytes| crate::strategy::sha256_hex(&bytes) != sha256)
+}
+
+fn restart_only_changed(a: &Config, b: &Config) -> bool {
+    a.listen != b.listen
+        || a.admin != b.admin
+        || a.workers != b.workers
+        || a.sandbox != b.sandbox
+        || a.limits != b.limits
+        || a.timeouts.header_read != b.timeouts.header_read
+        || a.timeouts.client_idle != b.timeouts.client_idle
+}

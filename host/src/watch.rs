@@ -1,0 +1,121 @@
+//! Watches the config file and the active strategy file, and SIGHUP, and triggers reloads.
+//!
+//! The watch is on the folders, not the files, so an atomic `mv` over the file, a `cp` onto it
+//! and an editor's write-then-rename are all seen. Bursts of events are debounced: a reload runs
+//! once the file has been quiet for [`DEBOUNCE`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::reload::Reloader;
+
+/// Quiet time after the last event before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Config,
+    Strategy,
+}
+
+/// Starts watching; the returned watcher must be kept alive.
+pub fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
+    let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.kind.is_access() {
+                return;
+            }
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })?;
+    let mut dirs = vec![
+        parent_dir(reloader.config_path()),
+        reloader.strategy_dir(),
+        parent_dir(&reloader.active_strategy_path()),
+    ];
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(debounce(reloader, rx));
+    Ok(watcher)
+}
+
+/// Reloads the config on SIGHUP, until the process ends.
+pub fn on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading config");
+            let _ = reloader.reload_config("sighup").await;
+        }
+    });
+}
+
+async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    let mut pending: Vec<Target> = Vec::new();
+    loop {
+        let event = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                Ok(event) => event,
+                Err(_) => {
+                    // Quiet for DEBOUNCE: act. A config reload also reloads a changed strategy.
+                    if pending.contains(&Target::Config) {
+                        let _ = reloader.reload_config("file").await;
+                    } else {
+                        let path = reloader.active_strategy_path();
+                        let _ = reloader.switch_strategy(path, None, "file").await;
+                    }
+                    pending.clear();
+                    continue;
+                }
+            }
+        };
+        let Some(path) = event else {
+            return;
+        };
+        let target = if same_file(&path, reloader.config_path()) {
+            Some(Target::Config)
+        } else if same_file(&path, &reloader.active_strategy_path()) {
+            Some(Target::Strategy)
+        } else {
+            None
+        };
+        if let Some(target) = target {
+            if !pending.contains(&target) {
+                pending.push(target);
+            }
+        }
+    }
+}
+
+/// The folder of `path`, canonical when possible (events carry canonical paths).
+fn parent_dir(path: &Path) -> PathBuf {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Whether `event_path` names the file `path` (same folder and file name).
+fn same_file(event_path: &Path, path: &Path) -> bool {
+    event_path.file_name() == path.file_name() && parent_dir(event_path) == parent_dir(path)
+}
