@@ -1,81 +1,198 @@
 //! Prometheus metric families, defined in one typed struct and registered once at start.
+//!
+//! Label sets are bounded: backend addresses come from the config, methods and statuses are
+//! folded into classes, fault kinds and results are fixed words. No paths, no client addresses.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// Every metric lbhost exports. Label values are bounded: backend addresses come from the config,
-/// methods and statuses are folded into classes; no paths or client addresses.
+/// Buckets from 100 µs to 30 s: sub-millisecond proxying up to slow backends.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+/// Buckets from 250 ns to 10 ms for one strategy call.
+const SELECT_BUCKETS: &[f64] = &[
+    0.00000025, 0.0000005, 0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.0001, 0.001, 0.01,
+];
+
+/// Every metric lbhost exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// `lbhost_requests_total{backend, method, status_class}`.
+    /// `lbhost_requests_total{backend, method, status_class}`: client requests, by the backend
+    /// that answered (`none` when lbhost answered itself).
     pub requests: IntCounterVec,
-    /// `lbhost_request_duration_seconds{backend}`: until the response head.
+    /// `lbhost_request_duration_seconds{backend}`: request start to response head.
     pub request_duration: HistogramVec,
-    /// `lbhost_strategy_faults_total{kind}`: guest calls that failed and fell back.
+    /// `lbhost_backend_up{backend}`: 1 while health checking has the backend up.
+    pub backend_up: IntGaugeVec,
+    /// `lbhost_backend_in_flight{backend}`: requests in flight (sampled at scrape).
+    pub backend_in_flight: IntGaugeVec,
+    /// `lbhost_backend_ejections_total{backend}`: passive ejections.
+    pub ejections: IntCounterVec,
+    /// `lbhost_backend_circuit_state{backend}`: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: IntGaugeVec,
+    /// `lbhost_health_checks_total{backend, result}`: probes, `ok` or `fail`.
+    pub health_checks: IntCounterVec,
+    /// `lbhost_health_check_duration_seconds{backend}`.
+    pub health_check_duration: HistogramVec,
+    /// `lbhost_strategy_select_duration_seconds`: one `select` call, fallback included.
+    pub select_duration: Histogram,
+    /// `lbhost_strategy_faults_total{kind}`: guest calls that faulted (trap, timeout, ...).
     pub strategy_faults: IntCounterVec,
+    /// `lbhost_strategy_fallbacks_total{reason}`: requests routed by the host's fallback
+    /// (`fault` or `quarantine`).
+    pub fallbacks: IntCounterVec,
+    /// `lbhost_strategy_quarantined`: 1 while the active strategy is quarantined.
+    pub quarantined: IntGaugeVec,
     /// `lbhost_strategy_info{name, sha256}`: 1 for the active strategy.
     pub strategy_info: IntGaugeVec,
     /// `lbhost_reloads_total{kind, result}`: config and strategy reloads, applied or refused.
     pub reloads: IntCounterVec,
+    /// `lbhost_retries_total{backend}`: attempts retried on another backend, by the failed one.
+    pub retries: IntCounterVec,
+    /// `lbhost_retry_budget_exhausted_total`: retries not made because the budget was spent.
+    pub retry_budget_exhausted: IntCounter,
+    /// `lbhost_rate_limited_total`: requests answered 429.
+    pub rate_limited: IntCounter,
+    /// `lbhost_upstream_connections_total{backend, kind}`: `opened` or `reused`.
+    pub upstream_connections: IntCounterVec,
 }
 
 impl Metrics {
     /// Creates and registers every family.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let histogram = |name: &str,
+                         help: &str,
+                         buckets: &[f64],
+                         labels: &[&str]|
+         -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let select_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "lbhost_strategy_select_duration_seconds",
+                "Time to choose a backend (strategy call, or fallback)",
+            )
+            .buckets(SELECT_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(select_duration.clone()))?;
+        let retry_budget_exhausted = IntCounter::new(
+            "lbhost_retry_budget_exhausted_total",
+            "Retries not made because the retry budget was spent",
+        )?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        let rate_limited = IntCounter::new(
+            "lbhost_rate_limited_total",
+            "Requests answered 429 by per-client rate limiting",
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        Ok(Metrics {
+            requests: counter(
                 "lbhost_requests_total",
                 "Client requests by backend, method and status class",
-            ),
-            &["backend", "method", "status_class"],
-        )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
+                &["backend", "method", "status_class"],
+            )?,
+            request_duration: histogram(
                 "lbhost_request_duration_seconds",
                 "Time from request to response head, by backend",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["backend"],
-        )?;
-        let strategy_faults = IntCounterVec::new(
-            Opts::new(
+                REQUEST_BUCKETS,
+                &["backend"],
+            )?,
+            backend_up: gauge(
+                "lbhost_backend_up",
+                "1 while the backend is up",
+                &["backend"],
+            )?,
+            backend_in_flight: gauge(
+                "lbhost_backend_in_flight",
+                "Requests in flight to the backend",
+                &["backend"],
+            )?,
+            ejections: counter(
+                "lbhost_backend_ejections_total",
+                "Passive ejections of the backend",
+                &["backend"],
+            )?,
+            circuit_state: gauge(
+                "lbhost_backend_circuit_state",
+                "Circuit breaker: 0 closed, 1 open, 2 half-open",
+                &["backend"],
+            )?,
+            health_checks: counter(
+                "lbhost_health_checks_total",
+                "Active health probes by result (ok, fail)",
+                &["backend", "result"],
+            )?,
+            health_check_duration: histogram(
+                "lbhost_health_check_duration_seconds",
+                "Active health probe duration",
+                REQUEST_BUCKETS,
+                &["backend"],
+            )?,
+            select_duration,
+            strategy_faults: counter(
                 "lbhost_strategy_faults_total",
                 "Strategy calls that faulted, by kind",
-            ),
-            &["kind"],
-        )?;
-        let strategy_info = IntGaugeVec::new(
-            Opts::new("lbhost_strategy_info", "The active strategy module"),
-            &["name", "sha256"],
-        )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
+                &["kind"],
+            )?,
+            fallbacks: counter(
+                "lbhost_strategy_fallbacks_total",
+                "Requests routed by the host's fallback, by reason (fault, quarantine)",
+                &["reason"],
+            )?,
+            quarantined: gauge(
+                "lbhost_strategy_quarantined",
+                "1 while the active strategy is quarantined",
+                &["name"],
+            )?,
+            strategy_info: gauge(
+                "lbhost_strategy_info",
+                "The active strategy module",
+                &["name", "sha256"],
+            )?,
+            reloads: counter(
                 "lbhost_reloads_total",
                 "Config and strategy reloads, by kind and result (applied, refused)",
-            ),
-            &["kind", "result"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(strategy_faults.clone()))?;
-        registry.register(Box::new(strategy_info.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        Ok(Metrics {
+                &["kind", "result"],
+            )?,
+            retries: counter(
+                "lbhost_retries_total",
+                "Attempts retried on another backend, by the backend that failed",
+                &["backend"],
+            )?,
+            retry_budget_exhausted,
+            rate_limited,
+            upstream_connections: counter(
+                "lbhost_upstream_connections_total",
+                "Upstream connections by kind (opened, reused)",
+                &["backend", "kind"],
+            )?,
             registry,
-            requests,
-            request_duration,
-            strategy_faults,
-            strategy_info,
-            reloads,
         })
     }
 
@@ -89,9 +206,20 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Counts one strategy fault.
+    /// Records how long choosing a backend took.
+    pub fn select(&self, took: Duration) {
+        self.select_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one strategy fault (and the fallback that served the request).
     pub fn strategy_fault(&self, kind: &str) {
         self.strategy_faults.with_label_values(&[kind]).inc();
+        self.fallbacks.with_label_values(&["fault"]).inc();
+    }
+
+    /// Counts one request routed by the fallback because the strategy is quarantined.
+    pub fn quarantine_fallback(&self) {
+        self.fallbacks.with_label_values(&["quarantine"]).inc();
     }
 
     /// Records a reload attempt.
@@ -103,6 +231,18 @@ impl Metrics {
     pub fn set_active_strategy(&self, name: &str, sha256: &str) {
         self.strategy_info.reset();
         self.strategy_info.with_label_values(&[name, sha256]).set(1);
+        self.quarantined.reset();
+        self.quarantined.with_label_values(&[name]).set(0);
+    }
+
+    /// Records one active health probe.
+    pub fn health_check(&self, backend: &str, ok: bool, took: Duration) {
+        self.health_checks
+            .with_label_values(&[backend, if ok { "ok" } else { "fail" }])
+            .inc();
+        self.health_check_duration
+            .with_label_values(&[backend])
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every family.

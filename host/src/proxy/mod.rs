@@ -73,6 +73,7 @@ impl Proxy {
             self.strategies
                 .select(&self.pool, &set, &[], RequestData { parts, client_ip });
         let select_time = select_started.elapsed();
+        self.metrics.select(select_time);
         let mut parts = data.parts;
         let index = match choice {
             Choice::Strategy(i) => i,
