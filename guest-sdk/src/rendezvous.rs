@@ -4,7 +4,7 @@ use crate::hash::{combine, mix64};
 use crate::{BackendSet, Backends};
 
 /// Most `buckets × backends` score computations spent building one table.
-const BUILD_BUDGET: u64 = 1 << 24;
+const BUILD_BUDGET: u64 = 1 << 22;
 /// Bucket counts: enough for an even spread, bounded by the build budget.
 const MAX_BUCKETS: u64 = 1 << 16;
 const MIN_BUCKETS: u64 = 1 << 10;

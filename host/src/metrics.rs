@@ -211,15 +211,15 @@ impl Metrics {
         self.select_duration.observe(took.as_secs_f64());
     }
 
-    /// Counts one strategy fault (and the fallback that served the request).
+    /// Counts one request served by the fallback: a strategy fault of `kind`, or (kind
+    /// `quarantined`) a request the quarantined strategy was not asked about.
     pub fn strategy_fault(&self, kind: &str) {
-        self.strategy_faults.with_label_values(&[kind]).inc();
-        self.fallbacks.with_label_values(&["fault"]).inc();
-    }
-
-    /// Counts one request routed by the fallback because the strategy is quarantined.
-    pub fn quarantine_fallback(&self) {
-        self.fallbacks.with_label_values(&["quarantine"]).inc();
+        if kind == "quarantined" {
+            self.fallbacks.with_label_values(&["quarantine"]).inc();
+        } else {
+            self.strategy_faults.with_label_values(&[kind]).inc();
+            self.fallbacks.with_label_values(&["fault"]).inc();
+        }
     }
 
     /// Records a reload attempt.

@@ -68,4 +68,14 @@ pub struct FileLimits {
 pub struct FileSandbox {
     pub deadline: Option<String>,
     pub memory_limit_bytes: Option<usize>,
+    pub quarantine: Option<FileQuarantine>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuarantine {
+    pub fault_ratio: Option<f64>,
+    pub min_faults: Option<u32>,
+    pub window: Option<String>,
+    pub cooldown: Option<String>,
 }

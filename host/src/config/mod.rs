@@ -96,12 +96,39 @@ pub struct Limits {
 }
 
 /// Limits for strategy guests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sandbox {
     /// Longest a single guest call may run (default 1 ms).
     pub deadline: Duration,
     /// Most linear memory one instance may use (default 16 MiB).
     pub memory_limit_bytes: usize,
+    /// When a faulting strategy is taken out of the request path.
+    pub quarantine: QuarantineConfig,
+}
+
+/// A strategy with at least `min_faults` faults that are at least `fault_ratio` of its calls
+/// within `window` is quarantined for `cooldown`: all traffic goes to the host's fallback.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuarantineConfig {
+    /// Share of calls that may fault (default 0.2).
+    pub fault_ratio: f64,
+    /// Fewest faults that can quarantine (default 5).
+    pub min_faults: u32,
+    /// The window faults are counted in (default 10 s).
+    pub window: Duration,
+    /// How long a quarantine lasts before the strategy is tried again (default 30 s).
+    pub cooldown: Duration,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            fault_ratio: 0.2,
+            min_faults: 5,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Why a config was refused. `Display` is the one line an operator sees.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{FileBackend, FileConfig, FileHealthCheck};
-use super::{BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, Sandbox, Timeouts};
+use super::{
+    BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, QuarantineConfig, Sandbox,
+    Timeouts,
+};
 
 /// Parses JSON `text` and validates it; relative paths are resolved against `base`.
 pub fn from_file(text: &str, base: &Path) -> Result<Config, ConfigError> {
@@ -116,9 +119,24 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 })
         })
         .collect::<Result<_, _>>()?;
+    let q = file.sandbox.quarantine.unwrap_or_default();
+    let defaults = QuarantineConfig::default();
+    let quarantine = QuarantineConfig {
+        fault_ratio: q.fault_ratio.unwrap_or(defaults.fault_ratio),
+        min_faults: q.min_faults.unwrap_or(defaults.min_faults),
+        window: duration("sandbox.quarantine.window", q.window.as_deref(), "10s")?,
+        cooldown: duration("sandbox.quarantine.cooldown", q.cooldown.as_deref(), "30s")?,
+    };
+    if !(quarantine.fault_ratio > 0.0 && quarantine.fault_ratio <= 1.0) {
+        return Err(ConfigError::field(
+            "sandbox.quarantine.fault_ratio",
+            "must be above 0 and at most 1",
+        ));
+    }
     let sandbox = Sandbox {
         deadline: duration("sandbox.deadline", file.sandbox.deadline.as_deref(), "1ms")?,
         memory_limit_bytes: file.sandbox.memory_limit_bytes.unwrap_or(16 << 20),
+        quarantine,
     };
     if sandbox.deadline > Duration::from_secs(1) {
         return Err(ConfigError::field("sandbox.deadline", "must be at most 1s"));

@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 
 use super::bindings::{BalancerPre, Needs};
 use super::instance::Warm;
+use super::quarantine::FaultTracker;
 use super::runtime::Runtime;
 use super::LoadError;
 
@@ -38,6 +39,8 @@ pub struct Loaded {
     pub(super) needs: Needs,
     /// Global sequence handed to `select` (round-robin stays exact across threads).
     pub(super) sequence: AtomicU64,
+    /// Faults and quarantine of this module.
+    pub(super) faults: FaultTracker,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -113,6 +116,7 @@ impl Runtime {
             params: params.to_vec(),
             needs: Needs::empty(),
             sequence: AtomicU64::new(0),
+            faults: FaultTracker::new(self.quarantine.clone()),
         };
         // A trial instance proves it instantiates and accepts its parameters, off the request path.
         let trial = Warm::new(self, &loaded).map_err(|fault| match fault {

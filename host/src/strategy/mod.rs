@@ -5,6 +5,7 @@ mod bindings;
 mod fallback;
 mod instance;
 mod loader;
+mod quarantine;
 mod runtime;
 
 use std::cell::RefCell;
@@ -16,6 +17,7 @@ use arc_swap::ArcSwap;
 
 pub use bindings::RequestData;
 pub use loader::{sha256_hex, Loaded};
+pub use quarantine::FaultStatus;
 pub use runtime::Runtime;
 
 use fallback::Fallback;
@@ -61,6 +63,9 @@ pub enum Fault {
     BadAnswer(u32),
     #[error("configure refused: {0}")]
     Refused(String),
+    /// Not a call: the strategy is quarantined and was not asked.
+    #[error("strategy quarantined")]
+    Quarantined,
 }
 
 impl Fault {
@@ -72,6 +77,7 @@ impl Fault {
             Fault::OutOfMemory => "out_of_memory",
             Fault::BadAnswer(_) => "bad_answer",
             Fault::Refused(_) => "refused",
+            Fault::Quarantined => "quarantined",
         }
     }
 }
@@ -143,6 +149,9 @@ impl Strategies {
         request: RequestData,
     ) -> (RequestData, Choice) {
         let loaded = self.active.load();
+        if loaded.faults.is_quarantined() {
+            return (request, self.fall_back(set, exclude, Fault::Quarantined));
+        }
         let generation = pool.generation();
         let (request, answer) = WARM.with(|cell| {
             let mut warm = cell.borrow_mut();
@@ -150,9 +159,7 @@ impl Strategies {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
-            let sequence = loaded
-                .sequence
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sequence = next_sequence(&loaded);
             let (request, answer) =
                 instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
             if answer.is_err() {
@@ -165,12 +172,24 @@ impl Strategies {
             Ok(Some(i)) if is_usable(set, exclude, i) => Choice::Strategy(i as usize),
             Ok(Some(i)) => {
                 WARM.with(|cell| *cell.borrow_mut() = None);
-                self.fall_back(set, exclude, Fault::BadAnswer(i))
+                self.fault(&loaded, set, exclude, Fault::BadAnswer(i))
             }
             Ok(None) => Choice::Unavailable,
-            Err(fault) => self.fall_back(set, exclude, fault),
+            Err(fault) => self.fault(&loaded, set, exclude, fault),
         };
         (request, choice)
+    }
+
+    /// Fault status of the active strategy, for the admin API.
+    pub fn fault_status(&self) -> FaultStatus {
+        self.active.load().faults.status()
+    }
+
+    /// Records `fault` (maybe quarantining the strategy) and serves with the fallback.
+    fn fault(&self, loaded: &Loaded, set: &BackendSet, exclude: &[u32], fault: Fault) -> Choice {
+        let sequence = loaded.sequence.load(std::sync::atomic::Ordering::Relaxed);
+        loaded.faults.record(&loaded.name, sequence, &fault);
+        self.fall_back(set, exclude, fault)
     }
 
     /// Tells the active strategy how a backend answered, if it asked to know.
@@ -188,8 +207,9 @@ impl Strategies {
                 return;
             };
             if let Err(fault) = instance.on_response(&self.runtime, backend, status, latency) {
-                tracing::warn!(strategy = %loaded.name, %fault, "strategy fault in on-response");
                 *warm = None;
+                let sequence = loaded.sequence.load(std::sync::atomic::Ordering::Relaxed);
+                loaded.faults.record(&loaded.name, sequence, &fault);
             }
         });
     }
@@ -214,13 +234,18 @@ impl Strategies {
     }
 
     fn fall_back(&self, set: &BackendSet, exclude: &[u32], fault: Fault) -> Choice {
-        let loaded = self.active.load();
-        tracing::warn!(strategy = %loaded.name, kind = fault.kind(), %fault, "strategy fault; serving with the fallback");
         match self.fallback.pick(set, exclude) {
             Some(i) => Choice::Fallback(i, fault),
             None => Choice::Unavailable,
         }
     }
+}
+
+/// The strategy's next global sequence number.
+fn next_sequence(loaded: &Loaded) -> u64 {
+    loaded
+        .sequence
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether index `i` names an eligible backend of `set` that was not already tried.

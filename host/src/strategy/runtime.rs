@@ -12,7 +12,7 @@ use wasmtime::{
 
 use super::bindings::{Balancer, GuestState};
 use super::LoadError;
-use crate::config::Sandbox;
+use crate::config::{QuarantineConfig, Sandbox};
 
 /// How often the epoch advances while strategies are being called. 250 µs keeps the 1 ms default
 /// deadline accurate to a quarter tick; the ticker's CPU cost is in BENCHMARKS.md.
@@ -29,7 +29,7 @@ const IDLE_AFTER_TICKS: u32 = 400;
 const MAX_EXTENSIONS: u32 = 8;
 
 /// Deadline for the hooks that may rebuild tables (`configure`, `backends-changed`).
-pub const HOOK_DEADLINE: Duration = Duration::from_millis(200);
+pub const HOOK_DEADLINE: Duration = Duration::from_millis(100);
 
 /// Most guest instances alive at once (a warm one per worker per loaded strategy, plus trials).
 const MAX_INSTANCES: u32 = 256;
@@ -44,6 +44,8 @@ pub struct Runtime {
     stop_ticker: Arc<AtomicBool>,
     /// Set by every armed call, cleared by the ticker: tells it to tick fast.
     active: Arc<AtomicBool>,
+    /// Quarantine rule for every strategy loaded here.
+    pub(super) quarantine: QuarantineConfig,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -92,6 +94,7 @@ impl Runtime {
             hook_ticks: ticks(HOOK_DEADLINE),
             stop_ticker,
             active,
+            quarantine: sandbox.quarantine.clone(),
         }))
     }
 

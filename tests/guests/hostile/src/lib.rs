@@ -1,5 +1,5 @@
 //! A misbehaving strategy for the sandbox tests, written with the SDK like any other.
-//! `strategy_config.mode` picks the misbehaviour; otherwise it is round-robin.
+//! `strategy_config.mode` picks the misbehaviour (default: `infinite_loop`).
 
 use lbhost_sdk::{Backends, Params, Request, Strategy};
 
@@ -31,7 +31,7 @@ pub struct Hostile {
 impl Strategy for Hostile {
     fn configure(params: &Params) -> Result<Self, String> {
         params.allow_only(&["mode", "n", "micros"])?;
-        let mode = match params.get("mode").unwrap_or("") {
+        let mode = match params.get("mode").unwrap_or("infinite_loop") {
             "infinite_loop" => Mode::InfiniteLoop,
             "memory_hog" => Mode::MemoryHog,
             "panic_every_nth" => Mode::PanicEveryNth,

@@ -1,0 +1,251 @@
+//! Untrusted strategies: a guest that loops, hoards memory, panics or answers nonsense never
+//! fails a request; a module that keeps faulting is quarantined; a component asking for
+//! authority the host does not give is refused at load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use demo_backend::Backend;
+use lbhost_e2e::{config, start_backends, workspace_root, Http, Lb, Scratch};
+use serde_json::{json, Value};
+
+/// A test guest component built by `cargo xtask strategies`.
+fn guest(name: &str) -> String {
+    let path = workspace_root()
+        .join("tests/guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask strategies`",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// A metric's value from the text exposition (first sample whose line starts with `series`).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `clients` keep-alive clients sending `each` GETs; every answer must be a 200 from a backend.
+/// Returns the latencies, sorted.
+async fn load(lb: &Lb, clients: usize, each: usize) -> Vec<Duration> {
+    let url = Arc::new(lb.url("/"));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = Arc::clone(&url);
+            tokio::spawn(async move {
+                let http = Http::new();
+                let mut latencies = Vec::with_capacity(each);
+                for _ in 0..each {
+                    let started = Instant::now();
+                    let reply = http.get(&url).await;
+                    latencies.push(started.elapsed());
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    assert!(reply.header("x-backend").is_some(), "served by a backend");
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("a client task failed"));
+    }
+    all.sort();
+    all
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+fn hostile_config(backends: &[Backend], mode: &str) -> Value {
+    let mut c = config("round_robin", backends);
+    c["strategy"] = json!(guest("hostile"));
+    c["strategy_config"] = json!({"mode": mode, "n": 3, "micros": 300});
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_hostile_guest_is_contained_and_every_request_is_served() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let baseline = {
+        let lb = Lb::start(config("round_robin", &backends)).await;
+        p99(&load(&lb, 4, 150).await)
+    };
+    let mut report = vec![format!("round_robin (baseline): p99 {baseline:?}")];
+    for mode in [
+        "panic_every_nth",
+        "out_of_range",
+        "ineligible",
+        "slow",
+        "memory_hog",
+        "infinite_loop",
+    ] {
+        let lb = Lb::start(hostile_config(&backends, mode)).await;
+        let latencies = load(&lb, 4, 150).await;
+        let rss_mib = lb.rss_bytes() / (1024 * 1024);
+        let metrics = Http::new().get(&lb.admin_url("/metrics")).await.text();
+        let fallbacks = metric(
+            &metrics,
+            "lbhost_strategy_fallbacks_total{reason=\"fault\"}",
+        ) + metric(
+            &metrics,
+            "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}",
+        );
+        report.push(format!(
+            "{mode}: p99 {:?}, RSS {rss_mib} MiB, requests on the fallback {fallbacks}",
+            p99(&latencies)
+        ));
+        assert!(rss_mib < 128, "{mode}: RSS {rss_mib} MiB");
+        if mode != "slow" {
+            assert!(
+                fallbacks > 0.0,
+                "{mode}: faults were served by the fallback"
+            );
+        } else {
+            assert_eq!(fallbacks, 0.0, "a slow but legal strategy is not a fault");
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_interrupted_quarantined_then_replaced_by_a_good_file() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let scratch = Scratch::new();
+    let active = scratch.path().join("active.wasm");
+    std::fs::copy(guest("hostile"), &active).expect("copying the hostile guest");
+    let mut c = config("round_robin", &backends);
+    c["strategy"] = json!(active);
+    let lb = Lb::start(c).await;
+    let http = Http::new();
+
+    // Each call runs into the deadline; the request is still served, a little later.
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = http.get(&lb.url("/")).await;
+        first.push(started.elapsed());
+        assert_eq!(reply.status, 200);
+    }
+    eprintln!("requests while the loop is interrupted: {first:?}");
+
+    // By now the module faulted on every call: quarantined, and requests skip it.
+    for _ in 0..20 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert!(
+        metric(&metrics, "lbhost_strategy_faults_total{kind=\"timeout\"}") >= 5.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}"
+        ) >= 15.0,
+        "{metrics}"
+    );
+    assert!(
+        lb.log().contains("strategy quarantined"),
+        "the log says why"
+    );
+    let quarantined_fast = {
+        let started = Instant::now();
+        http.get(&lb.url("/")).await;
+        started.elapsed()
+    };
+    eprintln!("a request while quarantined: {quarantined_fast:?}");
+
+    // A good file replaces it: the good strategy serves (exact round-robin again).
+    let tmp = scratch.path().join(".good");
+    std::fs::copy(lbhost_e2e::strategy("round_robin"), &tmp).expect("copy");
+    std::fs::rename(&tmp, &active).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = http.get(&lb.admin_url("/status")).await.json();
+        if status["strategy"]["name"] == json!("active") && lb.log().contains("strategy swapped in")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the good file was not loaded: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    for _ in 0..30 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let got: Vec<u64> = backends
+        .iter()
+        .zip(&before)
+        .map(|(b, was)| b.hits() - was)
+        .collect();
+    assert_eq!(got, [10, 10, 10], "round-robin serves after the swap");
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    let quarantine_fallbacks = metric(
+        &metrics,
+        "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}",
+    );
+    for _ in 0..5 {
+        http.get(&lb.url("/")).await;
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}"
+        ),
+        quarantine_fallbacks,
+        "the new module is not quarantined"
+    );
+}
+
+#[tokio::test]
+async fn a_component_importing_wasi_filesystem_is_refused_naming_the_import() {
+    let scratch = Scratch::new();
+    let config = json!({
+        "strategy": guest("wasi_import"),
+        "backends": [{"url": "http://127.0.0.1:9"}],
+    });
+    let path = scratch.write("config.json", config.to_string());
+    let run = Lb::spawn_raw(["check", "--config", path.to_str().expect("utf-8 path")]).await;
+    assert!(!run.status.success(), "refused");
+    assert!(
+        run.stderr.contains("wasi:filesystem/preopens@0.2.0")
+            && run.stderr.contains("does not provide"),
+        "names the import: {}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_component_of_another_world_is_refused_saying_so() {
+    let scratch = Scratch::new();
+    let config = json!({
+        "strategy": guest("wrong_world"),
+        "backends": [{"url": "http://127.0.0.1:9"}],
+    });
+    let path = scratch.write("config.json", config.to_string());
+    let run = Lb::spawn_raw(["check", "--config", path.to_str().expect("utf-8 path")]).await;
+    assert!(!run.status.success(), "refused");
+    assert!(
+        run.stderr.contains("not an lb:strategy@0.1.0 strategy"),
+        "says what is wrong: {}",
+        run.stderr
+    );
+}
