@@ -43,6 +43,7 @@ fn bench_select(c: &mut Criterion) {
     let sandbox = Sandbox {
         deadline: std::time::Duration::from_millis(1),
         memory_limit_bytes: 16 << 20,
+        quarantine: Default::default(),
     };
     let runtime = Runtime::new(&sandbox).expect("runtime");
     for name in ["round_robin", "weighted", "least_conn", "ip_hash", "random"] {

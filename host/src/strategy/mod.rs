@@ -222,15 +222,26 @@ impl Strategies {
         set: &BackendSet,
         generation: u64,
     ) -> Result<&'w mut Warm, Fault> {
-        let mut instance = match warm.take() {
-            Some(w) if w.strategy_id == loaded.id => w,
-            _ => Warm::new(&self.runtime, loaded)?,
-        };
-        if instance.seen_generation != generation {
-            // On a fault the instance is dropped here and rebuilt on next use.
-            instance.backends_changed(&self.runtime, set, generation)?;
+        if warm.as_ref().is_none_or(|w| w.strategy_id != loaded.id) {
+            *warm = None;
+            *warm = Some(Warm::new(&self.runtime, loaded)?);
         }
-        Ok(warm.insert(instance))
+        let stale = warm
+            .as_ref()
+            .is_some_and(|w| w.seen_generation != generation);
+        if stale {
+            if let Some(Err(fault)) = warm
+                .as_mut()
+                .map(|w| w.backends_changed(&self.runtime, set, generation))
+            {
+                // A trapped instance cannot be entered again: rebuild on next use.
+                *warm = None;
+                return Err(fault);
+            }
+        }
+        // Built above when missing, so this is always Some.
+        warm.as_mut()
+            .ok_or_else(|| Fault::Trap("no instance was built".into()))
     }
 
     fn fall_back(&self, set: &BackendSet, exclude: &[u32], fault: Fault) -> Choice {

@@ -14,15 +14,16 @@ use super::bindings::{Balancer, GuestState};
 use super::LoadError;
 use crate::config::{QuarantineConfig, Sandbox};
 
-/// How often the epoch advances while strategies are being called. 250 µs keeps the 1 ms default
-/// deadline accurate to a quarter tick; the ticker's CPU cost is in BENCHMARKS.md.
-pub const EPOCH_TICK: Duration = Duration::from_micros(250);
+/// How often the epoch advances while strategies are being called. Each tick preempts a worker on
+/// a busy core: at 250 µs that cost ~8 % of a core's time in context switches under load, at 1 ms
+/// about a quarter of that (BENCHMARKS.md).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How often the epoch advances when no strategy has been called for [`IDLE_AFTER_TICKS`]: an idle
 /// lbhost wakes 200 times a second instead of 4,000. The first call after an idle spell switches
 /// the ticker back to [`EPOCH_TICK`] within one idle tick.
 pub const IDLE_TICK: Duration = Duration::from_millis(5);
-const IDLE_AFTER_TICKS: u32 = 400;
+const IDLE_AFTER_TICKS: u32 = 100;
 
 /// A deadline that expires while the guest got little CPU (its thread was descheduled) is
 /// extended, at most this many times, so a busy machine does not turn slow scheduling into faults.
@@ -160,8 +161,9 @@ impl Ticker {
     }
 }
 
-/// Called by wasmtime when a call's epoch deadline passes. A guest that used at least half of the
-/// time since the last expiry on the CPU is running away: trap. One whose thread was mostly
+/// Called by wasmtime when a call's epoch deadline passes (at least its deadline after the call
+/// began). The first expiry notes the thread's CPU time and grants the deadline again; at the
+/// next, a guest that used at least half of that time on the CPU is running away: trap. One whose thread was mostly
 /// descheduled gets the deadline again, up to [`MAX_EXTENSIONS`] times. So a runaway guest stops
 /// after about twice its deadline, and a busy machine does not make good guests fault.
 fn on_deadline(
@@ -170,7 +172,7 @@ fn on_deadline(
     let state = ctx.data_mut();
     let now = thread_cpu_time();
     let ticks = state.deadline_ticks.max(1);
-    let window = EPOCH_TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
+    let window = EPOCH_TICK * u32::try_from(ticks - 1).unwrap_or(u32::MAX).max(1);
     let runaway = match (state.cpu_mark, now) {
         (Some(mark), Some(now)) => now.saturating_sub(mark) >= window / 2,
         // No CPU clock: trust the wall clock.
@@ -192,7 +194,8 @@ fn thread_cpu_time() -> Option<Duration> {
         .map(Duration::from)
 }
 
-/// Whole ticks covering `deadline` (at least one).
+/// Ticks such that at least `deadline` passes before the first expiry: the ticks covering it,
+/// plus one because the next tick may come at once.
 fn ticks(deadline: Duration) -> u64 {
-    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
+    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
 }
