@@ -69,7 +69,15 @@ fn test(extra: &[String]) -> Result<()> {
 /// Builds everything and runs lbhost in front of three demo backends until Ctrl-C.
 fn demo(extra: &[String]) -> Result<()> {
     guests::build_all(&root())?;
-    cargo(&["build", "--release", "-p", "lbhost", "-p", "demo-backend"])?;
+    // The same build as `test`, so both share one compiled wasmtime.
+    cargo(&["build", "--release", "--workspace", "--bins"])?;
+    // The demo's active strategy: a copy, so swapping it leaves the built-in files alone.
+    let strategies = root().join("strategies");
+    std::fs::copy(
+        strategies.join("round_robin.wasm"),
+        strategies.join("active.wasm"),
+    )
+    .context("copying strategies/round_robin.wasm to strategies/active.wasm")?;
     let bin = root().join("target/release");
     let mut children = Vec::new();
     for (name, port) in [("alpha", 9001), ("beta", 9002), ("gamma", 9003)] {
@@ -85,8 +93,9 @@ fn demo(extra: &[String]) -> Result<()> {
          try:\n  curl -s http://127.0.0.1:8080/            # round-robin over alpha, beta, gamma\n  \
          curl -s http://127.0.0.1:9901/status      # admin: backends and strategy\n  \
          curl -s http://127.0.0.1:9901/metrics     # Prometheus metrics\n\
-         swap the strategy while it runs:\n  \
-         cp strategies/ip_hash.wasm strategies/active.wasm\n\
+         swap the strategy while it runs (ip_hash: one client, one backend):\n  \
+         cp strategies/ip_hash.wasm strategies/.next && mv strategies/.next strategies/active.wasm\n  \
+         curl -s -XPOST localhost:9901/strategy -d '{{\"name\": \"weighted\"}}'\n\
          Ctrl-C stops everything.\n"
     );
     let status = Command::new(bin.join("lbhost"))
