@@ -32,7 +32,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 NOISE_LIMIT = 0.10  # fraction of one core used by other processes during a run
-LB_NAMES = ("lbhost", "nginx", "haproxy")
+LB_NAMES = ("lbhost", "lbhost-native", "nginx", "haproxy")
 
 
 def log(msg):
@@ -340,6 +340,17 @@ class LbHost(LB):
         return e
 
 
+class LbHostNative(LbHost):
+    """lbhost with the strategy call skipped (the host's round-robin): the baseline that shows
+    what the wasm strategy costs per request."""
+    name = "lbhost-native"
+
+    def env(self):
+        e = super().env()
+        e["LBHOST_BENCH_NATIVE_SELECTOR"] = "1"
+        return e
+
+
 class Nginx(LB):
     name = "nginx"
 
@@ -419,7 +430,8 @@ backend be
         return ["haproxy", "-db", "-f", str(path)]
 
 
-LB_CLASSES = {"lbhost": LbHost, "nginx": Nginx, "haproxy": HAProxy}
+LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative, "nginx": Nginx,
+              "haproxy": HAProxy}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,6 +636,7 @@ def compare_table(results, lbs, conns_list):
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     ratio_lines = []
+    wasm_cost = []
     for conns in conns_list:
         med_by_lb = {}
         for name in lbs:
@@ -652,7 +665,16 @@ def compare_table(results, lbs, conns_list):
             ratio_lines.append(
                 f"| {conns} | {fmt_ratio(lh['cpu_us_per_req'] / best_cpu)} "
                 f"| {fmt_ratio(lh['rps'] / best_rps)} | {fmt_ratio(lh['p99_ms'] / best_p99)} |")
+        if "lbhost" in med_by_lb and "lbhost-native" in med_by_lb:
+            native = med_by_lb["lbhost-native"]["cpu_us_per_req"]
+            wasm_cost.append(
+                f"| {conns} | {fmt(med_by_lb['lbhost']['cpu_us_per_req'], 1)} | {fmt(native, 1)} "
+                f"| {fmt_ratio(med_by_lb['lbhost']['cpu_us_per_req'] / native)} |")
     out = "\n".join(lines)
+    if wasm_cost:
+        out += ("\n\nWhat the wasm strategy costs: lbhost (round_robin.wasm) against lbhost with "
+                "the host's own round-robin (LBHOST_BENCH_NATIVE_SELECTOR=1), CPU µs/request.\n\n"
+                "| conns | wasm | native | ratio |\n|---:|---:|---:|---:|\n" + "\n".join(wasm_cost))
     if ratio_lines:
         out += ("\n\nlbhost vs the better of nginx/HAProxy per column (medians): CPU/request "
                 "and p99 (lower is better), throughput (higher is better).\n\n"
@@ -836,7 +858,7 @@ def main():
                     "(default 1s; 0 to skip)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per LB (default 3)")
     ap.add_argument("--conns", default="64,256", help="client connections (default 64,256)")
-    ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default all three)")
+    ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default: lbhost, lbhost-native, nginx, haproxy)")
     ap.add_argument("--scale", action="store_true",
                     help="lbhost alone with 3, 64 and 1000 backends (64 connections)")
     ap.add_argument("--scale-backends", default="3,64,1000")
@@ -857,7 +879,7 @@ def main():
     args.idle_lbs = [x for x in args.idle_lbs.split(",") if x]
     for n in args.lbs + args.idle_lbs:
         if n not in LB_CLASSES:
-            raise SystemExit(f"bench: unknown LB {n!r} (lbhost, nginx, haproxy)")
+            raise SystemExit(f"bench: unknown LB {n!r} ({', '.join(LB_CLASSES)})")
     args.warmup_s = parse_seconds(args.warmup)
     args.duration_s = parse_seconds(args.duration)
     run_compare = args.compare or not (args.scale or args.idle_conns)

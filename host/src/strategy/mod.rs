@@ -98,6 +98,9 @@ pub struct Strategies {
     runtime: Arc<Runtime>,
     active: ArcSwap<Loaded>,
     fallback: Fallback,
+    /// Benchmark baseline only: route with the host's round-robin and never call the guest
+    /// (environment `LBHOST_BENCH_NATIVE_SELECTOR=1`), to measure what the wasm call costs.
+    native_baseline: bool,
 }
 
 impl std::fmt::Debug for Strategies {
@@ -117,10 +120,18 @@ thread_local! {
 impl Strategies {
     /// Starts with `loaded` active.
     pub fn new(runtime: Arc<Runtime>, loaded: Loaded) -> Self {
+        let native_baseline =
+            std::env::var_os("LBHOST_BENCH_NATIVE_SELECTOR").is_some_and(|v| v == "1");
+        if native_baseline {
+            tracing::warn!(
+                "LBHOST_BENCH_NATIVE_SELECTOR=1: the strategy is not called (benchmark baseline)"
+            );
+        }
         Strategies {
             runtime,
             active: ArcSwap::from_pointee(loaded),
             fallback: Fallback::default(),
+            native_baseline,
         }
     }
 
@@ -148,6 +159,13 @@ impl Strategies {
         exclude: &[u32],
         request: RequestData,
     ) -> (RequestData, Choice) {
+        if self.native_baseline {
+            let choice = match self.fallback.pick(set, exclude) {
+                Some(i) => Choice::Strategy(i),
+                None => Choice::Unavailable,
+            };
+            return (request, choice);
+        }
         let loaded = self.active.load();
         if loaded.faults.is_quarantined() {
             return (request, self.fall_back(set, exclude, Fault::Quarantined));
