@@ -43,6 +43,25 @@ impl Overrides {
     }
 }
 
+/// Work for the loader thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts the thread reload work runs on; it ends when the sender is dropped.
+fn start_loader() -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new()
+        .name("lbhost-reload".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(cause = %e, "cannot start the reload thread; reloads will be refused");
+    }
+    tx
+}
+
 /// Why a reload was refused. `Display` is the reason shown to the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -71,6 +90,8 @@ pub struct Attempt {
 /// Applies config and strategy changes; one at a time.
 pub struct Reloader {
     proxy: Arc<Proxy>,
+    /// Jobs for the loader thread (config parsing, strategy compiling).
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     config_path: PathBuf,
     overrides: Overrides,
     health: Mutex<HealthChecker>,
@@ -103,6 +124,7 @@ impl Reloader {
     ) -> Self {
         Reloader {
             proxy,
+            jobs: Mutex::new(start_loader()),
             config_path,
             overrides,
             health: Mutex::new(health),
@@ -128,9 +150,7 @@ impl Reloader {
 
     async fn try_reload_config(&self) -> Result<(), ReloadError> {
         let path = self.config_path.clone();
-        let mut next = tokio::task::spawn_blocking(move || config::load(&path))
-            .await
-            .map_err(|e| ReloadError::BadRequest(format!("reload task failed: {e}")))??;
+        let mut next = self.off_path(move || config::load(&path)).await??;
         self.overrides.apply(&mut next);
         let current = self.proxy.config.load_full();
         if restart_only_changed(&current, &next) {
@@ -256,13 +276,35 @@ impl Reloader {
         let runtime = Arc::clone(self.proxy.strategies.runtime());
         let shown = path.clone();
         // Compiling takes milliseconds of CPU: keep it off the worker threads.
-        tokio::task::spawn_blocking(move || runtime.load(&path, &params))
-            .await
-            .map_err(|e| ReloadError::BadRequest(format!("load task failed: {e}")))?
+        self.off_path(move || runtime.load(&path, &params))
+            .await?
             .map_err(|source| ReloadError::Strategy {
                 path: shown,
                 source,
             })
+    }
+
+    /// Runs `job` on the reloader's own thread (one at a time) and waits for it. One long-lived
+    /// thread rather than tokio's blocking pool: a pool thread per reload under load would each
+    /// get a malloc arena of its own, and memory would creep up over many swaps.
+    async fn off_path<R: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, ReloadError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let work: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .map_err(|_| ReloadError::BadRequest("reload thread unavailable".into()))?
+            .send(work);
+        if sent.is_err() {
+            return Err(ReloadError::BadRequest("reload thread stopped".into()));
+        }
+        rx.await
+            .map_err(|_| ReloadError::BadRequest("reload job failed".into()))
     }
 
     fn activate(&self, loaded: Loaded) {
