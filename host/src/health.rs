@@ -1,13 +1,17 @@
-//! Active health checks: each backend is probed on its own jittered schedule, and its state
-//! flips only after `healthy_threshold` / `unhealthy_threshold` consecutive results.
+//! Active health checks: each backend is probed (HTTP `GET path` or a TCP connect) on its own
+//! jittered schedule, concurrently, and its state flips only after `healthy_threshold` /
+//! `unhealthy_threshold` consecutive results.
 //!
 //! Initial state: a backend starts *up* so traffic flows at once, but on probation: it is probed
 //! right away, and a failure of that first probe takes it down immediately (as HAProxy does), so
 //! a backend that was never seen healthy is not trusted for longer than one probe timeout.
+//!
+//! Real traffic may take a backend down too (a refused connection, see the proxy); the probes
+//! then need `healthy_threshold` successes in a row to bring it back, counted from that moment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -16,7 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, ProbeKind};
+use crate::metrics::Metrics;
 use crate::pool::{Backend, Pool};
 
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
@@ -25,13 +30,14 @@ type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 #[derive(Debug)]
 pub struct HealthChecker {
     pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
     client: ProbeClient,
     tasks: HashMap<String, (JoinHandle<()>, HealthCheckConfig)>,
 }
 
 impl HealthChecker {
     /// A checker for `pool`; call [`HealthChecker::sync`] to start probing.
-    pub fn new(pool: Arc<Pool>) -> Self {
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // A fresh connection per probe: a probe must see a backend that stopped accepting.
@@ -40,6 +46,7 @@ impl HealthChecker {
             .build(connector);
         HealthChecker {
             pool,
+            metrics,
             client,
             tasks: HashMap::new(),
         }
@@ -55,8 +62,9 @@ impl HealthChecker {
             }
             let changed = set.backends.iter().fold(false, |c, b| b.set_up(true) | c);
             if changed {
-                self.pool.bump();
+                self.pool.refresh();
             }
+            self.publish(&set.backends);
             return;
         };
         self.tasks.retain(|address, (task, settings)| {
@@ -71,12 +79,30 @@ impl HealthChecker {
                 let task = tokio::spawn(probe_loop(
                     Arc::clone(&self.pool),
                     Arc::clone(backend),
+                    Arc::clone(&self.metrics),
                     self.client.clone(),
                     config.clone(),
                 ));
                 self.tasks
                     .insert(backend.address.clone(), (task, config.clone()));
             }
+        }
+        self.publish(&set.backends);
+    }
+
+    /// Sets the per-backend gauges of `backends` to their current state (new backends appear
+    /// at once, not at their first change).
+    fn publish(&self, backends: &[Arc<Backend>]) {
+        for b in backends {
+            let address = [b.address.as_str()];
+            self.metrics
+                .backend_up
+                .with_label_values(&address)
+                .set(i64::from(b.is_up()));
+            self.metrics
+                .circuit_state
+                .with_label_values(&address)
+                .set(b.circuit_state() as i64);
         }
     }
 }
@@ -93,16 +119,26 @@ impl Drop for HealthChecker {
 async fn probe_loop(
     pool: Arc<Pool>,
     backend: Arc<Backend>,
+    metrics: Arc<Metrics>,
     client: ProbeClient,
     config: HealthCheckConfig,
 ) {
     let mut successes = 0u32;
     let mut failures = 0u32;
     let mut first = true;
+    let mut seen_up = backend.is_up();
     // Spread the first probes of many backends over up to 100 ms.
     tokio::time::sleep(jitter(config.interval.min(Duration::from_millis(100)), 1.0)).await;
     loop {
+        let started = Instant::now();
         let result = probe(&client, &backend, &config).await;
+        metrics.health_check(&backend.address, result.is_ok(), started.elapsed());
+        let up = backend.is_up();
+        if up != seen_up {
+            // Someone else (real traffic) changed the state: count afresh from here.
+            successes = 0;
+            failures = 0;
+        }
         match &result {
             Ok(()) => {
                 successes += 1;
@@ -113,13 +149,16 @@ async fn probe_loop(
                 successes = 0;
             }
         }
-        let up = backend.is_up();
         let flip = match &result {
             Ok(()) => !up && successes >= config.healthy_threshold,
             Err(_) => up && (first || failures >= config.unhealthy_threshold),
         };
         if flip && backend.set_up(!up) {
-            pool.bump();
+            pool.refresh();
+            metrics
+                .backend_up
+                .with_label_values(&[backend.address.as_str()])
+                .set(i64::from(!up));
             match &result {
                 Ok(()) => tracing::info!(backend = %backend.address, successes, "backend up"),
                 Err(cause) => {
@@ -127,13 +166,35 @@ async fn probe_loop(
                 }
             }
         }
+        seen_up = backend.is_up();
         first = false;
         tokio::time::sleep(jitter(config.interval, 0.1)).await;
     }
 }
 
-/// One probe: `GET path`; 2xx and 3xx are healthy.
+/// One probe within `config.timeout`.
 async fn probe(
+    client: &ProbeClient,
+    backend: &Backend,
+    config: &HealthCheckConfig,
+) -> Result<(), String> {
+    let attempt = async {
+        match config.kind {
+            ProbeKind::Http => probe_http(client, backend, config).await,
+            ProbeKind::Tcp => tokio::net::TcpStream::connect(backend.address.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| format!("connect: {e}")),
+        }
+    };
+    match tokio::time::timeout(config.timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
+    }
+}
+
+/// `GET path`: healthy if the status is one of `expected_statuses` (default any 2xx or 3xx).
+async fn probe_http(
     client: &ProbeClient,
     backend: &Backend,
     config: &HealthCheckConfig,
@@ -148,15 +209,17 @@ async fn probe(
         .header(http::header::USER_AGENT, "lbhost-health-check")
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(config.timeout, client.request(request)).await {
-        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
-        Ok(Err(e)) => Err(format!("{e}")),
-        Ok(Ok(response))
-            if response.status().is_success() || response.status().is_redirection() =>
-        {
-            Ok(())
-        }
-        Ok(Ok(response)) => Err(format!("status {}", response.status().as_u16())),
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let healthy = if config.expected_statuses.is_empty() {
+        status.is_success() || status.is_redirection()
+    } else {
+        config.expected_statuses.contains(&status.as_u16())
+    };
+    if healthy {
+        Ok(())
+    } else {
+        Err(format!("status {}", status.as_u16()))
     }
 }
 

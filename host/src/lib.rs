@@ -4,7 +4,7 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families.
+//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families.
 
 pub mod admin;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod strategy;
@@ -21,7 +22,6 @@ pub mod watch;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use config::Config;
@@ -29,7 +29,6 @@ use metrics::Metrics;
 use pool::Pool;
 use proxy::Proxy;
 use strategy::{Runtime, Strategies};
-use upstream::Upstream;
 
 /// Loads the strategy of `config`, checking everything that can be checked before listening.
 pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
@@ -59,15 +58,14 @@ pub async fn run(
     let active = strategies.active();
     metrics.set_active_strategy(&active.name, &active.sha256);
     let pool = Pool::new(&config.backends);
-    let mut health = health::HealthChecker::new(Arc::clone(&pool));
+    let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
     health.sync(config.health_check.as_ref());
-    let proxy = Arc::new(Proxy {
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
         pool,
-        strategies: Arc::new(strategies),
-        upstream: ArcSwap::from_pointee(Upstream::new(&config.timeouts)),
+        Arc::new(strategies),
         metrics,
-        config: ArcSwap::from_pointee(config.clone()),
-    });
+    ));
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin,

@@ -59,11 +59,16 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => (args, true),
         None => (cli.run, false),
     };
-    init_logging(args.log_format);
+    let format = args.log_format;
+    init_logging(format);
     match run(args, check_only) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match format {
+                LogFormat::Text => eprintln!("error: {e:#}"),
+                // Every line on stderr stays one JSON object.
+                LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "exiting"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -95,15 +100,40 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
     runtime.block_on(lbhost::run(config, strategies, path, overrides))
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Text is for people; JSON is one
+/// object per line with the event's fields at the top level next to `timestamp`, `level`,
+/// `target` and `message` (access lines: target `lbhost::access`).
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, bad_filter) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        // Unset: the default. Set but unparsable: the default too, and a warning below.
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new("info"),
+            std::env::var_os("RUST_LOG").map(|_| e.to_string()),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => {
+            builder
+                .with_ansi(false)
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init();
+            // A panic message is a log line too, not free text among JSON objects.
+            std::panic::set_hook(Box::new(|info| {
+                tracing::error!(panic = %info, "panic");
+            }));
+        }
+    }
+    if let Some(reason) = bad_filter {
+        tracing::warn!(%reason, "RUST_LOG ignored; logging at info");
     }
 }

@@ -18,6 +18,13 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     pub health_check: Option<FileHealthCheck>,
     #[serde(default)]
+    pub passive: FilePassive,
+    #[serde(default)]
+    pub retries: FileRetries,
+    #[serde(default)]
+    pub circuit_breaker: FileCircuitBreaker,
+    pub rate_limit: Option<FileRateLimit>,
+    #[serde(default)]
     pub timeouts: FileTimeouts,
     #[serde(default)]
     pub limits: FileLimits,
@@ -46,6 +53,46 @@ pub struct FileHealthCheck {
     pub timeout: Option<String>,
     pub healthy_threshold: Option<u32>,
     pub unhealthy_threshold: Option<u32>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub expected_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassive {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetries {
+    pub max: Option<u32>,
+    pub budget_percent: Option<f64>,
+    pub min_per_second: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCircuitBreaker {
+    pub enabled: Option<bool>,
+    pub failure_ratio: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window: Option<String>,
+    pub cooldown: Option<String>,
+    pub half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub max_clients: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

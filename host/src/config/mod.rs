@@ -4,6 +4,7 @@
 //! (`backends[1].url: scheme must be http`); a bad reload leaves the running config in place.
 
 mod file;
+mod resilience;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub use validate::from_file;
 
 /// A validated configuration, ready to run.
@@ -35,6 +37,14 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Active health checking; `None` means backends are assumed up until traffic says otherwise.
     pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of backends that keep failing real traffic.
+    pub passive: PassiveConfig,
+    /// Retries of requests that failed before a response head.
+    pub retries: RetryConfig,
+    /// Per-backend circuit breakers.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Per-client-IP rate limiting; `None` (the default) is off.
+    pub rate_limit: Option<RateLimitConfig>,
     /// Network timeouts.
     pub timeouts: Timeouts,
     /// Request limits.
@@ -63,8 +73,12 @@ pub struct BackendConfig {
 /// Active health check settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheckConfig {
-    /// Path probed with `GET`; 2xx and 3xx are healthy.
+    /// How a backend is probed (default HTTP).
+    pub kind: ProbeKind,
+    /// Path probed with `GET` (HTTP probes).
     pub path: String,
+    /// Statuses that count as healthy (HTTP probes); empty means any 2xx or 3xx.
+    pub expected_statuses: Vec<u16>,
     /// Time between probes of one backend.
     pub interval: Duration,
     /// Time a probe may take.
@@ -73,6 +87,15 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Consecutive failures that take an up backend down.
     pub unhealthy_threshold: u32,
+}
+
+/// How an active health probe tests a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `GET path` on a fresh connection; healthy if the status is expected.
+    Http,
+    /// A TCP connection is accepted.
+    Tcp,
 }
 
 /// Network timeouts.

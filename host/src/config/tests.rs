@@ -101,3 +101,117 @@ fn errors_name_the_field() {
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }
+
+#[test]
+fn failure_handling_defaults_and_overrides() {
+    let c = parse(r#"{"backends": [{"url": "http://127.0.0.1:9001"}]}"#).unwrap();
+    assert_eq!(c.passive, PassiveConfig::default());
+    assert_eq!(c.retries, RetryConfig::default());
+    assert_eq!(c.circuit_breaker, CircuitBreakerConfig::default());
+    assert!(c.rate_limit.is_none(), "rate limiting is off by default");
+    let c = parse(
+        r#"{
+      "backends": [{"url": "http://127.0.0.1:9001"}],
+      "health_check": {"type": "tcp", "interval": "1s"},
+      "passive": {"consecutive_failures": 3, "base_ejection": "1s", "max_ejection": "8s",
+                  "max_ejected_percent": 100},
+      "retries": {"max": 1, "budget_percent": 10, "min_per_second": 0.5},
+      "circuit_breaker": {"enabled": false, "window": "2s"},
+      "rate_limit": {"requests_per_second": 10}
+    }"#,
+    )
+    .unwrap();
+    assert_eq!(c.health_check.unwrap().kind, ProbeKind::Tcp);
+    assert_eq!(c.passive.consecutive_failures, 3);
+    assert_eq!(c.passive.max_ejection, Duration::from_secs(8));
+    assert_eq!(c.retries.min_per_second, 0.5);
+    assert!(!c.circuit_breaker.enabled);
+    let limit = c.rate_limit.unwrap();
+    assert_eq!((limit.requests_per_second, limit.burst), (10.0, 20));
+    let c = parse(
+        r#"{"backends": [{"url": "http://127.0.0.1:9001"}],
+            "health_check": {"expected_statuses": [200, 204]}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.health_check.unwrap().expected_statuses, vec![200, 204]);
+}
+
+#[test]
+fn failure_handling_errors_name_the_field() {
+    let b = r#""backends": [{"url": "http://127.0.0.1:1"}]"#;
+    let cases = [
+        (
+            r#""health_check": {"type": "udp"}"#,
+            "health_check.type: \"udp\" is not a probe type",
+        ),
+        (
+            r#""health_check": {"type": "tcp", "expected_statuses": [200]}"#,
+            "health_check.expected_statuses: applies to \"type\": \"http\" only",
+        ),
+        (
+            r#""health_check": {"expected_statuses": [200, 700]}"#,
+            "health_check.expected_statuses: 700 is not an HTTP status",
+        ),
+        (
+            r#""health_check": {"expected_statuses": []}"#,
+            "health_check.expected_statuses: must list at least one",
+        ),
+        (
+            r#""passive": {"consecutive_failures": 0}"#,
+            "passive.consecutive_failures: must be at least 1",
+        ),
+        (
+            r#""passive": {"base_ejection": "1m", "max_ejection": "10s"}"#,
+            "passive.max_ejection: must be at least passive.base_ejection",
+        ),
+        (
+            r#""passive": {"max_ejected_percent": 101}"#,
+            "passive.max_ejected_percent: must be between 0 and 100",
+        ),
+        (
+            r#""passive": {"base": "1s"}"#,
+            "passive.base: unknown field `base`",
+        ),
+        (
+            r#""retries": {"max": 11}"#,
+            "retries.max: must be at most 10",
+        ),
+        (
+            r#""retries": {"budget_percent": -1}"#,
+            "retries.budget_percent: must be between 0 and 100",
+        ),
+        (
+            r#""circuit_breaker": {"failure_ratio": 1.5}"#,
+            "circuit_breaker.failure_ratio: must be above 0 and at most 1",
+        ),
+        (
+            r#""circuit_breaker": {"cooldown": "soon"}"#,
+            "circuit_breaker.cooldown: \"soon\" is not a duration",
+        ),
+        (
+            r#""circuit_breaker": {"half_open_probes": 0}"#,
+            "circuit_breaker.half_open_probes: must be between 1 and 1000",
+        ),
+        (
+            r#""rate_limit": {"requests_per_second": 0}"#,
+            "rate_limit.requests_per_second: must be above 0",
+        ),
+        (
+            r#""rate_limit": {"burst": 0}"#,
+            "rate_limit.burst: must be at least 1",
+        ),
+        (
+            r#""rate_limit": {"rps": 5}"#,
+            "rate_limit.rps: unknown field `rps`",
+        ),
+    ];
+    for (field, expected) in cases {
+        let json = format!("{{{b}, {field}}}");
+        let err = parse(&json).unwrap_err();
+        assert!(
+            err.starts_with(expected),
+            "{json}\n  gave: {err}\n  want: {expected}…"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}

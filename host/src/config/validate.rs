@@ -7,9 +7,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{FileBackend, FileConfig, FileHealthCheck};
+use super::resilience;
 use super::{
-    BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, QuarantineConfig, Sandbox,
-    Timeouts,
+    BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, ProbeKind, QuarantineConfig,
+    Sandbox, Timeouts,
 };
 
 /// Parses JSON `text` and validates it; relative paths are resolved against `base`.
@@ -86,6 +87,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         backends.push(backend);
     }
     let health_check = file.health_check.map(health_check).transpose()?;
+    let passive = resilience::passive(file.passive)?;
+    let retries = resilience::retries(file.retries)?;
+    let circuit_breaker = resilience::circuit_breaker(file.circuit_breaker)?;
+    let rate_limit = file.rate_limit.map(resilience::rate_limit).transpose()?;
     let t = file.timeouts;
     let timeouts = Timeouts {
         connect: duration("timeouts.connect", t.connect.as_deref(), "1s")?,
@@ -156,6 +161,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         workers,
         backends,
         health_check,
+        passive,
+        retries,
+        circuit_breaker,
+        rate_limit,
         timeouts,
         limits: Limits { max_header_bytes },
         trusted_proxies,
@@ -237,8 +246,39 @@ fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
     if !path.starts_with('/') {
         return Err(ConfigError::field("health_check.path", "must start with /"));
     }
+    let kind = match h.kind.as_deref() {
+        None | Some("http") => ProbeKind::Http,
+        Some("tcp") => ProbeKind::Tcp,
+        Some(other) => {
+            return Err(ConfigError::field(
+                "health_check.type",
+                format!("{other:?} is not a probe type (use \"http\" or \"tcp\")"),
+            ))
+        }
+    };
+    if h.expected_statuses.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::field(
+            "health_check.expected_statuses",
+            "must list at least one status (leave it out for any 2xx or 3xx)",
+        ));
+    }
+    let expected_statuses = h.expected_statuses.unwrap_or_default();
+    if kind == ProbeKind::Tcp && !expected_statuses.is_empty() {
+        return Err(ConfigError::field(
+            "health_check.expected_statuses",
+            "applies to \"type\": \"http\" only",
+        ));
+    }
+    if let Some(&bad) = expected_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(ConfigError::field(
+            "health_check.expected_statuses",
+            format!("{bad} is not an HTTP status (100-599)"),
+        ));
+    }
     let check = HealthCheckConfig {
+        kind,
         path,
+        expected_statuses,
         interval: duration("health_check.interval", h.interval.as_deref(), "5s")?,
         timeout: duration("health_check.timeout", h.timeout.as_deref(), "1s")?,
         healthy_threshold: h.healthy_threshold.unwrap_or(2),
@@ -266,7 +306,11 @@ fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
 }
 
 /// Parses a duration like `250ms`, `5s` or `1m`, or `default` when absent.
-fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(
+    field: &str,
+    text: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     let text = text.unwrap_or(default);
     humantime::parse_duration(text).map_err(|e| {
         ConfigError::field(

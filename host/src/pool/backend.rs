@@ -1,10 +1,12 @@
-//! One backend and its live state.
+//! One backend and its live state: in flight, health, passive ejection, circuit, eligibility.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
 
+use super::circuit::{Circuit, CircuitState};
+use super::passive::Passive;
 use crate::config::BackendConfig;
 
 /// A backend: its identity from the config and its live counters.
@@ -22,8 +24,16 @@ pub struct Backend {
     pub labels: Vec<(String, String)>,
     /// Requests forwarded and not yet finished (response body done or dropped).
     in_flight: Arc<AtomicU32>,
-    /// Up according to health checking (active and passive); starts up.
+    /// Up according to active health checking (or a refused connection, when active checks
+    /// run); starts up.
     up: Arc<AtomicBool>,
+    /// Passive ejection state.
+    passive: Arc<Passive>,
+    /// Circuit breaker state.
+    circuit: Arc<Circuit>,
+    /// What strategies see: computed by [`super::Pool::refresh`] from `up`, the ejection, the
+    /// circuit and the panic rule of the whole set.
+    eligible: AtomicBool,
     /// Moving average of the time to response head, in microseconds (0: none yet).
     latency_ewma_us: Arc<AtomicU32>,
 }
@@ -39,6 +49,9 @@ impl Backend {
             labels: config.labels.clone(),
             in_flight: Arc::new(AtomicU32::new(0)),
             up: Arc::new(AtomicBool::new(true)),
+            passive: Arc::default(),
+            circuit: Arc::default(),
+            eligible: AtomicBool::new(true),
             latency_ewma_us: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -53,23 +66,56 @@ impl Backend {
             labels: config.labels.clone(),
             in_flight: Arc::clone(&self.in_flight),
             up: Arc::clone(&self.up),
+            passive: Arc::clone(&self.passive),
+            circuit: Arc::clone(&self.circuit),
+            eligible: AtomicBool::new(self.is_eligible()),
             latency_ewma_us: Arc::clone(&self.latency_ewma_us),
         }
     }
 
     /// Whether a strategy may choose this backend now.
     pub fn is_eligible(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.eligible.load(Ordering::Acquire)
     }
 
-    /// Whether health checking has this backend up.
+    /// Sets what strategies see; returns whether it changed. Only [`super::Pool::refresh`]
+    /// calls this.
+    pub(super) fn set_eligible(&self, eligible: bool) -> bool {
+        self.eligible.swap(eligible, Ordering::AcqRel) != eligible
+    }
+
+    /// Whether health checking has this backend up. Call [`super::Pool::refresh`] after
+    /// changing it with [`Backend::set_up`].
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.up.load(Ordering::Acquire)
     }
 
     /// Sets the health state; returns whether it changed.
     pub fn set_up(&self, up: bool) -> bool {
         self.up.swap(up, Ordering::AcqRel) != up
+    }
+
+    /// Whether passive ejection has this backend out now.
+    pub fn is_ejected(&self) -> bool {
+        self.passive.is_ejected(super::clock_ms())
+    }
+
+    /// Failures in a row seen by passive health.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.passive.consecutive_failures()
+    }
+
+    /// The circuit breaker's state.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.circuit.state()
+    }
+
+    pub(super) fn passive(&self) -> &Passive {
+        &self.passive
+    }
+
+    pub(super) fn circuit(&self) -> &Circuit {
+        &self.circuit
     }
 
     /// Requests in flight now.

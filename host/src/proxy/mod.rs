@@ -1,27 +1,36 @@
-//! The request pipeline: choose a backend with the strategy, forward, stream the answer back.
+//! The request pipeline: rate limit, choose a backend with the strategy, forward (retrying on
+//! another backend when that is safe), stream the answer back.
 
 mod body;
 mod error;
 mod headers;
+mod replay;
+mod retry;
 mod upgrade;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::{local_response, ProxyError};
+pub use replay::UpstreamBody;
+pub use retry::RetryBudget;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
+use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::strategy::{Choice, RequestData, Strategies};
 use crate::upstream::Upstream;
+use replay::RequestBody;
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -36,11 +45,42 @@ pub struct Proxy {
     pub upstream: ArcSwap<Upstream>,
     /// Metric families.
     pub metrics: Arc<Metrics>,
+    /// Per-client token buckets (used when `rate_limit` is configured).
+    pub rate_limiter: RateLimiter,
+    /// Tokens for retries, shared by all requests.
+    pub retry_budget: RetryBudget,
+}
+
+/// The client side of a request, fixed across attempts.
+struct Client {
+    ip: IpAddr,
+    peer_ip: IpAddr,
+    peer_trusted: bool,
+    /// The protocol asked for in `Upgrade`, and the client's half of the upgrade.
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
 
 impl Proxy {
+    /// A proxy over `pool` with `config`.
+    pub fn new(
+        config: Config,
+        pool: Arc<Pool>,
+        strategies: Arc<Strategies>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Proxy {
+            upstream: ArcSwap::from_pointee(Upstream::new(&config.timeouts)),
+            retry_budget: RetryBudget::new(&config.retries),
+            rate_limiter: RateLimiter::new(),
+            config: ArcSwap::from_pointee(config),
+            pool,
+            strategies,
+            metrics,
+        }
+    }
+
     /// Replaces the upstream client with one using `connect` (pooled connections start over).
-    pub fn set_connect_timeout(&self, connect: std::time::Duration) {
+    pub fn set_connect_timeout(&self, connect: Duration) {
         let mut timeouts = self.config.load().timeouts.clone();
         timeouts.connect = connect;
         self.upstream.store(Arc::new(Upstream::new(&timeouts)));
@@ -54,7 +94,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let method = request.method().clone();
-        let config = self.config.load();
+        let config = self.config.load_full();
         let peer_ip = headers::canonical(peer.ip());
         let peer_trusted = headers::is_trusted(peer_ip, &config.trusted_proxies);
         let client_ip = headers::client_ip(
@@ -63,145 +103,299 @@ impl Proxy {
             request.headers(),
             &config.trusted_proxies,
         );
+        if let Some(limit) = &config.rate_limit {
+            if let Err(wait) = self.rate_limiter.check(client_ip, limit) {
+                return Ok(self.too_many_requests(client_ip, &method, wait, started));
+            }
+        }
         let upgrade = headers::upgrade_protocol(request.headers())
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+        let client = Client {
+            ip: client_ip,
+            peer_ip,
+            peer_trusted,
+            upgrade,
+        };
         let (parts, body) = request.into_parts();
+        self.retry_budget.deposit(&config.retries);
+        Ok(self
+            .forward(&config, client, parts, RequestBody::new(body), started)
+            .await)
+    }
+
+    /// Chooses a backend and forwards; after a failure before any response byte, asks the
+    /// strategy again with the failed backends excluded, if the request can be resent and
+    /// the retry budget allows.
+    async fn forward(
+        &self,
+        config: &Config,
+        client: Client,
+        parts: Parts,
+        body: RequestBody,
+        started: Instant,
+    ) -> Response<ProxyBody> {
         let set = self.pool.load();
-
-        let select_started = Instant::now();
-        let (data, choice) =
-            self.strategies
-                .select(&self.pool, &set, &[], RequestData { parts, client_ip });
-        let select_time = select_started.elapsed();
-        self.metrics.select(select_time);
-        let mut parts = data.parts;
-        let index = match choice {
-            Choice::Strategy(i) => i,
-            Choice::Fallback(i, fault) => {
-                self.metrics.strategy_fault(fault.kind());
-                i
-            }
-            Choice::Unavailable => {
-                let error = ProxyError::NoBackend;
-                tracing::warn!(%client_ip, path = parts.uri.path(), cause = %error, "503");
-                self.metrics
-                    .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
-                return Ok(error.response());
-            }
-        };
-        let Some(backend) = set.backends.get(index).cloned() else {
-            return Ok(ProxyError::NoBackend.response());
-        };
-        let in_flight = backend.start_request();
-
-        let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, peer_ip, peer_trusted, host.as_ref());
-        if let Some(host) = &host {
-            parts.headers.insert(http::header::HOST, host.clone());
-        }
-        if let Some((protocol, _)) = &upgrade {
-            parts.headers.insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("upgrade"),
-            );
-            parts
-                .headers
-                .insert(http::header::UPGRADE, protocol.clone());
-        }
+        let method = parts.method.clone();
         let path = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(backend.authority.clone())
-            .path_and_query(path.as_str())
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(_) => return Ok(local_response(StatusCode::BAD_REQUEST)),
-        };
-        parts.version = Version::HTTP_11;
-
-        let sent = Instant::now();
-        let result = tokio::time::timeout(
-            config.timeouts.response_header,
-            self.upstream
-                .load()
-                .request(Request::from_parts(parts, body)),
-        )
-        .await;
-        let latency = sent.elapsed();
-        let mut response = match result {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                backend.record_latency(latency);
-                self.strategies.feedback(index, 0, latency);
-                let error = ProxyError::Backend {
-                    backend: backend.address.clone(),
-                    cause: upstream_cause(&e),
-                };
-                tracing::warn!(backend = %backend.address, strategy = %self.strategies.active().name, %path, cause = %error, "502");
-                self.metrics
-                    .request(&backend.address, &method, error.status(), started);
-                return Ok(error.response());
-            }
-            Err(_) => {
-                self.strategies.feedback(index, 0, latency);
-                let error = ProxyError::Timeout {
-                    backend: backend.address.clone(),
-                };
-                tracing::warn!(backend = %backend.address, strategy = %self.strategies.active().name, %path, cause = %error, "504");
-                self.metrics
-                    .request(&backend.address, &method, error.status(), started);
-                return Ok(error.response());
-            }
-        };
-        backend.record_latency(latency);
-        let status = response.status();
-        self.strategies.feedback(index, status.as_u16(), latency);
-        self.metrics
-            .request(&backend.address, &method, status, started);
-        if config.access_log {
-            tracing::info!(
-                target: "lbhost::access",
-                %method,
-                %path,
-                status = status.as_u16(),
-                backend = %backend.address,
-                select_us = select_time.as_micros() as u64,
-                upstream_ms = latency.as_secs_f64() * 1000.0,
-                client = %client_ip,
-            );
-        }
-
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some((_, client_upgrade)) = upgrade {
-                let backend_upgrade = hyper::upgrade::on(&mut response);
-                upgrade::tunnel(
-                    client_upgrade,
-                    backend_upgrade,
-                    in_flight,
-                    backend.address.clone(),
-                );
-                let (parts, _) = response.into_parts();
-                return Ok(Response::from_parts(parts, ProxyBody::local("")));
-            }
-        }
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
+        let mut data = RequestData {
             parts,
-            ProxyBody::upstream(body, in_flight),
-        ))
+            client_ip: client.ip,
+        };
+        // Backends tried (or refused by their circuit) for this request.
+        let mut exclude: Vec<u32> = Vec::new();
+        // The failure of the last attempt, while a retry is being looked for.
+        let mut failed: Option<(Arc<Backend>, ProxyError)> = None;
+        let mut retries = 0u32;
+        loop {
+            let select_started = Instant::now();
+            let (returned, choice) = self.strategies.select(&self.pool, &set, &exclude, data);
+            data = returned;
+            let select_time = select_started.elapsed();
+            self.metrics.select(select_time);
+            let index = match choice {
+                Choice::Strategy(i) => i,
+                Choice::Fallback(i, fault) => {
+                    self.metrics.strategy_fault(fault.kind());
+                    i
+                }
+                Choice::Unavailable => break,
+            };
+            let Some(backend) = set.backends.get(index).cloned() else {
+                break;
+            };
+            let Some(admitted) = self.pool.admit(&backend, &config.circuit_breaker) else {
+                // Its circuit opened (or ran out of probes) after the strategy last heard: choose
+                // again without it. Not a retry: nothing was sent.
+                exclude.push(index as u32);
+                continue;
+            };
+            if let Some((failed_backend, _)) = &failed {
+                if !self.retry_budget.withdraw(&config.retries) {
+                    self.metrics.retry_budget_exhausted.inc();
+                    tracing::debug!(backend = %failed_backend.address, "retry budget spent; not retrying");
+                    break;
+                }
+                self.metrics
+                    .retries
+                    .with_label_values(&[failed_backend.address.as_str()])
+                    .inc();
+                retries += 1;
+            }
+            let Some(upstream_body) = body.next_attempt() else {
+                break;
+            };
+            let Some(request) = upstream_request(&data.parts, &backend, &client, upstream_body)
+            else {
+                return local_response(StatusCode::BAD_REQUEST);
+            };
+            let in_flight = backend.start_request();
+            let sent = Instant::now();
+            let result = tokio::time::timeout(
+                config.timeouts.response_header,
+                self.upstream.load().request(request),
+            )
+            .await;
+            let latency = sent.elapsed();
+            let (error, failure) = match result {
+                Ok(Ok(response)) => {
+                    backend.record_latency(latency);
+                    let status = response.status();
+                    self.strategies.feedback(index, status.as_u16(), latency);
+                    let outcome = Outcome::of_status(status.as_u16());
+                    self.pool
+                        .report(&backend, admitted, outcome, config, &self.metrics);
+                    self.metrics
+                        .request(&backend.address, &method, status, started);
+                    if config.access_log {
+                        tracing::info!(
+                            target: "lbhost::access",
+                            %method,
+                            %path,
+                            status = status.as_u16(),
+                            backend = %backend.address,
+                            retries,
+                            select_us = select_time.as_micros() as u64,
+                            upstream_ms = latency.as_secs_f64() * 1000.0,
+                            client = %client.ip,
+                        );
+                    }
+                    let client_upgrade = client.upgrade.map(|(_, on)| on);
+                    return relay(response, client_upgrade, in_flight, &backend);
+                }
+                Ok(Err(e)) => {
+                    backend.record_latency(latency);
+                    let failure = if e.is_connect() {
+                        Failure::Connect
+                    } else {
+                        Failure::Transport
+                    };
+                    let cause = upstream_cause(&e);
+                    if failure == Failure::Connect && config.health_check.is_some() {
+                        self.pool.mark_down(&backend, &cause, &self.metrics);
+                    }
+                    let error = ProxyError::Backend {
+                        backend: backend.address.clone(),
+                        cause,
+                    };
+                    (error, failure)
+                }
+                Err(_) => {
+                    let error = ProxyError::Timeout {
+                        backend: backend.address.clone(),
+                    };
+                    (error, Failure::Timeout)
+                }
+            };
+            drop(in_flight);
+            self.strategies.feedback(index, 0, latency);
+            self.pool.report(
+                &backend,
+                admitted,
+                Outcome::Failed(failure),
+                config,
+                &self.metrics,
+            );
+            let retry = retries < config.retries.max
+                && retry::is_retryable(&method, failure)
+                && body.is_replayable();
+            if !retry {
+                return self.failure(&backend, &method, &path, &error, started);
+            }
+            tracing::debug!(backend = %backend.address, %path, cause = %error, "retrying on another backend");
+            exclude.push(index as u32);
+            failed = Some((backend, error));
+        }
+        match failed {
+            // No other backend to retry on, or no budget: the client gets the last failure.
+            Some((backend, error)) => self.failure(&backend, &method, &path, &error, started),
+            None => {
+                let error = ProxyError::NoBackend;
+                tracing::warn!(client_ip = %client.ip, %path, cause = %error, "503");
+                self.metrics
+                    .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
+                error.response()
+            }
+        }
     }
+
+    /// Logs and counts a failed request, and answers it.
+    fn failure(
+        &self,
+        backend: &Backend,
+        method: &Method,
+        path: &str,
+        error: &ProxyError,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let status = error.status();
+        tracing::warn!(
+            backend = %backend.address,
+            strategy = %self.strategies.active().name,
+            %path,
+            cause = %error,
+            "{}",
+            status.as_u16()
+        );
+        self.metrics
+            .request(&backend.address, method, status, started);
+        error.response()
+    }
+
+    /// 429 with `Retry-After` for a client over its rate.
+    fn too_many_requests(
+        &self,
+        client_ip: IpAddr,
+        method: &Method,
+        wait: Duration,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        self.metrics.rate_limited.inc();
+        self.metrics
+            .request("none", method, StatusCode::TOO_MANY_REQUESTS, started);
+        let seconds = retry_after_secs(wait);
+        tracing::debug!(%client_ip, retry_after = seconds, "429: over the rate limit");
+        let mut response = local_response(StatusCode::TOO_MANY_REQUESTS);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+}
+
+/// The client's response from a backend's: its body streams through (counted in flight), or,
+/// for `101 Switching Protocols` to an upgrade request, the two connections are joined.
+fn relay(
+    mut response: Response<Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+    in_flight: InFlight,
+    backend: &Backend,
+) -> Response<ProxyBody> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            upgrade::tunnel(
+                client_upgrade,
+                backend_upgrade,
+                in_flight,
+                backend.address.clone(),
+            );
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, ProxyBody::local(""));
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+}
+
+/// The request for one attempt on `backend`: the client's head with proxy headers, `body`.
+/// `None` if the URI cannot be rebuilt.
+fn upstream_request(
+    parts: &Parts,
+    backend: &Backend,
+    client: &Client,
+    body: UpstreamBody,
+) -> Option<Request<UpstreamBody>> {
+    let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let mut headers = parts.headers.clone();
+    headers::remove_hop_by_hop(&mut headers);
+    headers::set_forwarded(
+        &mut headers,
+        client.peer_ip,
+        client.peer_trusted,
+        host.as_ref(),
+    );
+    if let Some(host) = host {
+        headers.insert(http::header::HOST, host);
+    }
+    if let Some((protocol, _)) = &client.upgrade {
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        headers.insert(http::header::UPGRADE, protocol.clone());
+    }
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(backend.authority.clone())
+        .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .ok()?;
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(request)
 }
 
 /// The innermost cause of an upstream failure, for logs.

@@ -1,9 +1,21 @@
-//! The admin listener: metrics, status and health of the balancer itself. Binds loopback by
-//! default and is separate from client traffic.
+//! The admin listener: metrics, status and health of the balancer itself, a status page, and
+//! reload and strategy switches. Binds loopback by default and is separate from client traffic.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /` | the status page (one self-contained HTML file polling `/status`) |
+//! | `GET /status` | the balancer's state as JSON ([`status`]) |
+//! | `GET /metrics` | Prometheus text exposition ([`scrape`]) |
+//! | `GET /healthz` | `ok` while lbhost serves |
+//! | `POST /reload` | re-read the config file |
+//! | `POST /strategy` | switch to a strategy of `strategies_dir` |
+
+mod page;
+mod scrape;
+mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -20,18 +32,31 @@ use crate::reload::{ReloadError, Reloader};
 /// Largest admin request body read (a strategy switch is a few bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
+/// What every admin request can reach.
+#[derive(Debug)]
+struct Admin {
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    scraper: scrape::Scraper,
+    /// When the admin listener started (about when lbhost started).
+    started: std::time::Instant,
+}
+
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
+    let admin = Arc::new(Admin {
+        proxy,
+        reloader,
+        scraper: scrape::Scraper::default(),
+        started: std::time::Instant::now(),
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let proxy = Arc::clone(&proxy);
-        let reloader = Arc::clone(&reloader);
+        let admin = Arc::clone(&admin);
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                route(Arc::clone(&proxy), Arc::clone(&reloader), request)
-            });
+            let service = service_fn(move |request| route(Arc::clone(&admin), request));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -40,27 +65,28 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloa
 }
 
 async fn route(
-    proxy: Arc<Proxy>,
-    reloader: Arc<Reloader>,
+    admin: Arc<Admin>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/reload") => outcome(reloader.reload_config("admin").await),
-        (&Method::POST, "/strategy") => switch_strategy(&reloader, request).await,
+        (&Method::POST, "/reload") => outcome(admin.reloader.reload_config("admin").await),
+        (&Method::POST, "/strategy") => switch_strategy(&admin.reloader, request).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            proxy.metrics.render(),
+            admin.scraper.render(&admin.proxy),
         ),
         (&Method::GET, "/status") => text(
             StatusCode::OK,
             "application/json",
-            status(&proxy, &reloader),
+            status::status(&admin.proxy, &admin.reloader, admin.started),
         ),
-        (_, "/healthz" | "/metrics" | "/status" | "/reload" | "/strategy") => {
-            local_response(StatusCode::METHOD_NOT_ALLOWED)
-        }
+        (&Method::GET, "/" | "/index.html") => page::response(),
+        (
+            _,
+            "/" | "/index.html" | "/healthz" | "/metrics" | "/status" | "/reload" | "/strategy",
+        ) => local_response(StatusCode::METHOD_NOT_ALLOWED),
         _ => local_response(StatusCode::NOT_FOUND),
     };
     Ok(response)
@@ -129,50 +155,18 @@ fn json_error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
     )
 }
 
-/// The balancer's state as JSON.
-fn status(proxy: &Proxy, reloader: &Reloader) -> String {
-    let set = proxy.pool.load();
-    let active = proxy.strategies.active();
-    let backends: Vec<_> = set
-        .backends
-        .iter()
-        .map(|b| {
-            json!({
-                "address": b.address,
-                "key": format!("{:016x}", b.key),
-                "weight": b.weight,
-                "labels": b.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "up": b.is_up(),
-                "eligible": b.is_eligible(),
-                "in_flight": b.in_flight(),
-                "latency_ewma_us": b.latency_ewma_us(),
-            })
-        })
-        .collect();
-    let loaded_at = active
-        .loaded_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    json!({
-        "backends": backends,
-        "strategy": {
-            "name": active.name,
-            "path": active.path,
-            "sha256": active.sha256,
-            "loaded_at_unix": loaded_at,
-        },
-        "reload": reloader.status(),
-    })
-    .to_string()
-}
-
+/// A response lbhost makes itself; never cached (it is a snapshot of live state).
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
     );
     response
 }

@@ -1,0 +1,158 @@
+//! The body lbhost sends to a backend, and whether a failed attempt can be sent again.
+//!
+//! Bodies stream: nothing is buffered. A request with no body can be sent any number of times;
+//! a streamed body can go to a second backend only if the first attempt never started reading
+//! it (e.g. the connection was refused). Each attempt gets an [`UpstreamBody`] that claims the
+//! client's body on its first poll; a stale attempt can never take it from a newer one.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::BoxError;
+
+/// The client's request body, as the proxy holds it across attempts.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body (or one known to be empty): every attempt can send it.
+    Empty,
+    /// A body that streams from the client, sendable once.
+    Streamed {
+        slot: Arc<Slot>,
+        /// The client body's size hint, for the upstream framing before it is claimed.
+        hint: SizeHint,
+    },
+}
+
+/// The client's body until an attempt claims it, and which attempt may.
+#[derive(Debug)]
+pub struct Slot(Mutex<SlotState>);
+
+#[derive(Debug)]
+struct SlotState {
+    /// The attempt allowed to claim the body.
+    attempt: u32,
+    body: Option<Incoming>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn claim(&self, attempt: u32) -> Option<Incoming> {
+        let mut state = self.lock();
+        if state.attempt == attempt {
+            state.body.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl RequestBody {
+    /// Wraps the client's body.
+    pub fn new(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            return RequestBody::Empty;
+        }
+        let hint = body.size_hint();
+        RequestBody::Streamed {
+            slot: Arc::new(Slot(Mutex::new(SlotState {
+                attempt: 0,
+                body: Some(body),
+            }))),
+            hint,
+        }
+    }
+
+    /// Whether an attempt can still send the whole body (none of it was read yet).
+    pub fn is_replayable(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Streamed { slot, .. } => slot.lock().body.is_some(),
+        }
+    }
+
+    /// The body for a new attempt, which makes every earlier attempt's body unusable; `None` if
+    /// part of it was already read.
+    pub fn next_attempt(&self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Empty => Some(UpstreamBody(State::Empty)),
+            RequestBody::Streamed { slot, hint } => {
+                let mut state = slot.lock();
+                state.body.as_ref()?;
+                state.attempt += 1;
+                Some(UpstreamBody(State::Unclaimed {
+                    slot: Arc::clone(slot),
+                    attempt: state.attempt,
+                    hint: *hint,
+                }))
+            }
+        }
+    }
+}
+
+/// The body of one upstream attempt.
+#[derive(Debug)]
+pub struct UpstreamBody(State);
+
+#[derive(Debug)]
+enum State {
+    Empty,
+    /// Not polled yet: the client's body is still in the slot.
+    Unclaimed {
+        slot: Arc<Slot>,
+        attempt: u32,
+        hint: SizeHint,
+    },
+    Streaming(Incoming),
+    Done,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let State::Unclaimed { slot, attempt, .. } = &this.0 {
+            match slot.claim(*attempt) {
+                Some(body) => this.0 = State::Streaming(body),
+                None => {
+                    this.0 = State::Done;
+                    return Poll::Ready(Some(Err(
+                        "the request body went to another attempt".into()
+                    )));
+                }
+            }
+        }
+        match &mut this.0 {
+            State::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            State::Empty | State::Done => true,
+            State::Unclaimed { hint, .. } => hint.exact() == Some(0),
+            State::Streaming(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            State::Empty | State::Done => SizeHint::with_exact(0),
+            State::Unclaimed { hint, .. } => *hint,
+            State::Streaming(body) => body.size_hint(),
+        }
+    }
+}

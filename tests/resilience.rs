@@ -1,0 +1,713 @@
+//! Failure handling through the real lbhost and real backends on loopback: active health checks,
+//! passive ejection and its panic rule, retries and their budget, circuit breaking, per-client
+//! rate limiting, and a total outage. Every test is bounded in time (a few seconds each).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use demo_backend::Backend;
+use hyper::{Request, StatusCode};
+use lbhost_e2e::{config, free_addr, full, start_backends, wait_until, Http, Lb};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Active checks every 200 ms; two results in a row flip a backend.
+fn health_check(interval_ms: u64, healthy: u32, unhealthy: u32) -> Value {
+    json!({
+        "path": "/health",
+        "interval": format!("{interval_ms}ms"),
+        "timeout": "200ms",
+        "healthy_threshold": healthy,
+        "unhealthy_threshold": unhealthy,
+    })
+}
+
+/// The sum of every sample of metric `name` whose label text contains each of `labels`
+/// (e.g. `backend="127.0.0.1:4000"`); 0 when there is none.
+async fn metric(http: &Http, lb: &Lb, name: &str, labels: &[&str]) -> f64 {
+    let reply = http.get(&lb.admin_url("/metrics")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|l| label_text.contains(l)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// `backend="<addr>"` for [`metric`].
+fn label(backend: &Backend) -> String {
+    format!("backend=\"{}\"", backend.addr())
+}
+
+/// GETs `url` from `clients` concurrent keep-alive clients until stopped; counts answers and
+/// keeps the first few that were not 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (url, stop, ok, errors) =
+                    (url.clone(), stop.clone(), ok.clone(), errors.clone());
+                tokio::spawn(async move {
+                    let http = Http::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let reply = http.get(&url).await;
+                        if reply.status == StatusCode::OK {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            errors.lock().expect("errors lock").push(format!(
+                                "{} {}",
+                                reply.status,
+                                reply.text().trim()
+                            ));
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            errors,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; returns (answers 200, the others).
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a load client panicked");
+        }
+        let errors = self.errors.lock().expect("errors lock").clone();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_one_of_three_backends_loses_no_request_and_it_comes_back_after_restart() {
+    let mut backends = start_backends(&["a", "b", "c"]).await;
+    let mut config = config("round_robin", &backends);
+    config["health_check"] = health_check(200, 2, 2);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let load = Load::start(lb.url("/"), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(backends[1].hits() > 0, "b gets traffic before it is killed");
+
+    let killed = backends.remove(1);
+    let port = killed.addr().port();
+    let b = label(&killed);
+    killed.stop().await;
+    // The first failure takes b down: after a moment nothing more is tried on it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tried_early = metric(&http, &lb, "lbhost_retries_total", &[&b]).await;
+    let hits_before = (backends[0].hits(), backends[1].hits());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tried_late = metric(&http, &lb, "lbhost_retries_total", &[&b]).await;
+    assert!(
+        tried_early <= 8.0,
+        "{tried_early} attempts failed on the dead backend (4 clients)"
+    );
+    assert_eq!(
+        tried_late, tried_early,
+        "attempts on b after it was seen failing"
+    );
+    assert!(backends[0].hits() > hits_before.0 && backends[1].hits() > hits_before.1);
+    assert_eq!(metric(&http, &lb, "lbhost_backend_up", &[&b]).await, 0.0);
+
+    // Restarted on its port, it is back within healthy_threshold (2) probe intervals.
+    let restarted = Backend::builder("b")
+        .port(port)
+        .start()
+        .await
+        .expect("restarting b on its port");
+    let back = Instant::now();
+    wait_until("b gets traffic again", Duration::from_secs(3), || {
+        restarted.hits() > 0
+    })
+    .await;
+    let back_after = back.elapsed();
+    eprintln!(
+        "killed backend: {tried_early} failed attempts on it; back {back_after:?} after restart"
+    );
+    assert!(
+        back_after < Duration::from_millis(2 * 200 * 11 / 10 + 300),
+        "back after {back_after:?} (2 intervals of 200 ms)"
+    );
+    let (ok, errors) = load.finish().await;
+    assert!(errors.is_empty(), "client-visible errors: {errors:?}");
+    assert!(ok > 200, "only {ok} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_health_check_takes_a_backend_out_after_the_threshold_and_back_after_recovery() {
+    let backends = start_backends(&["a", "b"]).await;
+    let mut config = config("round_robin", &backends);
+    config["health_check"] = health_check(100, 2, 3);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let b = label(&backends[1]);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    let failing = Instant::now();
+    backends[1].set_health_status(500);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(&http, &lb, "lbhost_backend_up", &[&b]).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "b still up 3 s after /health turned 500"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out_after = failing.elapsed();
+    let failed_probes = metric(
+        &http,
+        &lb,
+        "lbhost_health_checks_total",
+        &[&b, "result=\"fail\""],
+    )
+    .await;
+    assert!(
+        failed_probes >= 3.0,
+        "down after {failed_probes} failed probes"
+    );
+    assert!(
+        out_after >= Duration::from_millis(170),
+        "down after {out_after:?}: before the third failed probe"
+    );
+    let hits = backends[1].hits();
+    for _ in 0..10 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-backend"), Some("a"));
+    }
+    assert_eq!(
+        backends[1].hits(),
+        hits,
+        "no traffic to a backend that is down"
+    );
+
+    let recovering = Instant::now();
+    backends[1].set_health_status(200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(&http, &lb, "lbhost_backend_up", &[&b]).await != 1.0 {
+        assert!(Instant::now() < deadline, "b still down 3 s after recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back_after = recovering.elapsed();
+    eprintln!("health: out {out_after:?} after /health 500 (3 × 100 ms), back {back_after:?} after recovery (2 × 100 ms)");
+    for _ in 0..4 {
+        http.get(&lb.url("/")).await;
+    }
+    assert!(backends[1].hits() > hits, "b gets traffic again");
+}
+
+/// A backend whose `/health` alternates 200, 500, 200, ... on each probe (every other path: 200).
+async fn flapping_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let probes = Arc::new(AtomicU64::new(0));
+    let counter = probes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let status = if head.starts_with(b"GET /health ")
+                    && counter.fetch_add(1, Ordering::SeqCst) % 2 == 1
+                {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (addr, probes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_alternates_does_not_flap() {
+    let (addr, probes) = flapping_backend().await;
+    let config = json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": format!("http://{addr}") }],
+        "health_check": health_check(50, 2, 2),
+    });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let b = format!("backend=\"{addr}\"");
+    let deadline = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < deadline {
+        assert_eq!(
+            metric(&http, &lb, "lbhost_backend_up", &[&b]).await,
+            1.0,
+            "went down after {} alternating probes",
+            probes.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = metric(
+        &http,
+        &lb,
+        "lbhost_health_checks_total",
+        &[&b, "result=\"fail\""],
+    )
+    .await;
+    assert!(
+        failed >= 5.0,
+        "only {failed} failed probes: the test proves nothing"
+    );
+    assert!(!lb.log().contains("backend down"), "{}", lb.log());
+    assert_eq!(http.get(&lb.url("/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answering_503_is_ejected_for_longer_each_time() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    backends[2].set_status(503);
+    let mut config = config("round_robin", &backends);
+    config["passive"] = json!({
+        "consecutive_failures": 3, "base_ejection": "300ms", "max_ejection": "5s",
+    });
+    config["circuit_breaker"] = json!({ "enabled": false });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    // When each of c's answers came.
+    let mut c_answers: Vec<Instant> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2300) {
+        let reply = http.get(&lb.url("/")).await;
+        match reply.header("x-backend") {
+            Some("c") => {
+                assert_eq!(reply.status, 503);
+                c_answers.push(Instant::now());
+            }
+            Some(_) => assert_eq!(reply.status, 200),
+            None => panic!("lbhost answered itself: {} {}", reply.status, reply.text()),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Gaps in c's answers while traffic kept flowing are its ejections.
+    let ejections: Vec<Duration> = c_answers
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|gap| *gap > Duration::from_millis(150))
+        .collect();
+    eprintln!("503 backend: ejections {ejections:?}");
+    assert!(ejections.len() >= 2, "ejections {ejections:?}");
+    assert!(
+        ejections[0] >= Duration::from_millis(280) && ejections[0] < Duration::from_millis(550),
+        "first ejection {:?} (base 300 ms)",
+        ejections[0]
+    );
+    assert!(
+        ejections[1] >= Duration::from_millis(580) && ejections[1] < Duration::from_millis(900),
+        "second ejection {:?} (twice the base)",
+        ejections[1]
+    );
+    let c = label(&backends[2]);
+    assert!(metric(&http, &lb, "lbhost_backend_ejections_total", &[&c]).await >= 2.0);
+    assert!(lb.log().contains("in_a_row=2"), "{}", lb.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_threshold_keeps_traffic_flowing_when_every_backend_fails() {
+    // max_ejected_percent 100: all three get ejected, and the panic rule sends traffic to all.
+    let backends = start_backends(&["a", "b", "c"]).await;
+    for b in &backends {
+        b.set_status(503);
+    }
+    let mut config1 = config("round_robin", &backends);
+    config1["passive"] = json!({
+        "consecutive_failures": 2, "base_ejection": "10s", "max_ejected_percent": 100,
+    });
+    config1["circuit_breaker"] = json!({ "enabled": false });
+    let lb = Lb::start(config1).await;
+    let http = Http::new();
+    for _ in 0..12 {
+        http.get(&lb.url("/")).await;
+    }
+    assert!(lb.log().contains("panic mode"), "{}", lb.log());
+    let hits: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    for _ in 0..30 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.header("x-backend").is_some(),
+            "lbhost answered itself instead of a backend: {}",
+            reply.text()
+        );
+    }
+    for (b, before) in backends.iter().zip(hits) {
+        assert!(
+            b.hits() >= before + 5,
+            "{} got {} of 30",
+            b.name(),
+            b.hits() - before
+        );
+    }
+
+    // The default max_ejected_percent (50): of four failing backends, two are ejected.
+    let backends = start_backends(&["a", "b", "c", "d"]).await;
+    for b in &backends {
+        b.set_status(503);
+    }
+    let mut config2 = config("round_robin", &backends);
+    config2["passive"] = json!({ "consecutive_failures": 2, "base_ejection": "10s" });
+    config2["circuit_breaker"] = json!({ "enabled": false });
+    let lb = Lb::start(config2).await;
+    for _ in 0..40 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 503);
+    }
+    let ejected = metric(&http, &lb, "lbhost_backend_ejections_total", &[]).await;
+    assert_eq!(ejected, 2.0);
+    let serving = backends.iter().filter(|b| b.hits() > 10).count();
+    assert_eq!(serving, 2, "the two not ejected take the traffic");
+}
+
+/// A backend that reads each request whole (head and `content-length` body), counts it, and
+/// closes the connection without answering: a reset before the response head.
+async fn black_hole() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if data.len() >= end + 4 + length {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            return; // dropped: closed with no answer
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_is_retried_after_a_reset_but_a_post_whose_body_was_sent_is_not() {
+    let backends = start_backends(&["good"]).await;
+    let (hole, swallowed) = black_hole().await;
+    let config = json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": format!("http://{hole}") }, { "url": backends[0].url() }],
+    });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for _ in 0..4 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "GET: {}", reply.text());
+        assert_eq!(reply.text().trim(), "good");
+    }
+    let gets_lost = swallowed.load(Ordering::SeqCst);
+    assert!(
+        gets_lost >= 1,
+        "no GET went to the black hole: nothing was retried"
+    );
+    assert_eq!(
+        backends[0].hits(),
+        4,
+        "each GET answered once by the good backend"
+    );
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let request = Request::post(lb.url("/upload"))
+            .body(full("payload"))
+            .expect("request");
+        statuses.push(http.send(request).await.status.as_u16());
+    }
+    let posts_lost = swallowed.load(Ordering::SeqCst) - gets_lost;
+    let bad_gateway = statuses.iter().filter(|&&s| s == 502).count() as u64;
+    assert!(
+        posts_lost >= 1,
+        "no POST went to the black hole: {statuses:?}"
+    );
+    assert_eq!(
+        bad_gateway, posts_lost,
+        "{statuses:?}: a POST whose body was sent was retried"
+    );
+    assert_eq!(
+        backends[0].hits(),
+        4 + (4 - posts_lost),
+        "the good backend got only the POSTs sent to it"
+    );
+    eprintln!(
+        "retries: {gets_lost} GETs reset and retried; {posts_lost} POSTs reset and answered 502"
+    );
+
+    // A POST that never reached a backend (connection refused) is retried: nothing was sent.
+    drop(lb);
+    let backends = start_backends(&["live"]).await;
+    let nobody = free_addr();
+    let config = json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": format!("http://{nobody}") }, { "url": backends[0].url() }],
+    });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for _ in 0..4 {
+        let request = Request::post(lb.url("/upload"))
+            .body(full("hello"))
+            .expect("request");
+        let reply = http.send(request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.text(), "5");
+    }
+    let dead = format!("backend=\"{nobody}\"");
+    assert!(metric(&http, &lb, "lbhost_retries_total", &[&dead]).await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_extra_attempts_under_a_total_outage() {
+    let dead: Vec<Value> = (0..3)
+        .map(|_| json!({ "url": format!("http://{}", free_addr()) }))
+        .collect();
+    let config = json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": dead,
+        "passive": { "enabled": false },
+        "circuit_breaker": { "enabled": false },
+        "retries": { "max": 2, "budget_percent": 20, "min_per_second": 1 },
+    });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let requests = 200;
+    let started = Instant::now();
+    for _ in 0..requests {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 502, "{}", reply.text());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let retries = metric(&http, &lb, "lbhost_retries_total", &[]).await;
+    let refused = metric(&http, &lb, "lbhost_retry_budget_exhausted_total", &[]).await;
+    // A full bucket (10), 20 % of the first attempts, 1 per second.
+    let bound = 10.0 + 0.2 * f64::from(requests) + elapsed.ceil() + 1.0;
+    eprintln!(
+        "retry budget: {requests} requests in {elapsed:.2} s, {retries} retries (bound {bound:.0}, \
+         unbudgeted {}), {refused} refused",
+        2 * requests
+    );
+    assert!(retries <= bound, "{retries} retries > {bound}");
+    assert!(
+        retries >= 0.2 * f64::from(requests) - 1.0,
+        "{retries} retries"
+    );
+    assert!(refused > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_opens_on_failures_probes_after_the_cooldown_and_closes_on_recovery() {
+    let backends = start_backends(&["a", "b"]).await;
+    backends[1].set_status(500);
+    let mut config = config("round_robin", &backends);
+    config["passive"] = json!({ "enabled": false });
+    config["circuit_breaker"] = json!({
+        "failure_ratio": 0.5, "min_requests": 6, "window": "10s", "cooldown": "400ms",
+        "half_open_probes": 2,
+    });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let b = label(&backends[1]);
+    for _ in 0..12 {
+        http.get(&lb.url("/")).await;
+    }
+    assert_eq!(backends[1].hits(), 6);
+    assert_eq!(
+        metric(&http, &lb, "lbhost_backend_circuit_state", &[&b]).await,
+        1.0
+    );
+    for _ in 0..10 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert_eq!(backends[1].hits(), 6, "open: no traffic");
+
+    // Half-open after the cooldown: one probe fails and the circuit opens again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        http.get(&lb.url("/")).await;
+    }
+    assert_eq!(backends[1].hits(), 7, "one failed probe, then open again");
+    assert_eq!(
+        metric(&http, &lb, "lbhost_backend_circuit_state", &[&b]).await,
+        1.0
+    );
+
+    // Recovered: both probes succeed and it closes.
+    backends[1].set_status(200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..20 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert!(
+        backends[1].hits() >= 7 + 8,
+        "closed: b takes its share again"
+    );
+    assert_eq!(
+        metric(&http, &lb, "lbhost_backend_circuit_state", &[&b]).await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_another_is_unaffected() {
+    let backends = start_backends(&["a"]).await;
+    let mut config = config("round_robin", &backends);
+    config["trusted_proxies"] = json!(["127.0.0.1/32"]);
+    config["rate_limit"] = json!({ "requests_per_second": 2, "burst": 3 });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    for _ in 0..3 {
+        assert_eq!(
+            http.get_with(&lb.url("/"), &from("203.0.113.1"))
+                .await
+                .status,
+            200
+        );
+    }
+    let limited = http.get_with(&lb.url("/"), &from("203.0.113.1")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    for _ in 0..3 {
+        assert_eq!(
+            http.get_with(&lb.url("/"), &from("203.0.113.2"))
+                .await
+                .status,
+            200,
+            "another client is not limited"
+        );
+    }
+    assert_eq!(
+        backends[0].hits(),
+        6,
+        "the limited request never reached the backend"
+    );
+    assert_eq!(
+        metric(&http, &lb, "lbhost_rate_limited_total", &[]).await,
+        1.0
+    );
+    // Half a second later (2 per second) the first client has a token again.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(
+        http.get_with(&lb.url("/"), &from("203.0.113.1"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_gives_503_quickly_and_traffic_resumes_by_itself() {
+    let backends = start_backends(&["a", "b"]).await;
+    let port = backends[0].addr().port();
+    let mut config = config("round_robin", &backends);
+    config["health_check"] = health_check(200, 2, 2);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    for b in backends {
+        b.stop().await;
+    }
+    // The first requests find them gone (502, or 503 once both are known down); from then on
+    // lbhost answers 503 at once.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = http.get(&lb.url("/")).await.status;
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 502);
+        assert!(
+            Instant::now() < deadline,
+            "no 503 2 s after every backend died"
+        );
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let sent = Instant::now();
+        let reply = http.get(&lb.url("/")).await;
+        slowest = slowest.max(sent.elapsed());
+        assert_eq!(reply.status, 503, "{}", reply.text());
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a 503 took {slowest:?}"
+    );
+
+    let restarted = Backend::builder("a")
+        .port(port)
+        .start()
+        .await
+        .expect("restarting a on its port");
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(3);
+    loop {
+        let reply = http.get(&lb.url("/")).await;
+        if reply.status == 200 {
+            assert_eq!(reply.text().trim(), "a");
+            break;
+        }
+        assert_eq!(reply.status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "no traffic 3 s after a backend came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "total outage: slowest of 50 503s {slowest:?}; traffic back {:?} after restart",
+        back.elapsed()
+    );
+    assert!(restarted.hits() >= 1);
+}
