@@ -105,7 +105,22 @@ impl Proxy {
         );
         if let Some(limit) = &config.rate_limit {
             if let Err(wait) = self.rate_limiter.check(client_ip, limit) {
-                return Ok(self.too_many_requests(client_ip, &method, wait, started));
+                let path = request.uri().path().to_string();
+                let response = self.too_many_requests(client_ip, &method, wait, started);
+                if config.access_log {
+                    access_line(&Access {
+                        method: &method,
+                        path: &path,
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        backend: "none",
+                        retries: 0,
+                        select: None,
+                        upstream: None,
+                        client: client_ip,
+                        started,
+                    });
+                }
+                return Ok(response);
             }
         }
         let upgrade = headers::upgrade_protocol(request.headers())
@@ -211,17 +226,17 @@ impl Proxy {
                     self.metrics
                         .request(&backend.address, &method, status, started);
                     if config.access_log {
-                        tracing::info!(
-                            target: "lbhost::access",
-                            %method,
-                            %path,
-                            status = status.as_u16(),
-                            backend = %backend.address,
+                        access_line(&Access {
+                            method: &method,
+                            path: &path,
+                            status,
+                            backend: &backend.address,
                             retries,
-                            select_us = select_time.as_micros() as u64,
-                            upstream_ms = latency.as_secs_f64() * 1000.0,
-                            client = %client.ip,
-                        );
+                            select: Some(select_time),
+                            upstream: Some(latency),
+                            client: client.ip,
+                            started,
+                        });
                     }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     return relay(response, client_upgrade, in_flight, &backend);
@@ -263,7 +278,7 @@ impl Proxy {
                 && retry::is_retryable(&method, failure)
                 && body.is_replayable();
             if !retry {
-                return self.failure(&backend, &method, &path, &error, started);
+                return self.failure(&backend, &method, &path, &error, client.ip, started);
             }
             tracing::debug!(backend = %backend.address, %path, cause = %error, "retrying on another backend");
             exclude.push(index as u32);
@@ -271,12 +286,27 @@ impl Proxy {
         }
         match failed {
             // No other backend to retry on, or no budget: the client gets the last failure.
-            Some((backend, error)) => self.failure(&backend, &method, &path, &error, started),
+            Some((backend, error)) => {
+                self.failure(&backend, &method, &path, &error, client.ip, started)
+            }
             None => {
                 let error = ProxyError::NoBackend;
                 tracing::warn!(client_ip = %client.ip, %path, cause = %error, "503");
                 self.metrics
                     .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
+                if config.access_log {
+                    access_line(&Access {
+                        method: &method,
+                        path: &path,
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        backend: "none",
+                        retries,
+                        select: None,
+                        upstream: None,
+                        client: client.ip,
+                        started,
+                    });
+                }
                 error.response()
             }
         }
@@ -289,6 +319,7 @@ impl Proxy {
         method: &Method,
         path: &str,
         error: &ProxyError,
+        client_ip: IpAddr,
         started: Instant,
     ) -> Response<ProxyBody> {
         let status = error.status();
@@ -302,6 +333,19 @@ impl Proxy {
         );
         self.metrics
             .request(&backend.address, method, status, started);
+        if self.config.load().access_log {
+            access_line(&Access {
+                method,
+                path,
+                status,
+                backend: &backend.address,
+                retries: 0,
+                select: None,
+                upstream: None,
+                client: client_ip,
+                started,
+            });
+        }
         error.response()
     }
 
@@ -324,6 +368,39 @@ impl Proxy {
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         response
     }
+}
+
+/// One access log line's fields.
+struct Access<'a> {
+    method: &'a Method,
+    path: &'a str,
+    status: StatusCode,
+    /// The backend that answered, or `none` when lbhost answered itself.
+    backend: &'a str,
+    retries: u32,
+    /// Time the (last) selection took.
+    select: Option<Duration>,
+    /// Time from sending upstream to the response head.
+    upstream: Option<Duration>,
+    client: IpAddr,
+    started: Instant,
+}
+
+/// Writes one access log line (target `lbhost::access`): every request gets one, whoever
+/// answered it. `total_ms` runs from the request head to the response head.
+fn access_line(a: &Access<'_>) {
+    tracing::info!(
+        target: "lbhost::access",
+        method = %a.method,
+        path = %a.path,
+        status = a.status.as_u16(),
+        backend = %a.backend,
+        retries = a.retries,
+        select_us = a.select.map(|d| d.as_micros() as u64),
+        upstream_ms = a.upstream.map(|d| d.as_secs_f64() * 1000.0),
+        total_ms = a.started.elapsed().as_secs_f64() * 1000.0,
+        client = %a.client,
+    );
 }
 
 /// The client's response from a backend's: its body streams through (counted in flight), or,
