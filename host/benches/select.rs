@@ -27,16 +27,16 @@ fn pool(n: usize) -> std::sync::Arc<Pool> {
     Pool::new(&configs)
 }
 
-fn request(headers: usize) -> RequestData {
+fn request(headers: usize) -> Box<RequestData> {
     let mut builder = http::Request::builder().uri("/api/users?id=7");
     for i in 0..headers {
         builder = builder.header(format!("x-header-{i}"), "some value of a typical length");
     }
     let (parts, ()) = builder.body(()).expect("valid request").into_parts();
-    RequestData {
+    Box::new(RequestData {
         parts,
         client_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
-    }
+    })
 }
 
 fn bench_select(c: &mut Criterion) {

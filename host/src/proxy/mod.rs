@@ -156,10 +156,11 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let mut data = RequestData {
+        // Boxed: it moves into the guest's store and back for every selection.
+        let mut data = Box::new(RequestData {
             parts,
             client_ip: client.ip,
-        };
+        });
         // Backends tried (or refused by their circuit) for this request.
         let mut exclude: Vec<u32> = Vec::new();
         // The failure of the last attempt, while a retry is being looked for.

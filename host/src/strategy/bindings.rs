@@ -23,7 +23,7 @@ pub struct RequestHandle;
 #[derive(Debug)]
 pub struct GuestState {
     /// The request lent to the guest for the current `select` call, if any.
-    pub request: Option<RequestData>,
+    pub request: Option<Box<RequestData>>,
     limits: StoreLimits,
     /// Set when the guest asked for more memory than its limit (so a trap is an out-of-memory).
     pub memory_denied: bool,

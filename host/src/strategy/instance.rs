@@ -91,8 +91,8 @@ impl Warm {
         sequence: u64,
         random: u64,
         exclude: &[u32],
-        request: RequestData,
-    ) -> (RequestData, Result<Option<u32>, Fault>) {
+        request: Box<RequestData>,
+    ) -> (Box<RequestData>, Result<Option<u32>, Fault>) {
         self.ctx.sequence = sequence;
         self.ctx.random = random;
         fill(

@@ -157,8 +157,8 @@ impl Strategies {
         pool: &Pool,
         set: &BackendSet,
         exclude: &[u32],
-        request: RequestData,
-    ) -> (RequestData, Choice) {
+        request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
         if self.native_baseline {
             let choice = match self.fallback.pick(set, exclude) {
                 Some(i) => Choice::Strategy(i),
