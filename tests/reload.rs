@@ -83,6 +83,15 @@ async fn backend_for(http: &Http, lb: &Lb, ip: &str) -> String {
     reply.header("x-backend").unwrap_or_default().to_string()
 }
 
+/// The backends one client (address `ip`) reaches over 30 requests.
+async fn backends_seen_by(http: &Http, lb: &Lb, ip: &str) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        seen.insert(backend_for(http, lb, ip).await);
+    }
+    seen
+}
+
 /// Keep-alive clients sending GETs until stopped; counts successes and failures.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -206,10 +215,7 @@ async fn swapping_round_robin_for_ip_hash_changes_what_a_client_sees() {
     let active = dir.join("active.wasm");
     let lb = Lb::start(base_config(&backends, &active)).await;
     let http = Http::new();
-    let mut seen = HashSet::new();
-    for _ in 0..30 {
-        seen.insert(backend_for(&http, &lb, "192.0.2.10").await);
-    }
+    let seen = backends_seen_by(&http, &lb, "192.0.2.10").await;
     assert_eq!(
         seen.len(),
         3,
@@ -221,10 +227,7 @@ async fn swapping_round_robin_for_ip_hash_changes_what_a_client_sees() {
     std::fs::rename(&tmp, &active).expect("rename");
     wait_for_strategy(&http, &lb, &sha256_of(&active), Duration::from_secs(5)).await;
 
-    let mut seen = HashSet::new();
-    for _ in 0..30 {
-        seen.insert(backend_for(&http, &lb, "192.0.2.10").await);
-    }
+    let seen = backends_seen_by(&http, &lb, "192.0.2.10").await;
     assert_eq!(
         seen.len(),
         1,

@@ -6,21 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use demo_backend::Backend;
-use lbhost_e2e::{config, start_backends, workspace_root, Http, Lb, Scratch};
+use lbhost_e2e::{config, guest, start_backends, Http, Lb, Scratch};
 use serde_json::{json, Value};
-
-/// A test guest component built by `cargo xtask strategies`.
-fn guest(name: &str) -> String {
-    let path = workspace_root()
-        .join("tests/guests")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask strategies`",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 /// A metric's value from the text exposition (first sample whose line starts with `series`).
 fn metric(text: &str, series: &str) -> f64 {

@@ -5,7 +5,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use lbhost::config::{BackendConfig, Sandbox};
 use lbhost::pool::Pool;
 use lbhost::strategy::{RequestData, Runtime, Strategies};
@@ -39,6 +40,26 @@ fn request(headers: usize) -> Box<RequestData> {
     })
 }
 
+/// Benchmarks `select` of `request` over `pool`'s backends, under id `id`.
+fn measure(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: usize,
+    strategies: &Strategies,
+    pool: &Pool,
+    request: Box<RequestData>,
+) {
+    let set = pool.load();
+    let mut data = Some(request);
+    group.bench_with_input(BenchmarkId::from_parameter(id), &id, |b, _| {
+        b.iter(|| {
+            let (back, choice) =
+                strategies.select(pool, &set, &[], data.take().expect("request returned"));
+            data = Some(back);
+            black_box(choice)
+        })
+    });
+}
+
 fn bench_select(c: &mut Criterion) {
     let sandbox = Sandbox {
         deadline: std::time::Duration::from_millis(1),
@@ -53,17 +74,7 @@ fn bench_select(c: &mut Criterion) {
         let strategies = Strategies::new(runtime.clone(), loaded);
         let mut group = c.benchmark_group(format!("select/{name}"));
         for n in [4usize, 16, 256] {
-            let pool = pool(n);
-            let set = pool.load();
-            let mut data = Some(request(8));
-            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-                b.iter(|| {
-                    let (back, choice) =
-                        strategies.select(&pool, &set, &[], data.take().expect("request returned"));
-                    data = Some(back);
-                    black_box(choice)
-                })
-            });
+            measure(&mut group, n, &strategies, &pool(n), request(8));
         }
         group.finish();
     }
@@ -73,18 +84,9 @@ fn bench_select(c: &mut Criterion) {
         .expect("ip_hash");
     let strategies = Strategies::new(runtime.clone(), loaded);
     let pool = pool(16);
-    let set = pool.load();
     let mut group = c.benchmark_group("select/ip_hash_headers");
     for headers in [0usize, 8, 64] {
-        let mut data = Some(request(headers));
-        group.bench_with_input(BenchmarkId::from_parameter(headers), &headers, |b, _| {
-            b.iter(|| {
-                let (back, choice) =
-                    strategies.select(&pool, &set, &[], data.take().expect("request returned"));
-                data = Some(back);
-                black_box(choice)
-            })
-        });
+        measure(&mut group, headers, &strategies, &pool, request(headers));
     }
     group.finish();
 }

@@ -22,4 +22,4 @@ mod paths;
 pub use fixtures::{config, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
-pub use paths::{lbhost_bin, strategy, workspace_root};
+pub use paths::{guest, lbhost_bin, strategy, workspace_root};

@@ -32,9 +32,18 @@ pub fn lbhost_bin() -> PathBuf {
 ///
 /// Panics, saying how to build it, when it is missing.
 pub fn strategy(name: &str) -> String {
-    let path = workspace_root()
-        .join("strategies")
-        .join(format!("{name}.wasm"));
+    component("strategies", name)
+}
+
+/// The absolute path of the test guest component `<root>/tests/guests/<name>.wasm` (hostile
+/// strategies and components of other worlds).
+pub fn guest(name: &str) -> String {
+    component("tests/guests", name)
+}
+
+/// `<root>/<folder>/<name>.wasm`, built by `cargo xtask strategies`.
+fn component(folder: &str, name: &str) -> String {
+    let path = workspace_root().join(folder).join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: run cargo xtask strategies",
