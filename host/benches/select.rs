@@ -4,6 +4,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
@@ -87,6 +88,18 @@ fn bench_select(c: &mut Criterion) {
     let mut group = c.benchmark_group("select/ip_hash_headers");
     for headers in [0usize, 8, 64] {
         measure(&mut group, headers, &strategies, &pool, request(headers));
+    }
+    group.finish();
+    // What the sandbox (epoch deadline + memory limit) costs per call: the same strategy on a
+    // runtime without them.
+    let bare = Runtime::new_unsandboxed_for_benchmarks(&sandbox).expect("runtime");
+    let mut group = c.benchmark_group("select/round_robin_sandbox");
+    for (id, runtime) in [(1usize, &runtime), (0usize, &bare)] {
+        let loaded = runtime
+            .load(&strategy_path("round_robin"), &[])
+            .expect("round_robin");
+        let strategies = Strategies::new(Arc::clone(runtime), loaded);
+        measure(&mut group, id, &strategies, &pool, request(8));
     }
     group.finish();
 }

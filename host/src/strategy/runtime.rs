@@ -49,6 +49,8 @@ pub struct Runtime {
     active: Arc<AtomicBool>,
     /// Quarantine rule for every strategy loaded here.
     pub(super) quarantine: QuarantineConfig,
+    /// Deadlines and memory limits apply (always, outside benchmarks).
+    sandboxed: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -63,6 +65,16 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine (epoch interruption, pooling allocator) and starts the epoch ticker.
     pub fn new(sandbox: &Sandbox) -> Result<Arc<Self>, LoadError> {
+        Self::build(sandbox, true)
+    }
+
+    /// A runtime with no epoch deadline and no memory limit. For benchmarks only, to price the
+    /// sandbox: a guest that loops would hang its worker here.
+    pub fn new_unsandboxed_for_benchmarks(sandbox: &Sandbox) -> Result<Arc<Self>, LoadError> {
+        Self::build(sandbox, false)
+    }
+
+    fn build(sandbox: &Sandbox, sandboxed: bool) -> Result<Arc<Self>, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(MAX_INSTANCES * 2)
@@ -71,7 +83,7 @@ impl Runtime {
             .max_memory_size(sandbox.memory_limit_bytes);
         let mut config = EngineConfig::new();
         config
-            .epoch_interruption(true)
+            .epoch_interruption(sandboxed)
             .max_wasm_stack(512 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -98,14 +110,17 @@ impl Runtime {
             stop_ticker,
             active,
             quarantine: sandbox.quarantine.clone(),
+            sandboxed,
         }))
     }
 
     /// A fresh store with the memory limit installed and a hook deadline armed.
     pub(super) fn new_store(&self) -> Store<GuestState> {
         let mut store = Store::new(&self.engine, GuestState::new(self.memory_limit_bytes));
-        store.limiter(|state| state);
-        store.epoch_deadline_callback(on_deadline);
+        if self.sandboxed {
+            store.limiter(|state| state);
+            store.epoch_deadline_callback(on_deadline);
+        }
         self.arm(&mut store, self.hook_ticks);
         store
     }
@@ -121,6 +136,9 @@ impl Runtime {
     }
 
     fn arm(&self, store: &mut Store<GuestState>, ticks: u64) {
+        if !self.sandboxed {
+            return;
+        }
         // Read first: a store only when the ticker has cleared it keeps the line shared.
         if !self.active.load(Ordering::Relaxed) {
             self.active.store(true, Ordering::Relaxed);
