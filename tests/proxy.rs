@@ -238,15 +238,20 @@ async fn upload_of_256_mib_streams_through_in_bounded_memory() {
     let peak = watch.stop();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), (256 * MIB).to_string());
+    assert_memory_bounded("upload", idle, peak);
+}
+
+/// The body streamed: lbhost's peak RSS during the transfer stayed within 64 MiB of idle.
+fn assert_memory_bounded(what: &str, idle: u64, peak: u64) {
     eprintln!(
-        "lbhost RSS: {} MiB idle, {} MiB at most during the upload",
+        "lbhost RSS: {} MiB idle, {} MiB at most during the {what}",
         idle / MIB,
         peak / MIB
     );
-    assert!(peak > 0, "no RSS sample of lbhost during the upload");
+    assert!(peak > 0, "no RSS sample of lbhost during the {what}");
     assert!(
         peak < idle + 64 * MIB,
-        "RSS went from {} MiB idle to {} MiB during the upload",
+        "RSS went from {} MiB idle to {} MiB during the {what}",
         idle / MIB,
         peak / MIB
     );
@@ -279,18 +284,7 @@ async fn download_of_256_mib_streams_through_in_bounded_memory() {
         .expect("the download finishes within 60 s");
     let peak = watch.stop();
     assert_eq!(received, 256 * MIB);
-    eprintln!(
-        "lbhost RSS: {} MiB idle, {} MiB at most during the download",
-        idle / MIB,
-        peak / MIB
-    );
-    assert!(peak > 0, "no RSS sample of lbhost during the download");
-    assert!(
-        peak < idle + 64 * MIB,
-        "RSS went from {} MiB idle to {} MiB during the download",
-        idle / MIB,
-        peak / MIB
-    );
+    assert_memory_bounded("download", idle, peak);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,31 @@ impl Load {
     }
 }
 
+/// lbhost over `backends` whose strategy is `<scratch>/strategies/active.wasm`, a copy of
+/// round_robin beside copies of the other strategies, so a test can swap files in that folder.
+struct Swappable {
+    // Dropped first: the process goes before its folder.
+    lb: Lb,
+    dir: PathBuf,
+    active: PathBuf,
+    _scratch: Scratch,
+}
+
+impl Swappable {
+    async fn start(backends: &[Backend]) -> Swappable {
+        let scratch = Scratch::new();
+        let dir = strategies_dir(&scratch, "round_robin");
+        let active = dir.join("active.wasm");
+        let lb = Lb::start(base_config(backends, &active)).await;
+        Swappable {
+            lb,
+            dir,
+            active,
+            _scratch: scratch,
+        }
+    }
+}
+
 fn base_config(backends: &[Backend], active: &Path) -> Value {
     let mut c = config("round_robin", backends);
     c["strategy"] = json!(active);
@@ -160,12 +185,10 @@ fn base_config(backends: &[Backend], active: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_file_swaps_under_load_fail_no_request_and_each_lands_within_a_second() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let scratch = Scratch::new();
-    let dir = strategies_dir(&scratch, "round_robin");
-    let active = dir.join("active.wasm");
-    let lb = Lb::start(base_config(&backends, &active)).await;
+    let swappable = Swappable::start(&backends).await;
+    let (dir, active, lb) = (&swappable.dir, &swappable.active, &swappable.lb);
     let http = Http::new();
-    let load = Load::start(&lb, 4);
+    let load = Load::start(lb, 4);
     let mut delays = Vec::new();
     for i in 0..50 {
         let source = if i % 2 == 0 { "ip_hash" } else { "round_robin" };
@@ -176,12 +199,12 @@ async fn fifty_file_swaps_under_load_fail_no_request_and_each_lands_within_a_sec
             // Atomic replace: write a temporary file, rename it over the active one.
             let tmp = dir.join(format!(".swap-{i}.tmp"));
             std::fs::copy(&source, &tmp).expect("writing the temporary file");
-            std::fs::rename(&tmp, &active).expect("renaming over the active file");
+            std::fs::rename(&tmp, active).expect("renaming over the active file");
         } else {
             // In-place copy over the active file.
-            std::fs::copy(&source, &active).expect("copying over the active file");
+            std::fs::copy(&source, active).expect("copying over the active file");
         }
-        let waited = wait_for_strategy(&http, &lb, &sha, Duration::from_secs(5)).await;
+        let waited = wait_for_strategy(&http, lb, &sha, Duration::from_secs(5)).await;
         let delay = written.elapsed();
         if delay > Duration::from_secs(1) {
             eprintln!("swap {i}: write+wait {delay:?}, of which waiting {waited:?}");
@@ -210,12 +233,10 @@ async fn fifty_file_swaps_under_load_fail_no_request_and_each_lands_within_a_sec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_round_robin_for_ip_hash_changes_what_a_client_sees() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let scratch = Scratch::new();
-    let dir = strategies_dir(&scratch, "round_robin");
-    let active = dir.join("active.wasm");
-    let lb = Lb::start(base_config(&backends, &active)).await;
+    let swappable = Swappable::start(&backends).await;
+    let (dir, active, lb) = (&swappable.dir, &swappable.active, &swappable.lb);
     let http = Http::new();
-    let seen = backends_seen_by(&http, &lb, "192.0.2.10").await;
+    let seen = backends_seen_by(&http, lb, "192.0.2.10").await;
     assert_eq!(
         seen.len(),
         3,
@@ -224,10 +245,10 @@ async fn swapping_round_robin_for_ip_hash_changes_what_a_client_sees() {
 
     let tmp = dir.join(".next");
     std::fs::copy(dir.join("ip_hash.wasm"), &tmp).expect("copy");
-    std::fs::rename(&tmp, &active).expect("rename");
-    wait_for_strategy(&http, &lb, &sha256_of(&active), Duration::from_secs(5)).await;
+    std::fs::rename(&tmp, active).expect("rename");
+    wait_for_strategy(&http, lb, &sha256_of(active), Duration::from_secs(5)).await;
 
-    let seen = backends_seen_by(&http, &lb, "192.0.2.10").await;
+    let seen = backends_seen_by(&http, lb, "192.0.2.10").await;
     assert_eq!(
         seen.len(),
         1,
@@ -238,17 +259,15 @@ async fn swapping_round_robin_for_ip_hash_changes_what_a_client_sees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_or_a_core_module_over_the_active_file_is_refused_and_routing_stays() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let scratch = Scratch::new();
-    let dir = strategies_dir(&scratch, "round_robin");
-    let active = dir.join("active.wasm");
-    let lb = Lb::start(base_config(&backends, &active)).await;
+    let swappable = Swappable::start(&backends).await;
+    let (active, lb) = (&swappable.active, &swappable.lb);
     let http = Http::new();
-    let good = active_sha(&http, &lb).await;
+    let good = active_sha(&http, lb).await;
     for (bad, reason) in [
         (b"definitely not wasm".to_vec(), "not a WebAssembly file"),
         (b"\0asm\x01\0\0\0".to_vec(), "core wasm module"),
     ] {
-        std::fs::write(&active, &bad).expect("writing a bad file");
+        std::fs::write(active, &bad).expect("writing a bad file");
         let mut last_error = String::new();
         wait_until("the bad file is refused", Duration::from_secs(5), || {
             let log = lb.log();
@@ -256,7 +275,7 @@ async fn garbage_or_a_core_module_over_the_active_file_is_refused_and_routing_st
             log.contains(reason)
         })
         .await;
-        let s = status(&http, &lb).await;
+        let s = status(&http, lb).await;
         assert_eq!(
             s["strategy"]["sha256"],
             json!(good),
@@ -384,14 +403,13 @@ async fn bad_config_reload_is_refused_with_the_reason_and_serving_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_switches_strategy_by_name_and_refuses_unknown_names() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let scratch = Scratch::new();
-    let dir = strategies_dir(&scratch, "round_robin");
-    let lb = Lb::start(base_config(&backends, &dir.join("active.wasm"))).await;
+    let swappable = Swappable::start(&backends).await;
+    let lb = &swappable.lb;
     let http = Http::new();
     let reply = post(&http, &lb.admin_url("/strategy"), r#"{"name": "weighted"}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
-        status(&http, &lb).await["strategy"]["name"],
+        status(&http, lb).await["strategy"]["name"],
         json!("weighted")
     );
     for (body, expected) in [
@@ -402,7 +420,7 @@ async fn admin_switches_strategy_by_name_and_refuses_unknown_names() {
         let reply = post(&http, &lb.admin_url("/strategy"), body).await;
         assert_eq!(reply.status.as_u16(), expected, "{body}: {}", reply.text());
         assert_eq!(
-            status(&http, &lb).await["strategy"]["name"],
+            status(&http, lb).await["strategy"]["name"],
             json!("weighted")
         );
     }
@@ -430,9 +448,8 @@ async fn admin_switches_strategy_by_name_and_refuses_unknown_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_flat_over_two_hundred_swaps() {
     let backends = start_backends(&["a", "b"]).await;
-    let scratch = Scratch::new();
-    let dir = strategies_dir(&scratch, "round_robin");
-    let lb = Lb::start(base_config(&backends, &dir.join("active.wasm"))).await;
+    let swappable = Swappable::start(&backends).await;
+    let lb = &swappable.lb;
     let http = Http::new();
     let mut rss_after_10 = 0;
     for i in 0..200 {
