@@ -7,41 +7,51 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 
 use crate::pool::InFlight;
+use crate::upstream::Lease;
 
 /// The error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pin_project! {
-    /// A response body. A backend's body streams through frame by frame and keeps the backend's
-    /// in-flight count until it ends or the client goes away.
-    #[project = ProxyBodyProj]
-    pub enum ProxyBody {
-        Upstream {
-            #[pin]
-            body: Incoming,
-            in_flight: InFlight,
-        },
-        Local {
-            #[pin]
-            body: Full<Bytes>,
-        },
-    }
+/// A response body. A backend's body streams through frame by frame and keeps the backend's
+/// in-flight count until it ends or the client goes away.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A backend's body.
+    Upstream(Relayed),
+    /// A short local body.
+    Local(Full<Bytes>),
+}
+
+/// A backend's body on its way to the client. Read to its end, it gives the upstream connection
+/// back to the pool; dropped before (the client went away, the stream failed), the connection
+/// closes with it.
+#[derive(Debug)]
+pub struct Relayed {
+    body: Incoming,
+    /// Until the body is read whole.
+    lease: Option<Lease>,
+    /// The stream said it ended (chunked bodies only know at their last frame).
+    ended: bool,
+    _in_flight: InFlight,
 }
 
 impl ProxyBody {
-    /// A backend's body, counted in flight until it ends.
-    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
-        ProxyBody::Upstream { body, in_flight }
+    /// A backend's body, counted in flight until it ends; its connection goes back to the pool
+    /// once the body has been read whole.
+    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+        ProxyBody::Upstream(Relayed {
+            body,
+            lease: Some(lease),
+            ended: false,
+            _in_flight: in_flight,
+        })
     }
 
     /// A short local body.
     pub fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody::Local {
-            body: Full::new(text.into()),
-        }
+        ProxyBody::Local(Full::new(text.into()))
     }
 }
 
@@ -53,23 +63,44 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            ProxyBodyProj::Upstream { body, .. } => body.poll_frame(cx).map_err(Into::into),
-            ProxyBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        match self.get_mut() {
+            ProxyBody::Upstream(relayed) => {
+                let frame = Pin::new(&mut relayed.body).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(None) => relayed.ended = true,
+                    // A failed stream leaves the connection in an unknown state: it is not reused.
+                    Poll::Ready(Some(Err(_))) => relayed.lease = None,
+                    _ => {}
+                }
+                frame.map_err(Into::into)
+            }
+            ProxyBody::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
-            ProxyBody::Local { body } => body.is_end_stream(),
+            ProxyBody::Upstream(relayed) => relayed.ended || relayed.body.is_end_stream(),
+            ProxyBody::Local(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Local { body } => body.size_hint(),
+            ProxyBody::Upstream(relayed) => relayed.body.size_hint(),
+            ProxyBody::Local(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it is complete, so the end is checked here rather
+        // than waited for in poll_frame.
+        if self.ended || self.body.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
         }
     }
 }

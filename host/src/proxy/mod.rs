@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::strategy::{Choice, RequestData, Strategies};
-use crate::upstream::Upstream;
+use crate::upstream::{Lease, Upstream, UpstreamError};
 use replay::RequestBody;
 
 /// Everything a request needs, shared by all connections.
@@ -204,20 +204,18 @@ impl Proxy {
             let Some(upstream_body) = body.next_attempt() else {
                 break;
             };
-            let Some(request) = upstream_request(&data.parts, &backend, &client, upstream_body)
-            else {
-                return local_response(StatusCode::BAD_REQUEST);
-            };
+            let request = upstream_request(&data.parts, &backend, &client, upstream_body);
             let in_flight = backend.start_request();
             let sent = Instant::now();
+            let upstream = self.upstream.load_full();
             let result = tokio::time::timeout(
                 config.timeouts.response_header,
-                self.upstream.load().request(request),
+                upstream.request(&backend, request),
             )
             .await;
             let latency = sent.elapsed();
             let (error, failure) = match result {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, lease))) => {
                     backend.record_latency(latency);
                     let status = response.status();
                     self.strategies.feedback(index, status.as_u16(), latency);
@@ -240,7 +238,7 @@ impl Proxy {
                         });
                     }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
-                    return relay(response, client_upgrade, in_flight, &backend);
+                    return relay(response, lease, client_upgrade, in_flight, &backend);
                 }
                 Ok(Err(e)) => {
                     backend.record_latency(latency);
@@ -404,10 +402,12 @@ fn access_line(a: &Access<'_>) {
     );
 }
 
-/// The client's response from a backend's: its body streams through (counted in flight), or,
-/// for `101 Switching Protocols` to an upgrade request, the two connections are joined.
+/// The client's response from a backend's: its body streams through (counted in flight, the
+/// connection back to the pool when it ends), or, for `101 Switching Protocols` to an upgrade
+/// request, the two connections are joined.
 fn relay(
     mut response: Response<Incoming>,
+    lease: Lease,
     client_upgrade: Option<OnUpgrade>,
     in_flight: InFlight,
     backend: &Backend,
@@ -427,17 +427,17 @@ fn relay(
     }
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, lease, in_flight))
 }
 
-/// The request for one attempt on `backend`: the client's head with proxy headers, `body`.
-/// `None` if the URI cannot be rebuilt.
+/// The request for one attempt on `backend`: the client's head with proxy headers (the URI in
+/// origin form, `Host` kept, or the backend's when the client sent none), `body`.
 fn upstream_request(
     parts: &Parts,
     backend: &Backend,
     client: &Client,
     body: UpstreamBody,
-) -> Option<Request<UpstreamBody>> {
+) -> Request<UpstreamBody> {
     let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -452,9 +452,11 @@ fn upstream_request(
         client.peer_trusted,
         host.as_ref(),
     );
-    if let Some(host) = host {
-        headers.insert(http::header::HOST, host);
-    }
+    let host = host.unwrap_or_else(|| {
+        HeaderValue::from_str(backend.authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"))
+    });
+    headers.insert(http::header::HOST, host);
     if let Some((protocol, _)) = &client.upgrade {
         headers.insert(
             http::header::CONNECTION,
@@ -462,29 +464,26 @@ fn upstream_request(
         );
         headers.insert(http::header::UPGRADE, protocol.clone());
     }
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(backend.authority.clone())
-        .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
-        .build()
-        .ok()?;
+    let uri = match parts.uri.path_and_query() {
+        Some(p) => Uri::from(p.clone()),
+        None => Uri::from_static("/"),
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Some(request)
+    request
 }
 
-/// The innermost cause of an upstream failure, for logs.
-fn upstream_cause(error: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
+/// An upstream failure for logs: hyper's errors by their innermost cause (theirs say little).
+fn upstream_cause(error: &UpstreamError) -> String {
+    let UpstreamError::Http(http) = error else {
+        return error.to_string();
+    };
+    let mut cause: &dyn std::error::Error = http;
     while let Some(next) = cause.source() {
         cause = next;
     }
-    if error.is_connect() {
-        format!("connect: {cause}")
-    } else {
-        cause.to_string()
-    }
+    cause.to_string()
 }

@@ -1,0 +1,103 @@
+//! Idle keep-alive connections, kept per worker thread: a checkout or a return takes no lock
+//! and no cross-thread hop.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+
+use super::counts::ConnectionMark;
+use crate::proxy::UpstreamBody;
+
+/// How long an idle connection is kept for reuse (backends usually close theirs after 5–75 s;
+/// a connection the backend closed is noticed and skipped at once).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per backend on one thread; more are closed on return.
+const MAX_IDLE_PER_BACKEND: usize = 1024;
+/// How often a thread's pool drops its expired and closed connections (checked on return).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A connection lent to one request. [`Lease::release`] gives it back for reuse once its
+/// response has been read whole; a lease dropped without that closes its connection (it may
+/// have unread bytes on it).
+#[derive(Debug)]
+pub struct Lease {
+    pub(super) sender: SendRequest<UpstreamBody>,
+    pub(super) mark: ConnectionMark,
+    /// [`crate::pool::Backend::key`] of the backend it goes to.
+    backend: u64,
+}
+
+impl Lease {
+    pub(super) fn new(sender: SendRequest<UpstreamBody>, mark: ConnectionMark, backend: u64) -> Self {
+        Lease {
+            sender,
+            mark,
+            backend,
+        }
+    }
+
+    /// Returns the connection to this thread's idle pool (unless it was closed meanwhile).
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        IDLE.with_borrow_mut(|idle| idle.put(self, Instant::now()));
+    }
+}
+
+/// The most recently returned live connection to `backend` on this thread, if any.
+pub(super) fn checkout(backend: u64) -> Option<Lease> {
+    IDLE.with_borrow_mut(|idle| {
+        let list = idle.by_backend.get_mut(&backend)?;
+        while let Some(entry) = list.pop() {
+            if !entry.lease.sender.is_closed() {
+                return Some(entry.lease);
+            }
+        }
+        None
+    })
+}
+
+thread_local! {
+    static IDLE: RefCell<IdlePool> = RefCell::new(IdlePool {
+        by_backend: HashMap::new(),
+        last_sweep: Instant::now(),
+    });
+}
+
+struct IdlePool {
+    /// Idle connections per backend key, oldest first.
+    by_backend: HashMap<u64, Vec<Idle>>,
+    last_sweep: Instant,
+}
+
+struct Idle {
+    lease: Lease,
+    since: Instant,
+}
+
+impl IdlePool {
+    fn put(&mut self, lease: Lease, now: Instant) {
+        if now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
+            self.sweep(now);
+        }
+        let list = self.by_backend.entry(lease.backend).or_default();
+        if list.len() < MAX_IDLE_PER_BACKEND {
+            list.push(Idle { lease, since: now });
+        }
+    }
+
+    /// Drops connections idle longer than [`IDLE_TIMEOUT`] or closed by their backend (a thread
+    /// that gets no traffic keeps its idle connections until the backends close them).
+    fn sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
+        for list in self.by_backend.values_mut() {
+            list.retain(|e| {
+                !e.lease.sender.is_closed() && now.duration_since(e.since) < IDLE_TIMEOUT
+            });
+        }
+        self.by_backend.retain(|_, list| !list.is_empty());
+    }
+}
