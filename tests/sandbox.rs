@@ -73,6 +73,8 @@ async fn every_hostile_guest_is_contained_and_every_request_is_served() {
         "slow",
         "memory_hog",
         "infinite_loop",
+        "bulk_copy",
+        "host_call_flood",
     ] {
         let lb = Lb::start(hostile_config(&backends, mode)).await;
         let latencies = load(&lb, 4, 150).await;

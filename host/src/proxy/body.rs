@@ -74,7 +74,9 @@ impl Body for ProxyBody {
                 }
                 frame.map_err(Into::into)
             }
-            ProxyBody::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Local(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
         }
     }
 

@@ -9,7 +9,19 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "balancer",
     with: { "lb:strategy/http.request": RequestHandle },
+    // Every import may trap: a guest that calls the host too often in one call is stopped.
+    imports: { default: trappable },
 });
+
+/// Host calls one guest call may make. Fuel pays for the guest's own instructions; this bounds
+/// the time it can make the host spend for it (a legitimate strategy reads a few headers; at 256
+/// copies of the largest allowed header the host works ~2 ms).
+pub const MAX_HOST_CALLS: u32 = 256;
+
+/// The trap of a guest call that made more than [`MAX_HOST_CALLS`] host calls.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_HOST_CALLS} host calls in one call")]
+pub struct HostCallBudget;
 
 pub use exports::lb::strategy::strategy::SelectContext;
 pub use lb::strategy::types::{Backend as WitBackend, IpAddress, Needs};
@@ -27,12 +39,8 @@ pub struct GuestState {
     limits: StoreLimits,
     /// Set when the guest asked for more memory than its limit (so a trap is an out-of-memory).
     pub memory_denied: bool,
-    /// The current call's deadline in epoch ticks.
-    pub deadline_ticks: u64,
-    /// How often the current call's deadline was extended (its thread was descheduled).
-    pub extensions: u32,
-    /// Thread CPU time at the current call's last deadline expiry.
-    pub cpu_mark: Option<std::time::Duration>,
+    /// Host calls made by the current guest call.
+    pub host_calls: u32,
 }
 
 impl GuestState {
@@ -47,9 +55,7 @@ impl GuestState {
                 .memories(2)
                 .build(),
             memory_denied: false,
-            deadline_ticks: 1,
-            extensions: 0,
-            cpu_mark: None,
+            host_calls: 0,
         }
     }
 }
@@ -100,8 +106,18 @@ pub struct RequestData {
 }
 
 impl GuestState {
-    fn parts(&self) -> Option<&http::request::Parts> {
-        self.request.as_ref().map(|r| &r.parts)
+    /// The lent request's head, counting one host call against [`MAX_HOST_CALLS`].
+    fn parts(&mut self) -> wasmtime::Result<Option<&http::request::Parts>> {
+        self.host_call()?;
+        Ok(self.request.as_ref().map(|r| &r.parts))
+    }
+
+    fn host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > MAX_HOST_CALLS {
+            return Err(HostCallBudget.into());
+        }
+        Ok(())
     }
 }
 
@@ -109,29 +125,48 @@ impl lb::strategy::types::Host for GuestState {}
 impl lb::strategy::http::Host for GuestState {}
 
 impl lb::strategy::http::HostRequest for GuestState {
-    fn method(&mut self, _: Resource<RequestHandle>) -> String {
-        self.parts()
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self
+            .parts()?
             .map(|p| p.method.to_string())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn path(&mut self, _: Resource<RequestHandle>) -> String {
-        self.parts()
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self
+            .parts()?
             .map(|p| p.uri.path().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn query(&mut self, _: Resource<RequestHandle>) -> Option<String> {
-        self.parts()?.uri.query().map(str::to_string)
+    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .parts()?
+            .and_then(|p| p.uri.query())
+            .map(str::to_string))
     }
 
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
-        let value = self.parts()?.headers.get(name.as_str())?;
-        value.to_str().ok().map(str::to_string)
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .parts()?
+            .and_then(|p| p.headers.get(name.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
     }
 
-    fn cookie(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
-        self.parts()?
+    fn cookie(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        let Some(parts) = self.parts()? else {
+            return Ok(None);
+        };
+        Ok(parts
             .headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -139,18 +174,19 @@ impl lb::strategy::http::HostRequest for GuestState {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+            .map(|(_, v)| v.to_string()))
     }
 
-    fn client_ip(&mut self, _: Resource<RequestHandle>) -> IpAddress {
-        match self.request.as_ref().map(|r| r.client_ip) {
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<IpAddress> {
+        self.host_call()?;
+        Ok(match self.request.as_ref().map(|r| r.client_ip) {
             Some(IpAddr::V4(v4)) => IpAddress::Ipv4(u32::from(v4)),
             Some(IpAddr::V6(v6)) => {
                 let bits = u128::from(v6);
                 IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
             }
             None => IpAddress::Ipv4(0),
-        }
+        })
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{Balancer, GuestState, Needs, RequestData, SelectContext, WitBackend};
+use super::bindings::{
+    Balancer, GuestState, HostCallBudget, Needs, RequestData, SelectContext, WitBackend,
+};
 use super::loader::Loaded;
 use super::runtime::Runtime;
 use super::Fault;
@@ -160,8 +162,11 @@ fn classify(store: &Store<GuestState>, error: wasmtime::Error) -> Fault {
     if store.data().memory_denied {
         return Fault::OutOfMemory;
     }
+    if error.downcast_ref::<HostCallBudget>().is_some() {
+        return Fault::Timeout;
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Fault::Timeout,
+        Some(Trap::OutOfFuel | Trap::Interrupt) => Fault::Timeout,
         Some(Trap::StackOverflow) => Fault::Trap("stack overflow".into()),
         Some(Trap::UnreachableCodeReached) => Fault::Trap("guest panicked (unreachable)".into()),
         Some(trap) => Fault::Trap(trap.to_string()),

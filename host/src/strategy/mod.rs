@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 pub use bindings::RequestData;
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
-pub use runtime::Runtime;
+pub use runtime::{Runtime, FUEL_PER_MS};
 
 use fallback::Fallback;
 use instance::Warm;

@@ -91,7 +91,7 @@ impl Upstream {
         while let Some(mut lease) = pool::checkout(backend.key) {
             match send(&mut lease, request).await {
                 Ok(response) => return Ok((response, lease)),
-                Err(Unsent(again, _)) => request = again,
+                Err(Unsent(again, _)) => request = *again,
                 Err(Failed(e)) => return Err(e),
             }
         }
@@ -133,7 +133,7 @@ impl Upstream {
 /// Why [`send`] did not get a response.
 enum SendFailure {
     /// The connection closed before the request was written: it can go on another.
-    Unsent(Request<UpstreamBody>, hyper::Error),
+    Unsent(Box<Request<UpstreamBody>>, hyper::Error),
     Failed(UpstreamError),
 }
 use SendFailure::{Failed, Unsent};
@@ -144,7 +144,7 @@ async fn send(
     request: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, SendFailure> {
     if let Err(e) = lease.sender.ready().await {
-        return Err(Unsent(request, e));
+        return Err(Unsent(Box::new(request), e));
     }
     match lease.sender.try_send_request(request).await {
         Ok(response) => {
@@ -152,7 +152,7 @@ async fn send(
             Ok(response)
         }
         Err(mut e) => match e.take_message() {
-            Some(request) => Err(Unsent(request, e.into_error())),
+            Some(request) => Err(Unsent(Box::new(request), e.into_error())),
             None => Err(Failed(e.into_error().into())),
         },
     }

@@ -30,7 +30,11 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(sender: SendRequest<UpstreamBody>, mark: ConnectionMark, backend: u64) -> Self {
+    pub(super) fn new(
+        sender: SendRequest<UpstreamBody>,
+        mark: ConnectionMark,
+        backend: u64,
+    ) -> Self {
         Lease {
             sender,
             mark,

@@ -18,6 +18,11 @@ enum Mode {
     Ineligible,
     /// Legal, but each `select` burns `micros` of CPU (set it under the deadline).
     Slow,
+    /// `select` copies 2 MiB back and forth with `memory.copy` forever: one instruction that
+    /// does a lot of work (wasmtime charges its fuel per byte).
+    BulkCopy,
+    /// `select` asks the host for a header forever (the host caps calls per `select`).
+    HostCallFlood,
 }
 
 /// See [`Mode`].
@@ -38,6 +43,8 @@ impl Strategy for Hostile {
             "out_of_range" => Mode::OutOfRange,
             "ineligible" => Mode::Ineligible,
             "slow" => Mode::Slow,
+            "bulk_copy" => Mode::BulkCopy,
+            "host_call_flood" => Mode::HostCallFlood,
             other => return Err(format!("strategy_config.mode: unknown mode {other:?}")),
         };
         Ok(Hostile {
@@ -48,7 +55,7 @@ impl Strategy for Hostile {
         })
     }
 
-    fn select(&mut self, backends: &Backends<'_>, _request: &Request<'_>) -> Option<usize> {
+    fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize> {
         self.calls += 1;
         match self.mode {
             Mode::InfiniteLoop => {
@@ -79,6 +86,19 @@ impl Strategy for Hostile {
                 }
                 backends.rotate(backends.sequence())
             }
+            Mode::BulkCopy => {
+                let mut buffer = vec![1u8; 4 << 20];
+                let half = buffer.len() / 2;
+                loop {
+                    // memory.copy: wasm32 targets enable bulk memory by default.
+                    buffer.copy_within(..half, half);
+                    buffer.copy_within(half.., 0);
+                    std::hint::black_box(&buffer);
+                }
+            }
+            Mode::HostCallFlood => loop {
+                std::hint::black_box(request.header("user-agent"));
+            },
             Mode::PanicEveryNth => backends.rotate(backends.sequence()),
         }
     }
