@@ -322,13 +322,11 @@ impl Reloader {
         }
     }
 
+    /// Records an attempt: status and metrics first, then the log line, so whoever reads the
+    /// log line finds the status already saying the same.
     fn record(&self, config: bool, trigger: &str, result: &Result<(), ReloadError>) {
         let kind = if config { "config" } else { "strategy" };
         let outcome = if result.is_ok() { "applied" } else { "refused" };
-        self.proxy.metrics.reload(kind, outcome);
-        if let Err(e) = result {
-            tracing::error!(kind, trigger, reason = %e, "reload refused; keeping the running {kind}");
-        }
         let attempt = Attempt {
             at_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -336,11 +334,17 @@ impl Reloader {
             trigger: trigger.to_string(),
             error: result.as_ref().err().map(ToString::to_string),
         };
-        let mut state = self.lock_state();
-        if config {
-            state.last_config = Some(attempt);
-        } else {
-            state.last_strategy = Some(attempt);
+        {
+            let mut state = self.lock_state();
+            if config {
+                state.last_config = Some(attempt);
+            } else {
+                state.last_strategy = Some(attempt);
+            }
+        }
+        self.proxy.metrics.reload(kind, outcome);
+        if let Err(e) = result {
+            tracing::error!(kind, trigger, reason = %e, "reload refused; keeping the running {kind}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! Watches the config file and the active strategy file, and SIGHUP, and triggers reloads.
 //!
 //! The watch is on the folders, not the files, so an atomic `mv` over the file, a `cp` onto it
-//! and an editor's write-then-rename are all seen. Bursts of events are debounced: a reload runs
-//! once the file has been quiet for [`DEBOUNCE`].
+//! and an editor's write-then-rename are all seen. Events are sorted on the watcher's own thread
+//! (matching a path touches the filesystem): the workers hear only of the two files that matter,
+//! not of a log written next to the config. Bursts are debounced: a reload runs once the file has
+//! been quiet for [`DEBOUNCE`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,14 +26,18 @@ enum Target {
 
 /// Starts watching; the returned watcher must be kept alive.
 pub fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
-    let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+    let (tx, rx) = mpsc::unbounded_channel::<Target>();
+    let sorter = Arc::clone(&reloader);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.kind.is_access() {
-                return;
-            }
-            for path in event.paths {
-                let _ = tx.send(path);
+        let Ok(event) = event else {
+            return;
+        };
+        if event.kind.is_access() {
+            return;
+        }
+        for path in event.paths {
+            if let Some(target) = target_of(&sorter, &path) {
+                let _ = tx.send(target);
             }
         }
     })?;
@@ -67,7 +73,24 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
     });
 }
 
-async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+/// Which watched file `path` is, if any. Runs on the watcher's thread.
+fn target_of(reloader: &Reloader, path: &Path) -> Option<Target> {
+    let config = reloader.config_path();
+    let strategy = reloader.active_strategy_path();
+    let name = path.file_name();
+    if name != config.file_name() && name != strategy.file_name() {
+        return None;
+    }
+    if same_file(path, config) {
+        Some(Target::Config)
+    } else if same_file(path, &strategy) {
+        Some(Target::Strategy)
+    } else {
+        None
+    }
+}
+
+async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<Target>) {
     let mut pending: Vec<Target> = Vec::new();
     loop {
         let event = if pending.is_empty() {
@@ -88,20 +111,11 @@ async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<PathB
                 }
             }
         };
-        let Some(path) = event else {
+        let Some(target) = event else {
             return;
         };
-        let target = if same_file(&path, reloader.config_path()) {
-            Some(Target::Config)
-        } else if same_file(&path, &reloader.active_strategy_path()) {
-            Some(Target::Strategy)
-        } else {
-            None
-        };
-        if let Some(target) = target {
-            if !pending.contains(&target) {
-                pending.push(target);
-            }
+        if !pending.contains(&target) {
+            pending.push(target);
         }
     }
 }
