@@ -40,8 +40,9 @@ pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
 }
 
 /// Runs lbhost with `config` (read from `config_path`, with the CLI's `overrides`) until SIGTERM
-/// or SIGINT, then drains. Must be called inside a tokio runtime. Returns an error if a listener
-/// cannot be bound.
+/// or SIGINT, then drains. Must be called inside a tokio runtime, which then runs the control
+/// plane (admin API, health checks, reload triggers); requests are served by `config.workers`
+/// threads of their own. Returns an error if a listener cannot be bound or no worker starts.
 pub async fn run(
     config: Config,
     strategies: Strategies,
@@ -90,10 +91,13 @@ pub async fn run(
     };
     watch::on_sighup(Arc::clone(&reloader));
     let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy), reloader));
+    let listener = listener
+        .into_std()
+        .with_context(|| format!("listen {}", config.listen))?;
     let drained = server::serve(listener, proxy, &config, shutdown_signal()).await;
     admin.abort();
     drop(watcher);
-    if drained {
+    if drained? {
         tracing::info!("drained; bye");
     } else {
         tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timeout: some requests were cut");

@@ -92,9 +92,9 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers)
-        .thread_name("lbhost-worker")
+    // The control plane (admin API, health checks, reload triggers) runs on this thread; the
+    // workers that serve requests each get a thread and a runtime of their own (server.rs).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(lbhost::run(config, strategies, path, overrides))
