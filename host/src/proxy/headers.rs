@@ -76,15 +76,20 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Usually one Connection value: take it (a reference-counted clone) without collecting.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    for value in first.iter().chain(&more) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for name in text.split(',').map(str::trim) {
+            // By &str: looked up without allocating; a token that is no header name matches none.
+            if !name.is_empty() {
+                headers.remove(name);
+            }
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -100,12 +105,16 @@ pub fn set_forwarded(
     peer_trusted: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer_text = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if peer_trusted && !prior.trim().is_empty() => format!("{prior}, {peer_text}"),
-        _ => peer_text.clone(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    use std::fmt::Write as _;
+    let mut xff = String::with_capacity(48);
+    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if peer_trusted && !prior.trim().is_empty() {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+    }
+    let _ = write!(xff, "{peer}");
+    if let Some(value) = header_value(xff) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -121,23 +130,31 @@ pub fn set_forwarded(
             }
         }
     }
-    let node = match peer {
-        IpAddr::V4(_) => peer_text,
-        IpAddr::V6(_) => format!("\"[{peer_text}]\""),
-    };
-    let mut element = format!("for={node};proto=http");
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=\"");
-        element.push_str(&host.replace(['"', '\\'], ""));
-        element.push('"');
+    let mut forwarded = String::with_capacity(64);
+    if let Some(prior) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        if peer_trusted {
+            forwarded.push_str(prior);
+            forwarded.push_str(", ");
+        }
     }
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) if peer_trusted => format!("{prior}, {element}"),
-        _ => element,
+    let _ = match peer {
+        IpAddr::V4(_) => write!(forwarded, "for={peer};proto=http"),
+        IpAddr::V6(_) => write!(forwarded, "for=\"[{peer}]\";proto=http"),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=\"");
+        forwarded.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        forwarded.push('"');
+    }
+    if let Some(value) = header_value(forwarded) {
         headers.insert(header::FORWARDED, value);
     }
+}
+
+/// `text` as a header value, taking its buffer instead of copying it; `None` if it is not a
+/// valid value.
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`), if any.

@@ -105,12 +105,12 @@ impl Proxy {
         );
         if let Some(limit) = &config.rate_limit {
             if let Err(wait) = self.rate_limiter.check(client_ip, limit) {
-                let path = request.uri().path().to_string();
+                let path = request.uri().path();
                 let response = self.too_many_requests(client_ip, &method, wait, started);
                 if config.access_log {
                     access_line(&Access {
                         method: &method,
-                        path: &path,
+                        path,
                         status: StatusCode::TOO_MANY_REQUESTS,
                         backend: "none",
                         retries: 0,
@@ -151,11 +151,9 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let set = self.pool.load();
         let method = parts.method.clone();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        // For logs; a reference-counted copy, not a new string.
+        let target = parts.uri.path_and_query().cloned();
+        let path = target.as_ref().map_or("/", |p| p.as_str());
         // Boxed: it moves into the guest's store and back for every selection.
         let mut data = Box::new(RequestData {
             parts,
@@ -227,7 +225,7 @@ impl Proxy {
                     if config.access_log {
                         access_line(&Access {
                             method: &method,
-                            path: &path,
+                            path,
                             status,
                             backend: &backend.address,
                             retries,
@@ -277,7 +275,7 @@ impl Proxy {
                 && retry::is_retryable(&method, failure)
                 && body.is_replayable();
             if !retry {
-                return self.failure(&backend, &method, &path, &error, client.ip, started);
+                return self.failure(&backend, &method, path, &error, client.ip, started);
             }
             tracing::debug!(backend = %backend.address, %path, cause = %error, "retrying on another backend");
             exclude.push(index as u32);
@@ -286,7 +284,7 @@ impl Proxy {
         match failed {
             // No other backend to retry on, or no budget: the client gets the last failure.
             Some((backend, error)) => {
-                self.failure(&backend, &method, &path, &error, client.ip, started)
+                self.failure(&backend, &method, path, &error, client.ip, started)
             }
             None => {
                 let error = ProxyError::NoBackend;
@@ -296,7 +294,7 @@ impl Proxy {
                 if config.access_log {
                     access_line(&Access {
                         method: &method,
-                        path: &path,
+                        path,
                         status: StatusCode::SERVICE_UNAVAILABLE,
                         backend: "none",
                         retries,
