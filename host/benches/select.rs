@@ -90,7 +90,7 @@ fn bench_select(c: &mut Criterion) {
         measure(&mut group, headers, &strategies, &pool, request(headers));
     }
     group.finish();
-    // What the sandbox (epoch deadline + memory limit) costs per call: the same strategy on a
+    // What the sandbox (fuel budget + memory limit) costs per call: the same strategy on a
     // runtime without them.
     let bare = Runtime::new_unsandboxed_for_benchmarks(&sandbox).expect("runtime");
     let mut group = c.benchmark_group("select/round_robin_sandbox");
