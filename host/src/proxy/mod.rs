@@ -41,7 +41,8 @@ pub struct Proxy {
     pub pool: Arc<Pool>,
     /// The active strategy.
     pub strategies: Arc<Strategies>,
-    /// Pooled connections to backends (replaced only when the connect timeout changes).
+    /// Opens and leases connections to backends (replaced when the connect timeout changes; the
+    /// per-thread pools of open connections are kept).
     pub upstream: ArcSwap<Upstream>,
     /// Metric families.
     pub metrics: Arc<Metrics>,
@@ -79,7 +80,8 @@ impl Proxy {
         }
     }
 
-    /// Replaces the upstream client with one using `connect` (pooled connections start over).
+    /// Replaces the upstream client with one using `connect` for new connections (open ones stay
+    /// pooled).
     pub fn set_connect_timeout(&self, connect: Duration) {
         let mut timeouts = self.config.load().timeouts.clone();
         timeouts.connect = connect;
