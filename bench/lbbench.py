@@ -351,6 +351,17 @@ class LbHostNative(LbHost):
         return e
 
 
+class LbHostBaseline(LbHost):
+    """lbhost from another binary (--baseline-bin, e.g. a build of the commit before a change):
+    A/B a change in the same interleaved runs."""
+    name = "lbhost-baseline"
+
+    def argv(self):
+        argv = super().argv()
+        argv[0] = str(self.session.baseline)
+        return argv
+
+
 class Nginx(LB):
     name = "nginx"
 
@@ -430,7 +441,8 @@ backend be
         return ["haproxy", "-db", "-f", str(path)]
 
 
-LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative, "nginx": Nginx,
+LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative,
+              "lbhost-baseline": LbHostBaseline, "nginx": Nginx,
               "haproxy": HAProxy}
 
 
@@ -637,6 +649,7 @@ def compare_table(results, lbs, conns_list):
     ]
     ratio_lines = []
     wasm_cost = []
+    baseline_lines = []
     for conns in conns_list:
         med_by_lb = {}
         for name in lbs:
@@ -670,7 +683,18 @@ def compare_table(results, lbs, conns_list):
             wasm_cost.append(
                 f"| {conns} | {fmt(med_by_lb['lbhost']['cpu_us_per_req'], 1)} | {fmt(native, 1)} "
                 f"| {fmt_ratio(med_by_lb['lbhost']['cpu_us_per_req'] / native)} |")
+        if "lbhost" in med_by_lb and "lbhost-baseline" in med_by_lb:
+            now, before = med_by_lb["lbhost"], med_by_lb["lbhost-baseline"]
+            baseline_lines.append(
+                f"| {conns} | {fmt(before['cpu_us_per_req'], 1)} | {fmt(now['cpu_us_per_req'], 1)} "
+                f"| {fmt_ratio(now['cpu_us_per_req'] / before['cpu_us_per_req'])} "
+                f"| {fmt_ratio(now['rps'] / before['rps'])} |")
     out = "\n".join(lines)
+    if baseline_lines:
+        out += ("\n\nlbhost (target/release) against lbhost-baseline (--baseline-bin): CPU "
+                "µs/request and the ratios now/before (CPU lower is better, req/s higher).\n\n"
+                "| conns | baseline CPU | lbhost CPU | CPU ratio | req/s ratio |\n"
+                "|---:|---:|---:|---:|---:|\n" + "\n".join(baseline_lines))
     if wasm_cost:
         out += ("\n\nWhat the wasm strategy costs: lbhost (round_robin.wasm) against lbhost with "
                 "the host's own round-robin (LBHOST_BENCH_NATIVE_SELECTOR=1), CPU µs/request.\n\n"
@@ -859,6 +883,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per LB (default 3)")
     ap.add_argument("--conns", default="64,256", help="client connections (default 64,256)")
     ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default: lbhost, lbhost-native, nginx, haproxy)")
+    ap.add_argument("--baseline-bin", metavar="PATH",
+                    help="another lbhost binary to A/B against target/release/lbhost, as LB "
+                         "lbhost-baseline (added to --lbs)")
     ap.add_argument("--scale", action="store_true",
                     help="lbhost alone with 3, 64 and 1000 backends (64 connections)")
     ap.add_argument("--scale-backends", default="3,64,1000")
@@ -876,6 +903,11 @@ def main():
 
     args.conns_list = [int(x) for x in args.conns.split(",") if x]
     args.lbs = [x for x in args.lbs.split(",") if x]
+    if args.baseline_bin and "lbhost-baseline" not in args.lbs:
+        args.lbs.insert(args.lbs.index("lbhost") + 1 if "lbhost" in args.lbs else 0,
+                        "lbhost-baseline")
+    if "lbhost-baseline" in args.lbs and not args.baseline_bin:
+        raise SystemExit("bench: lbhost-baseline needs --baseline-bin PATH")
     args.idle_lbs = [x for x in args.idle_lbs.split(",") if x]
     for n in args.lbs + args.idle_lbs:
         if n not in LB_CLASSES:
@@ -896,7 +928,8 @@ def main():
     session = Session(tmp)
     session.lbhost = ROOT / "target" / "release" / "lbhost"
     session.strategy = ROOT / "strategies" / "round_robin.wasm"
-    for f in (session.lbhost, session.strategy):
+    session.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
+    for f in [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else []):
         if not f.exists():
             raise SystemExit(f"bench: {f} missing (run without --no-build)")
 
