@@ -34,8 +34,9 @@ pub struct RequestHandle;
 /// What a store holds for its guest instance.
 #[derive(Debug)]
 pub struct GuestState {
-    /// The request lent to the guest for the current `select` call, if any.
-    pub request: Option<Box<RequestData>>,
+    /// The request lent to the guest for the current `select` call; between calls, an empty
+    /// placeholder (host functions run only inside a call). Swapped in and out by pointer.
+    pub request: Box<RequestData>,
     limits: StoreLimits,
     /// Set when the guest asked for more memory than its limit (so a trap is an out-of-memory).
     pub memory_denied: bool,
@@ -47,7 +48,7 @@ impl GuestState {
     /// A state whose guest may use at most `memory_limit_bytes` of linear memory.
     pub fn new(memory_limit_bytes: usize) -> Self {
         GuestState {
-            request: None,
+            request: RequestData::placeholder(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory_limit_bytes)
                 .instances(4)
@@ -105,11 +106,22 @@ pub struct RequestData {
     pub client_ip: IpAddr,
 }
 
+impl RequestData {
+    /// `GET /` from 0.0.0.0: what a store holds while no request is lent to it.
+    fn placeholder() -> Box<Self> {
+        let (parts, ()) = http::Request::new(()).into_parts();
+        Box::new(RequestData {
+            parts,
+            client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        })
+    }
+}
+
 impl GuestState {
     /// The lent request's head, counting one host call against [`MAX_HOST_CALLS`].
-    fn parts(&mut self) -> wasmtime::Result<Option<&http::request::Parts>> {
+    fn parts(&mut self) -> wasmtime::Result<&http::request::Parts> {
         self.host_call()?;
-        Ok(self.request.as_ref().map(|r| &r.parts))
+        Ok(&self.request.parts)
     }
 
     fn host_call(&mut self) -> wasmtime::Result<()> {
@@ -126,24 +138,15 @@ impl lb::strategy::http::Host for GuestState {}
 
 impl lb::strategy::http::HostRequest for GuestState {
     fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self
-            .parts()?
-            .map(|p| p.method.to_string())
-            .unwrap_or_default())
+        Ok(self.parts()?.method.to_string())
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self
-            .parts()?
-            .map(|p| p.uri.path().to_string())
-            .unwrap_or_default())
+        Ok(self.parts()?.uri.path().to_string())
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .parts()?
-            .and_then(|p| p.uri.query())
-            .map(str::to_string))
+        Ok(self.parts()?.uri.query().map(str::to_string))
     }
 
     fn header(
@@ -153,7 +156,8 @@ impl lb::strategy::http::HostRequest for GuestState {
     ) -> wasmtime::Result<Option<String>> {
         Ok(self
             .parts()?
-            .and_then(|p| p.headers.get(name.as_str()))
+            .headers
+            .get(name.as_str())
             .and_then(|v| v.to_str().ok())
             .map(str::to_string))
     }
@@ -163,10 +167,8 @@ impl lb::strategy::http::HostRequest for GuestState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        let Some(parts) = self.parts()? else {
-            return Ok(None);
-        };
-        Ok(parts
+        Ok(self
+            .parts()?
             .headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -179,13 +181,12 @@ impl lb::strategy::http::HostRequest for GuestState {
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<IpAddress> {
         self.host_call()?;
-        Ok(match self.request.as_ref().map(|r| r.client_ip) {
-            Some(IpAddr::V4(v4)) => IpAddress::Ipv4(u32::from(v4)),
-            Some(IpAddr::V6(v6)) => {
+        Ok(match self.request.client_ip {
+            IpAddr::V4(v4) => IpAddress::Ipv4(u32::from(v4)),
+            IpAddr::V6(v6) => {
                 let bits = u128::from(v6);
                 IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
             }
-            None => IpAddress::Ipv4(0),
         })
     }
 

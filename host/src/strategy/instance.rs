@@ -112,19 +112,15 @@ impl Warm {
             !exclude.is_empty(),
             exclude.iter().copied(),
         );
-        self.store.data_mut().request = Some(request);
+        // Lend the request by swapping boxes with the store's placeholder, and swap back after.
+        let placeholder = std::mem::replace(&mut self.store.data_mut().request, request);
         runtime.arm_select(&mut self.store);
         let result = self.bindings.lb_strategy_strategy().call_select(
             &mut self.store,
             &self.ctx,
             Resource::new_borrow(0),
         );
-        let request = self
-            .store
-            .data_mut()
-            .request
-            .take()
-            .expect("only this function takes the lent request out of the store");
+        let request = std::mem::replace(&mut self.store.data_mut().request, placeholder);
         (request, result.map_err(|e| classify(&self.store, e)))
     }
 
