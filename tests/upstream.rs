@@ -2,18 +2,16 @@
 //! after an idle spell, after every response, in the middle of a body the client abandoned.
 //! Whatever the backend does with its connections, the client sees only correct answers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
-use lbhost_e2e::{config, empty, start_backends, Http, Lb};
+use lbhost_e2e::{config, empty, start_backends, Http, Lb, RawBackend};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// How a [`RawBackend`] treats its connections.
+/// How [`raw_backend`] treats its connections.
 #[derive(Clone, Copy, Debug)]
 enum Keep {
     /// Keep-alive, but close a connection idle for this long (Apache's default is 5 s).
@@ -23,29 +21,8 @@ enum Keep {
 }
 
 /// A hand-written HTTP/1.1 backend: `GET /big` answers 4 MiB, anything else answers its path.
-struct RawBackend {
-    url: String,
-    accepted: Arc<AtomicU64>,
-}
-
-impl RawBackend {
-    async fn start(keep: Keep) -> RawBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let accepted = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(stream, keep));
-            }
-        });
-        RawBackend { url, accepted }
-    }
-
-    fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
+async fn raw_backend(keep: Keep) -> RawBackend {
+    RawBackend::start(move |stream| serve(stream, keep)).await
 }
 
 /// Answers requests (heads only: the tests send no bodies) until `keep` says to close.
@@ -109,8 +86,8 @@ fn single_backend(url: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_idle_connections_costs_no_request() {
-    let backend = RawBackend::start(Keep::IdleFor(Duration::from_millis(100))).await;
-    let lb = Lb::start(single_backend(&backend.url)).await;
+    let backend = raw_backend(Keep::IdleFor(Duration::from_millis(100))).await;
+    let lb = Lb::start(single_backend(&backend.url())).await;
     let http = Http::new();
     for i in 0..12 {
         // Bursts reuse a connection; the pauses outlast the backend's idle limit.
@@ -131,8 +108,8 @@ async fn a_backend_closing_idle_connections_costs_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_close_answers_are_never_reused() {
-    let backend = RawBackend::start(Keep::Never).await;
-    let lb = Lb::start(single_backend(&backend.url)).await;
+    let backend = raw_backend(Keep::Never).await;
+    let lb = Lb::start(single_backend(&backend.url())).await;
     let http = Http::new();
     for i in 0..50 {
         let path = format!("/{i}");
@@ -145,8 +122,8 @@ async fn connection_close_answers_are_never_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_the_client_abandoned_does_not_reach_the_next_request() {
-    let backend = RawBackend::start(Keep::IdleFor(Duration::from_secs(30))).await;
-    let lb = Lb::start(single_backend(&backend.url)).await;
+    let backend = raw_backend(Keep::IdleFor(Duration::from_secs(30))).await;
+    let lb = Lb::start(single_backend(&backend.url())).await;
     for round in 0..5 {
         // Read the head and a little of a 4 MiB body, then hang up.
         let client = Http::new();

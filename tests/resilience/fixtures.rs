@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use demo_backend::Backend;
 use hyper::StatusCode;
-use lbhost_e2e::{Http, Lb};
+use lbhost_e2e::{Http, Lb, RawBackend};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Active checks every 200 ms; two results in a row flip a backend.
 pub fn health_check(interval_ms: u64, healthy: u32, unhealthy: u32) -> Value {
@@ -103,72 +102,65 @@ impl Load {
 
 /// A backend whose `/health` alternates 200, 500, 200, ... on each probe (every other path: 200).
 pub async fn flapping_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
     let probes = Arc::new(AtomicU64::new(0));
     let counter = probes.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    let backend = RawBackend::start(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
-                let status = if head.starts_with(b"GET /health ")
-                    && counter.fetch_add(1, Ordering::SeqCst) % 2 == 1
-                {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n"
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
+            }
+            let status = if head.starts_with(b"GET /health ")
+                && counter.fetch_add(1, Ordering::SeqCst) % 2 == 1
+            {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n");
+            let _ = stream.write_all(answer.as_bytes()).await;
         }
-    });
-    (addr, probes)
+    })
+    .await;
+    (backend.addr(), probes)
 }
 
 /// A backend that reads each request whole (head and `content-length` body), counts it, and
 /// closes the connection without answering: a reset before the response head.
 pub async fn black_hole() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if data.len() >= end + 4 + length {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            return; // dropped: closed with no answer
-                        }
-                    }
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
+    let backend = RawBackend::start(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        return; // dropped: closed with no answer
                     }
                 }
-            });
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+            }
         }
-    });
-    (addr, received)
+    })
+    .await;
+    (backend.addr(), received)
 }
