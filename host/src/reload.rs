@@ -176,9 +176,6 @@ impl Reloader {
         if let Some(loaded) = loaded {
             self.activate(loaded);
         }
-        if next.timeouts.connect != current.timeouts.connect {
-            self.proxy.set_connect_timeout(next.timeouts.connect);
-        }
         self.health_sync(&next);
         self.proxy.config.store(Arc::new(next));
         let version = {

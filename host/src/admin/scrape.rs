@@ -55,7 +55,7 @@ fn sample(proxy: &Proxy) {
         .with_label_values(&[active.name.as_str()])
         .set(i64::from(faults.quarantined));
 
-    for row in proxy.upstream.load().connections().snapshot() {
+    for row in proxy.upstream.connections().snapshot() {
         catch_up(
             &metrics.upstream_connections,
             &[&row.backend, "opened"],

@@ -105,7 +105,6 @@ pub fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> String {
     };
     let connections: HashMap<String, ConnectionCount> = proxy
         .upstream
-        .load()
         .connections()
         .snapshot()
         .into_iter()

@@ -41,9 +41,8 @@ pub struct Proxy {
     pub pool: Arc<Pool>,
     /// The active strategy.
     pub strategies: Arc<Strategies>,
-    /// Opens and leases connections to backends (replaced when the connect timeout changes; the
-    /// per-thread pools of open connections are kept).
-    pub upstream: ArcSwap<Upstream>,
+    /// Opens and leases connections to backends.
+    pub upstream: Upstream,
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// Per-client token buckets (used when `rate_limit` is configured).
@@ -70,7 +69,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
-            upstream: ArcSwap::from_pointee(Upstream::new(&config.timeouts)),
+            upstream: Upstream::new(),
             retry_budget: RetryBudget::new(&config.retries),
             rate_limiter: RateLimiter::new(),
             config: ArcSwap::from_pointee(config),
@@ -78,14 +77,6 @@ impl Proxy {
             strategies,
             metrics,
         }
-    }
-
-    /// Replaces the upstream client with one using `connect` for new connections (open ones stay
-    /// pooled).
-    pub fn set_connect_timeout(&self, connect: Duration) {
-        let mut timeouts = self.config.load().timeouts.clone();
-        timeouts.connect = connect;
-        self.upstream.store(Arc::new(Upstream::new(&timeouts)));
     }
 
     /// Serves one client request. Never fails: every problem becomes a status for the client.
@@ -207,10 +198,10 @@ impl Proxy {
             let request = upstream_request(&data.parts, &backend, &client, upstream_body);
             let in_flight = backend.start_request();
             let sent = Instant::now();
-            let upstream = self.upstream.load_full();
             let result = tokio::time::timeout(
                 config.timeouts.response_header,
-                upstream.request(&backend, request),
+                self.upstream
+                    .request(&backend, request, config.timeouts.connect),
             )
             .await;
             let latency = sent.elapsed();

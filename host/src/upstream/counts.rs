@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Upstream connections per backend address: how many were opened, and how many responses came
 /// over a connection that had already carried one.
@@ -30,12 +30,6 @@ pub(super) struct BackendCounts {
 }
 
 impl ConnectionCounts {
-    /// The counts every [`super::Upstream::new`] client of this process shares.
-    pub fn process() -> Arc<ConnectionCounts> {
-        static PROCESS: OnceLock<Arc<ConnectionCounts>> = OnceLock::new();
-        Arc::clone(PROCESS.get_or_init(Arc::default))
-    }
-
     /// The counts now, sorted by backend.
     pub fn snapshot(&self) -> Vec<ConnectionCount> {
         let mut rows: Vec<_> = self

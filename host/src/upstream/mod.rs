@@ -7,7 +7,6 @@
 mod counts;
 mod pool;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,7 +18,6 @@ use tokio::net::TcpStream;
 pub use counts::{ConnectionCount, ConnectionCounts};
 pub use pool::{Lease, IDLE_TIMEOUT};
 
-use crate::config::Timeouts;
 use crate::pool::Backend;
 use crate::proxy::UpstreamBody;
 
@@ -52,34 +50,26 @@ impl UpstreamError {
 
 /// The client lbhost forwards with: HTTP/1.1 with keep-alive, connections reused across
 /// requests from a per-thread pool.
-#[derive(Clone, Debug)]
+#[derive(Debug, Default)]
 pub struct Upstream {
-    connect_timeout: Duration,
-    counts: Arc<ConnectionCounts>,
+    counts: ConnectionCounts,
 }
 
 impl Upstream {
-    /// A client with the configured connect timeout, counting into the process-wide
-    /// [`ConnectionCounts::process`] (so counts survive the client being replaced on reload).
-    pub fn new(timeouts: &Timeouts) -> Self {
-        Upstream::with_counts(timeouts, ConnectionCounts::process())
+    /// A client with no connection open yet.
+    pub fn new() -> Self {
+        Upstream::default()
     }
 
-    /// A client with the configured connect timeout, counting connections into `counts`.
-    pub fn with_counts(timeouts: &Timeouts, counts: Arc<ConnectionCounts>) -> Self {
-        Upstream {
-            connect_timeout: timeouts.connect,
-            counts,
-        }
-    }
-
-    /// Where this client counts its connections.
-    pub fn connections(&self) -> &Arc<ConnectionCounts> {
+    /// How many connections this client opened and reused, per backend.
+    pub fn connections(&self) -> &ConnectionCounts {
         &self.counts
     }
 
     /// Sends `request` (origin-form URI, `Host` set) to `backend` and resolves to the response
     /// head and the connection's lease, which the caller releases once the body is read whole.
+    /// A new connection must be established within `connect_timeout` (the running config's,
+    /// so a reload applies to the next connection opened).
     ///
     /// A pooled connection is tried first. One that its backend closed while idle hands the
     /// request back unsent (hyper returns it), and the next one, or a new connection, gets it.
@@ -87,6 +77,7 @@ impl Upstream {
         &self,
         backend: &Backend,
         mut request: Request<UpstreamBody>,
+        connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         while let Some(mut lease) = pool::checkout(backend.key) {
             match send(&mut lease, request).await {
@@ -95,7 +86,7 @@ impl Upstream {
                 Err(Failed(e)) => return Err(e),
             }
         }
-        let mut lease = self.connect(backend).await?;
+        let mut lease = self.connect(backend, connect_timeout).await?;
         match send(&mut lease, request).await {
             Ok(response) => Ok((response, lease)),
             Err(Unsent(_, e)) => Err(e.into()),
@@ -104,14 +95,11 @@ impl Upstream {
     }
 
     /// Opens a connection to `backend` and starts the task that drives it.
-    async fn connect(&self, backend: &Backend) -> Result<Lease, UpstreamError> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(backend.address.as_str()),
-        )
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
-        .map_err(UpstreamError::Connect)?;
+    async fn connect(&self, backend: &Backend, timeout: Duration) -> Result<Lease, UpstreamError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(backend.address.as_str()))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
+            .map_err(UpstreamError::Connect)?;
         // Best effort: a connection without these still works.
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
