@@ -63,6 +63,9 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// `lbhost_upstream_connections_total{backend, kind}`: `opened` or `reused`.
     pub upstream_connections: IntCounterVec,
+    /// `lbhost_client_connections{state}`: open client connections, `serving` (held by the
+    /// HTTP machinery) or `parked` (idle keep-alive, waiting as a bare socket).
+    pub client_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -191,6 +194,11 @@ impl Metrics {
                 "lbhost_upstream_connections_total",
                 "Upstream connections by kind (opened, reused)",
                 &["backend", "kind"],
+            )?,
+            client_connections: gauge(
+                "lbhost_client_connections",
+                "Open client connections, serving or parked (idle keep-alive)",
+                &["state"],
             )?,
             registry,
         })

@@ -7,15 +7,21 @@
 //! - a keep-alive connection with no request in progress closes after `client_idle`.
 //!
 //! HTTP/2 connections (seen by their preface) are left to HTTP/2's own keep-alive.
+//!
+//! It also lets a keep-alive connection be *parked*: between requests the connection can be taken
+//! back from hyper (whose buffers and state cost ~20 KiB per connection) and wait as a bare socket
+//! (see `connection.rs`). For that it keeps what hyper had read but not parsed (`prefix`), tells
+//! whether everything written was flushed, and makes `shutdown` a no-op while parking.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -23,12 +29,22 @@ use tokio::time::{Instant, Sleep};
 const TIMEOUT_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
-/// Shared between a connection's socket and its service: whether a request head is awaited.
+/// Shared between a connection's socket, its service and the task that drives it: where the
+/// current exchange stands.
 #[derive(Debug)]
 pub struct ConnState {
+    /// The last response is done (body included): the next bytes start a new head.
     awaiting_head: AtomicBool,
+    /// The last request had no body, so nothing of it is left to read.
+    request_read: AtomicBool,
+    /// Everything written to the socket was flushed (hyper flushes its buffer before the io).
+    flushed: AtomicBool,
     /// The connection became a tunnel (101): no HTTP deadlines apply any more.
     upgraded: AtomicBool,
+    /// The driving task is taking the socket back from hyper: `shutdown` must not close it.
+    parking: AtomicBool,
+    /// Request heads received (wrapping): tells the driving task whether the connection idled.
+    requests: AtomicU32,
 }
 
 impl ConnState {
@@ -36,13 +52,43 @@ impl ConnState {
     pub fn new() -> Arc<Self> {
         Arc::new(ConnState {
             awaiting_head: AtomicBool::new(true),
+            request_read: AtomicBool::new(true),
+            flushed: AtomicBool::new(true),
             upgraded: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
+            requests: AtomicU32::new(0),
         })
     }
 
-    /// The service got a request: its head is complete.
-    pub fn head_received(&self) {
+    /// The service got a request: its head is complete. `body_empty`: it has no body (so when
+    /// its response is done, hyper has nothing left to read of it).
+    pub fn head_received(&self, body_empty: bool) {
         self.awaiting_head.store(false, Ordering::Relaxed);
+        self.request_read.store(body_empty, Ordering::Relaxed);
+        // Only this connection's service writes it: no locked add needed.
+        let requests = self.requests.load(Ordering::Relaxed);
+        self.requests
+            .store(requests.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// How many request heads the connection received (wrapping).
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether hyper is between requests with nothing left to read or write: the last response
+    /// was sent and flushed whole, the request had no body, the connection is not a tunnel.
+    /// Then hyper may be let go of the socket (see `connection.rs`).
+    pub fn between_requests(&self) -> bool {
+        self.awaiting_head.load(Ordering::Relaxed)
+            && self.request_read.load(Ordering::Relaxed)
+            && self.flushed.load(Ordering::Relaxed)
+            && !self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// While set, shutting the io down leaves the socket open (the connection is parked).
+    pub fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
     }
 
     /// The response (body included) is done: the next bytes from the client start a new head.
@@ -86,6 +132,9 @@ pub struct ClientIo {
     /// Seen the HTTP/2 preface: HTTP/2's keep-alive applies, not these deadlines.
     http2: bool,
     deadline: Pin<Box<Sleep>>,
+    /// Bytes read from the socket that HTTP has not consumed yet (the protocol sniff, or a
+    /// partial head hyper held when the connection was parked): read before the socket.
+    prefix: Bytes,
 }
 
 impl ClientIo {
@@ -105,6 +154,71 @@ impl ClientIo {
             first_read: true,
             http2: false,
             deadline: Box::pin(tokio::time::sleep(client_idle)),
+            prefix: Bytes::new(),
+        }
+    }
+
+    /// Reads the first bytes (under the usual deadlines) and tells whether they are the HTTP/2
+    /// prior-knowledge preface. The bytes are kept and read again by whoever serves the
+    /// connection. `Ok(false)` also for a client that closed before sending anything.
+    pub async fn sniff_http2(&mut self) -> io::Result<bool> {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut head = [0u8; PREFACE.len()];
+        let mut filled = 0;
+        while filled < head.len() {
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut head[filled..]);
+                ready!(Pin::new(&mut *self).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await?;
+            filled += n;
+            if n == 0 || head[..filled] != PREFACE[..filled] {
+                break;
+            }
+        }
+        let http2 = head[..filled] == *PREFACE;
+        self.http2 = http2;
+        self.prefix = Bytes::copy_from_slice(&head[..filled]);
+        Ok(http2)
+    }
+
+    /// Keeps `unread` (what hyper had buffered but not parsed) to be read first. Copied: the
+    /// bytes hyper hands back share its whole read buffer, which is what parking frees.
+    pub fn unread(&mut self, unread: Bytes) {
+        self.prefix = if unread.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&unread)
+        };
+    }
+
+    /// Waits, with no HTTP machinery attached, until the client sends something (or closes):
+    /// `true`. `false` when a deadline passed first (the idle one; or, if part of a head is kept,
+    /// the head one, answered with 408), or the socket failed.
+    pub async fn wait_for_request(&mut self) -> bool {
+        // The last exchange ended without another read, so the phase is set here.
+        let phase = if self.prefix.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Head
+        };
+        if self.phase != phase {
+            let wait = match phase {
+                Phase::Head => self.header_read,
+                _ => self.client_idle,
+            };
+            self.phase = phase;
+            self.deadline.as_mut().reset(Instant::now() + wait);
+        }
+        tokio::select! {
+            ready = self.stream.readable() => ready.is_ok(),
+            () = self.deadline.as_mut() => {
+                if phase == Phase::Head {
+                    let _ = self.stream.try_write(TIMEOUT_408);
+                }
+                false
+            }
         }
     }
 }
@@ -117,7 +231,14 @@ impl AsyncRead for ClientIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let result = if this.prefix.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        } else {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            Poll::Ready(Ok(()))
+        };
         let got = buf.filled().len() > before;
         if this.first_read && got {
             this.first_read = false;
@@ -164,7 +285,9 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.state.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -172,7 +295,9 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.state.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -180,11 +305,20 @@ impl AsyncWrite for ClientIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            this.state.flushed.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.state.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 

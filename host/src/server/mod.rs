@@ -10,6 +10,8 @@
 //! (one worker, 64 connections; BENCHMARKS.md).
 
 mod client_io;
+mod connection;
+mod trim;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,14 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use client_io::{ClientIo, ConnState, TrackedBody};
+use connection::Settings;
 
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -56,7 +54,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let trimmer = tokio::spawn(trim::run());
     shutdown.await;
+    trimmer.abort();
     let _ = stop.send(true);
     tracing::info!("stopped accepting; draining in-flight requests");
     let mut drained = true;
@@ -106,20 +106,9 @@ async fn accept_loop(
     config: &Config,
     mut stopped: watch::Receiver<bool>,
 ) -> bool {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Head and idle deadlines are ClientIo's (it answers 408); hyper's would close silently.
-        .header_read_timeout(None)
-        .max_buf_size(config.limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(config.timeouts.client_idle))
-        .max_header_list_size(config.limits.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
+    let settings = Arc::new(Settings::new(config, &proxy.metrics));
+    // Every connection task holds a sender; the channel closes when the last one is gone.
+    let (active, mut drained) = mpsc::channel::<Infallible>(1);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -134,36 +123,18 @@ async fn accept_loop(
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        let state = ConnState::new();
-        let io = ClientIo::new(
+        tokio::spawn(connection::serve(
             stream,
-            Arc::clone(&state),
-            config.timeouts.header_read,
-            config.timeouts.client_idle,
-        );
-        let service = service_fn(move |request| {
-            state.head_received();
-            let response = Arc::clone(&proxy).handle(request, peer);
-            let state = Arc::clone(&state);
-            async move {
-                let response = response.await?;
-                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    state.upgraded();
-                }
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, state)))
-            }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, cause = %e, "client connection ended with an error");
-            }
-        });
+            peer,
+            Arc::clone(&proxy),
+            Arc::clone(&settings),
+            stopped.clone(),
+            active.clone(),
+        ));
     }
     drop(listener);
-    tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+    drop(active);
+    tokio::time::timeout(config.shutdown_timeout, drained.recv())
         .await
         .is_ok()
 }
