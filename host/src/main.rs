@@ -45,6 +45,17 @@ struct RunArgs {
 enum Command {
     /// Validate a config (and load its strategy) without serving; exit 0 if it is good.
     Check(RunArgs),
+    /// Internal: compile a strategy component from stdin to a wasmtime artifact on stdout.
+    /// lbhost runs itself with this so the compiler's memory stays out of the server.
+    #[command(hide = true)]
+    CompileStrategy {
+        /// Linear memory cap the engine is built with.
+        #[arg(long)]
+        memory_limit_bytes: usize,
+        /// Build the engine without fuel metering.
+        #[arg(long)]
+        no_fuel: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,8 +68,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, check_only) = match cli.command {
         Some(Command::Check(args)) => (args, true),
+        Some(Command::CompileStrategy {
+            memory_limit_bytes,
+            no_fuel,
+        }) => {
+            return lbhost::strategy::compile_child_main(lbhost::strategy::EngineSettings {
+                fuel: !no_fuel,
+                memory_limit_bytes,
+            })
+        }
         None => (cli.run, false),
     };
+    lbhost::strategy::compile_in_child_process();
     let format = args.log_format;
     init_logging(format);
     match run(args, check_only) {

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
 
 use super::bindings::{BalancerPre, Needs};
+use super::compiler;
 use super::instance::Warm;
 use super::quarantine::FaultTracker;
 use super::runtime::Runtime;
@@ -81,8 +81,7 @@ impl Runtime {
         params: &[(String, String)],
     ) -> Result<Loaded, LoadError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = compiler::compile(&self.engine, self.settings, bytes)?;
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
             if !PROVIDED_IMPORTS.contains(&import) {

@@ -2,6 +2,7 @@
 //! the fallback that serves when a guest misbehaves.
 
 mod bindings;
+mod compiler;
 mod fallback;
 mod instance;
 mod loader;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use bindings::RequestData;
+pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
 pub use runtime::{Runtime, FUEL_PER_MS};

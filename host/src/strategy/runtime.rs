@@ -21,6 +21,7 @@ use wasmtime::{
 };
 
 use super::bindings::{Balancer, GuestState};
+use super::compiler::EngineSettings;
 use super::LoadError;
 use crate::config::{QuarantineConfig, Sandbox};
 
@@ -40,6 +41,8 @@ const MAX_INSTANCES: u32 = 256;
 /// Engine, linker and limits shared by every strategy.
 pub struct Runtime {
     pub(super) engine: Engine,
+    /// What `engine` was built from (a compiling child builds the same).
+    pub(super) settings: EngineSettings,
     pub(super) linker: Linker<GuestState>,
     memory_limit_bytes: usize,
     /// Fuel for one `select` or `on-response` call.
@@ -74,23 +77,18 @@ impl Runtime {
     }
 
     fn build(sandbox: &Sandbox, sandboxed: bool) -> Result<Arc<Self>, LoadError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 2)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 2)
-            .max_memory_size(sandbox.memory_limit_bytes);
-        let mut config = EngineConfig::new();
-        config
-            .consume_fuel(sandboxed)
-            .max_wasm_stack(512 * 1024)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let settings = EngineSettings {
+            fuel: sandboxed,
+            memory_limit_bytes: sandbox.memory_limit_bytes,
+        };
+        let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Arc::new(Runtime {
             engine,
+            settings,
             linker,
             memory_limit_bytes: sandbox.memory_limit_bytes,
             select_fuel: fuel(sandbox.deadline),
@@ -127,6 +125,22 @@ impl Runtime {
             let _ = store.set_fuel(fuel);
         }
     }
+}
+
+/// The engine configuration for `settings`: fuel, stack, the pooling allocator.
+pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        .total_core_instances(MAX_INSTANCES * 2)
+        .total_memories(MAX_INSTANCES * 2)
+        .total_tables(MAX_INSTANCES * 2)
+        .max_memory_size(settings.memory_limit_bytes);
+    let mut config = EngineConfig::new();
+    config
+        .consume_fuel(settings.fuel)
+        .max_wasm_stack(512 * 1024)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 /// The fuel worth `deadline`.
