@@ -59,6 +59,14 @@ fn complete_responses(bytes: &[u8], count: usize) -> Option<Vec<String>> {
     Some(statuses)
 }
 
+/// A new connection to `lb` that has been answered one `GET`.
+async fn answered_connection(lb: &Lb) -> TcpStream {
+    let mut stream = TcpStream::connect(lb.listen()).await.expect("connect");
+    stream.write_all(GET).await.expect("write");
+    assert_eq!(read_responses(&mut stream, 1).await, ["http/1.1 200 ok"]);
+    stream
+}
+
 /// `lbhost_client_connections{state}` from the admin listener.
 async fn client_connections(lb: &Lb, state: &str) -> Option<f64> {
     let text = Http::new().get(&lb.admin_url("/metrics")).await.text();
@@ -131,9 +139,7 @@ async fn a_parked_connection_still_times_out_when_idle() {
     let mut config = config("round_robin", &backends);
     config["timeouts"] = json!({ "client_idle": "800ms" });
     let lb = Lb::start(config).await;
-    let mut stream = TcpStream::connect(lb.listen()).await.expect("connect");
-    stream.write_all(GET).await.expect("write");
-    read_responses(&mut stream, 1).await;
+    let mut stream = answered_connection(&lb).await;
     let idle_since = Instant::now();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
@@ -160,9 +166,7 @@ async fn a_parked_connection_still_times_out_when_idle() {
 async fn parked_connections_do_not_hold_up_shutdown() {
     let backends = start_backends(&["a"]).await;
     let mut lb = Lb::start(config("round_robin", &backends)).await;
-    let mut stream = TcpStream::connect(lb.listen()).await.expect("connect");
-    stream.write_all(GET).await.expect("write");
-    read_responses(&mut stream, 1).await;
+    let mut stream = answered_connection(&lb).await;
     tokio::time::sleep(IDLE).await;
     let stopping = Instant::now();
     lb.terminate();
@@ -188,9 +192,7 @@ async fn a_thousand_idle_connections_cost_little_memory() {
     config["workers"] = json!(1);
     let lb = Lb::start(config).await;
     // Warm up (first request, upstream pool), then measure.
-    let mut first = TcpStream::connect(lb.listen()).await.expect("connect");
-    first.write_all(GET).await.expect("write");
-    read_responses(&mut first, 1).await;
+    let _first = answered_connection(&lb).await;
     tokio::time::sleep(IDLE).await;
     let before = lb.rss_bytes();
     let mut streams = Vec::with_capacity(CONNECTIONS);
