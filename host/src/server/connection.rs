@@ -132,7 +132,7 @@ pub(super) async fn serve(
         settings.header_read,
         settings.client_idle,
     );
-    let service = {
+    let mut service = {
         let state = Arc::clone(&state);
         service_fn(move |request: http::Request<Incoming>| {
             state.head_received(request.body().is_end_stream());
@@ -152,14 +152,54 @@ pub(super) async fn serve(
         _ = stopped.wait_for(|stop| *stop) => return,
     };
     match http2 {
-        Ok(false) => serve_http1(io, service, &state, &settings, &mut stopped, &mut counted).await,
+        Ok(false) => {}
         Ok(true) => {
             let connection = boxed(|| settings.http2.serve_connection(TokioIo::new(io), service));
             if let Err(e) = serve_http2(Box::into_pin(connection), &mut stopped).await {
                 tracing::debug!(%peer, cause = %e, "HTTP/2 client connection ended with an error");
             }
+            return;
         }
-        Err(e) => tracing::debug!(%peer, cause = %e, "client connection ended before a request"),
+        Err(e) => {
+            tracing::debug!(%peer, cause = %e, "client connection ended before a request");
+            return;
+        }
+    }
+    // HTTP/1.1, parked whenever it idles (module docs), until it closes, idles out, or the
+    // worker stops. This loop stays in `serve` rather than a function of its own: `io` and
+    // `service` would then be held twice by every connection's task (~970 B instead of 1,320 B).
+    loop {
+        let mut connection = boxed(|| {
+            settings
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
+        });
+        let parked = match until_idle(&mut *connection, &state, &mut stopped).await {
+            Ok(parked) => parked,
+            Err(e) => {
+                tracing::debug!(cause = %e, "client connection ended with an error");
+                return;
+            }
+        };
+        // Closed by either side, drained, or upgraded into a tunnel.
+        let Some(parts) = connection.into_parts().filter(|_| parked) else {
+            return;
+        };
+        io = parts.io.into_inner();
+        io.unread(parts.read_buf);
+        service = parts.service;
+        counted.set_parked(true);
+        super::trim::parked();
+        let more = tokio::select! {
+            more = io.wait_for_request() => more,
+            _ = stopped.wait_for(|stop| *stop) => false,
+        };
+        counted.set_parked(false);
+        if !more {
+            // Idle too long, or the worker stops: dropping the socket closes it.
+            return;
+        }
     }
 }
 
@@ -199,53 +239,6 @@ where
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
-    }
-}
-
-/// Serves HTTP/1.1 on `io`, parking the connection whenever it idles (module docs), until it
-/// closes, idles out, or the worker stops.
-async fn serve_http1<S>(
-    mut io: ClientIo,
-    mut service: S,
-    state: &ConnState,
-    settings: &Settings,
-    stopped: &mut watch::Receiver<bool>,
-    counted: &mut Counted<'_>,
-) where
-    S: HttpService<Incoming, ResBody = TrackedBody<ProxyBody>, Error = Infallible> + Unpin,
-{
-    loop {
-        let mut connection = boxed(|| {
-            settings
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades()
-        });
-        let parked = match until_idle(&mut *connection, state, stopped).await {
-            Ok(parked) => parked,
-            Err(e) => {
-                tracing::debug!(cause = %e, "client connection ended with an error");
-                return;
-            }
-        };
-        // Closed by either side, drained, or upgraded into a tunnel.
-        let Some(parts) = connection.into_parts().filter(|_| parked) else {
-            return;
-        };
-        io = parts.io.into_inner();
-        io.unread(parts.read_buf);
-        service = parts.service;
-        counted.set_parked(true);
-        super::trim::parked();
-        let more = tokio::select! {
-            more = io.wait_for_request() => more,
-            _ = stopped.wait_for(|stop| *stop) => false,
-        };
-        counted.set_parked(false);
-        if !more {
-            // Idle too long, or the worker stops: dropping the socket closes it.
-            return;
-        }
     }
 }
 
