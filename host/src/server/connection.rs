@@ -3,14 +3,14 @@
 //!
 //! **Parking.** A hyper HTTP/1.1 connection holds ~20 KiB while it waits for the next request
 //! (an 8 KiB read and an 8 KiB write buffer, the dispatcher and the slot for the service's
-//! future). lbhost takes the socket back from hyper as soon as an exchange is over and nothing is
-//! left to read or write: it asks hyper to close gracefully (an idle hyper connection closes at
-//! once, without writing anything) while the socket's `shutdown` is a no-op, keeps the bytes hyper
-//! had read but not parsed, and drops hyper. The socket then waits alone (about 1 KiB in all) until
-//! the client sends more, and a new hyper connection picks it up. A client sees one keep-alive
-//! connection throughout. Requests with a body, upgrades and HTTP/2 are never parked mid-way.
-//! A connection is parked after it has been idle for a while (`PARK_AFTER`), not after every
-//! response, so a busy connection keeps its hyper state.
+//! future). Once a connection has had no new request for [`PARK_AFTER`] and nothing is left to
+//! read or write, lbhost takes the socket back: it asks hyper to close gracefully (an idle hyper
+//! connection closes at once, without writing anything) while the socket's `shutdown` is a
+//! no-op, keeps the bytes hyper had read but not parsed, and drops hyper. The socket then waits
+//! alone (~3 KiB in all, task included) until the client sends more, and a new hyper connection
+//! picks it up. A client sees one keep-alive connection throughout. Upgraded connections and
+//! HTTP/2 are never parked; a connection whose last request had a body waits for its next
+//! bodiless request (whether hyper read a body to its end is not visible from here).
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future as _};
