@@ -36,9 +36,10 @@ use crate::proxy::{Proxy, ProxyBody};
 
 /// A keep-alive connection is parked once it has seen no new request for between one and two
 /// of these. Parking right after every response cost +7–10 % CPU per request under load
-/// (hyper's connection state and buffers rebuilt each time); checking every 50 ms costs a busy
-/// connection one extra poll per 50 ms, and 10,000 idle connections 4.4 KiB each (immediate:
-/// 3.3, 250 ms: 7.0, because more connections hold buffers at once while they are opened).
+/// (hyper's connection state and buffers rebuilt each time); a check every 50 ms costs a busy
+/// connection one extra poll per 50 ms. Longer is worse for memory: while 10,000 connections
+/// are being opened, more of them hold hyper's buffers at once (250 ms: 7.0 KiB per idle
+/// connection, 50 ms: 4.4, with the task at 1,320 B; BENCHMARKS.md).
 const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// How a worker serves its client connections; built once per worker from the config.
