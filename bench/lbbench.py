@@ -310,6 +310,10 @@ class LB:
         if self.proc is not None:
             self.session.stop(self.proc)
 
+    def parked_connections(self):
+        """Idle client connections the LB holds parked, if it reports them (lbhost only)."""
+        return None
+
     def log_tail(self):
         p = self.session.tmp / f"{self.name}.log"
         return p.read_text(errors="replace") if p.exists() else ""
@@ -317,6 +321,17 @@ class LB:
 
 class LbHost(LB):
     name = "lbhost"
+
+    def parked_connections(self):
+        """`lbhost_client_connections{state="parked"}` from the admin listener."""
+        try:
+            url = f"http://127.0.0.1:{self.admin_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        m = re.search(r'^lbhost_client_connections\{state="parked"\} (\d+)', text, re.M)
+        return int(m.group(1)) if m else None
 
     def argv(self):
         cfg = {
@@ -794,6 +809,7 @@ def idle_mode(args, session, ports):
                 opened = time.monotonic() - t0
                 time.sleep(1.0)
                 after = lb.rss()
+                parked = lb.parked_connections()
                 # are they still open on the LB side? send one more request on a sample
                 still = 0
                 sample = conns[:: max(1, len(conns) // 100)]
@@ -824,14 +840,15 @@ def idle_mode(args, session, ports):
                 "open_s": opened, "rss_before_kib": before, "rss_after_kib": after,
                 "per_conn_kib": (after - before) / n if n else float("nan"),
                 "probe_ok": f"{still}/{len(sample)}", "lb_alive_after": alive,
+                "parked": parked,
             })
             log(f"[idle] {name}: {n} connections open, RSS {before} → {after} KiB, "
                 f"failures {len(failures)}")
     finally:
         backends.stop()
     lines = ["| LB | connections | RSS before MiB | RSS after MiB | per connection KiB "
-             "| open time s | still answering | failures |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| open time s | still answering | parked | failures |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         fails = str(r["failures"]) + (f" ({'; '.join(r['first_failures'])})"
                                       if r["failures"] else "")
@@ -839,8 +856,13 @@ def idle_mode(args, session, ports):
             fails += " LB DIED"
         lines.append(f"| {r['lb']} | {r['opened']:,} | {mib(r['rss_before_kib'])} "
                      f"| {mib(r['rss_after_kib'])} | {r['per_conn_kib']:.1f} | {r['open_s']:.1f} "
-                     f"| {r['probe_ok']} | {fails} |")
+                     f"| {r['probe_ok']} | {fmt_count(r['parked'])} | {fails} |")
     return "\n".join(lines), rows
+
+
+def fmt_count(n):
+    """A count, or — when the LB does not report it."""
+    return "—" if n is None else f"{n:,}"
 
 
 # ---------------------------------------------------------------------------------------------
