@@ -128,8 +128,8 @@ pub struct ClientIo {
     client_idle: Duration,
     /// What `deadline` guards now.
     phase: Phase,
-    first_read: bool,
-    /// Seen the HTTP/2 preface: HTTP/2's keep-alive applies, not these deadlines.
+    /// Seen the HTTP/2 preface ([`ClientIo::sniff_http2`]): HTTP/2's keep-alive applies, not
+    /// these deadlines.
     http2: bool,
     deadline: Pin<Box<Sleep>>,
     /// Bytes read from the socket that HTTP has not consumed yet (the protocol sniff, or a
@@ -151,7 +151,6 @@ impl ClientIo {
             header_read,
             client_idle,
             phase: Phase::Idle,
-            first_read: true,
             http2: false,
             deadline: Box::pin(tokio::time::sleep(client_idle)),
             prefix: Bytes::new(),
@@ -240,10 +239,6 @@ impl AsyncRead for ClientIo {
             Poll::Ready(Ok(()))
         };
         let got = buf.filled().len() > before;
-        if this.first_read && got {
-            this.first_read = false;
-            this.http2 = buf.filled()[before..].starts_with(b"PRI * HTTP/2.0");
-        }
         // Which deadline applies now.
         let awaiting = !this.http2 && this.state.awaiting_head();
         let phase = match (awaiting, this.phase, got) {

@@ -211,7 +211,7 @@ async fn serve_http2<C>(
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
-    C: std::future::Future<Output = Result<(), hyper::Error>> + GracefulHttp2,
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Graceful,
 {
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
@@ -226,17 +226,29 @@ where
     }
 }
 
-/// hyper's HTTP/2 server connection, whose graceful shutdown has no trait of its own.
-trait GracefulHttp2 {
+/// A hyper server connection that can be asked to finish its exchanges and close (hyper has no
+/// trait for it).
+trait Graceful {
     fn graceful(self: Pin<&mut Self>);
 }
 
-impl<I, S> GracefulHttp2 for http2::Connection<I, S, TokioExecutor>
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
 where
     S: HttpService<Incoming, ResBody = TrackedBody<ProxyBody>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, TrackedBody<ProxyBody>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = TrackedBody<ProxyBody>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -252,7 +264,7 @@ async fn until_idle<C>(
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<bool, hyper::Error>
 where
-    C: std::future::Future<Output = Result<(), hyper::Error>> + GracefulHttp1 + Unpin,
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Graceful + Unpin,
 {
     let mut stop = pin!(stopped.wait_for(|stop| *stop));
     let mut park_check = pin!(tokio::time::sleep(PARK_AFTER));
@@ -298,22 +310,6 @@ where
     .await;
     state.set_parking(false);
     ended.map(|()| parking)
-}
-
-/// hyper's HTTP/1.1 server connection (with upgrades), whose graceful shutdown has no trait.
-trait GracefulHttp1 {
-    fn graceful(self: Pin<&mut Self>);
-}
-
-impl<I, S> GracefulHttp1 for http1::UpgradeableConnection<I, S>
-where
-    S: HttpService<Incoming, ResBody = TrackedBody<ProxyBody>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 /// `make()` on the heap, built in a frame of its own: hyper's connections are large, and a value

@@ -44,7 +44,6 @@ pub struct Runtime {
     /// What `engine` was built from (a compiling child builds the same).
     pub(super) settings: EngineSettings,
     pub(super) linker: Linker<GuestState>,
-    memory_limit_bytes: usize,
     /// Fuel for one `select` or `on-response` call.
     select_fuel: u64,
     /// Fuel for one hook call.
@@ -58,7 +57,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("memory_limit_bytes", &self.memory_limit_bytes)
+            .field("memory_limit_bytes", &self.settings.memory_limit_bytes)
             .field("select_fuel", &self.select_fuel)
             .finish_non_exhaustive()
     }
@@ -90,7 +89,6 @@ impl Runtime {
             engine,
             settings,
             linker,
-            memory_limit_bytes: sandbox.memory_limit_bytes,
             select_fuel: fuel(sandbox.deadline),
             hook_fuel: fuel(HOOK_DEADLINE),
             quarantine: sandbox.quarantine.clone(),
@@ -100,7 +98,10 @@ impl Runtime {
 
     /// A fresh store with the memory limit installed and a hook's budget armed.
     pub(super) fn new_store(&self) -> Store<GuestState> {
-        let mut store = Store::new(&self.engine, GuestState::new(self.memory_limit_bytes));
+        let mut store = Store::new(
+            &self.engine,
+            GuestState::new(self.settings.memory_limit_bytes),
+        );
         if self.sandboxed {
             store.limiter(|state| state);
         }
