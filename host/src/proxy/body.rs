@@ -6,10 +6,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::pool::InFlight;
-use crate::upstream::Lease;
+use crate::upstream::ResponseBody;
 
 /// The error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,22 +28,15 @@ pub enum ProxyBody {
 /// closes with it.
 #[derive(Debug)]
 pub struct Relayed {
-    body: Incoming,
-    /// Until the body is read whole.
-    lease: Option<Lease>,
-    /// The stream said it ended (chunked bodies only know at their last frame).
-    ended: bool,
+    body: ResponseBody,
     _in_flight: InFlight,
 }
 
 impl ProxyBody {
-    /// A backend's body, counted in flight until it ends; its connection goes back to the pool
-    /// once the body has been read whole.
-    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+    /// A backend's body, counted in flight until it ends or is dropped.
+    pub fn upstream(body: ResponseBody, in_flight: InFlight) -> Self {
         ProxyBody::Upstream(Relayed {
             body,
-            lease: Some(lease),
-            ended: false,
             _in_flight: in_flight,
         })
     }
@@ -64,16 +56,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(relayed) => {
-                let frame = Pin::new(&mut relayed.body).poll_frame(cx);
-                match &frame {
-                    Poll::Ready(None) => relayed.ended = true,
-                    // A failed stream leaves the connection in an unknown state: it is not reused.
-                    Poll::Ready(Some(Err(_))) => relayed.lease = None,
-                    _ => {}
-                }
-                frame.map_err(Into::into)
-            }
+            ProxyBody::Upstream(relayed) => Pin::new(&mut relayed.body).poll_frame(cx),
             ProxyBody::Local(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -82,7 +65,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(relayed) => relayed.ended || relayed.body.is_end_stream(),
+            ProxyBody::Upstream(relayed) => relayed.body.is_end_stream(),
             ProxyBody::Local(body) => body.is_end_stream(),
         }
     }
@@ -91,18 +74,6 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(relayed) => relayed.body.size_hint(),
             ProxyBody::Local(body) => body.size_hint(),
-        }
-    }
-}
-
-impl Drop for Relayed {
-    fn drop(&mut self) {
-        // hyper stops polling a body that says it is complete, so the end is checked here rather
-        // than waited for in poll_frame.
-        if self.ended || self.body.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
         }
     }
 }

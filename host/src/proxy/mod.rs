@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::strategy::{Choice, RequestData, Strategies};
-use crate::upstream::{Lease, Upstream, UpstreamError};
+use crate::upstream::{ResponseBody, Upstream};
 use replay::RequestBody;
 
 /// Everything a request needs, shared by all connections.
@@ -206,7 +206,7 @@ impl Proxy {
             .await;
             let latency = sent.elapsed();
             let (error, failure) = match result {
-                Ok(Ok((response, lease))) => {
+                Ok(Ok(response)) => {
                     backend.record_latency(latency);
                     let status = response.status();
                     self.strategies.feedback(index, status.as_u16(), latency);
@@ -229,7 +229,7 @@ impl Proxy {
                         });
                     }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
-                    return relay(response, lease, client_upgrade, in_flight, &backend);
+                    return relay(response, client_upgrade, in_flight, &backend);
                 }
                 Ok(Err(e)) => {
                     backend.record_latency(latency);
@@ -238,7 +238,7 @@ impl Proxy {
                     } else {
                         Failure::Transport
                     };
-                    let cause = upstream_cause(&e);
+                    let cause = e.to_string();
                     if failure == Failure::Connect && config.health_check.is_some() {
                         self.pool.mark_down(&backend, &cause, &self.metrics);
                     }
@@ -397,28 +397,26 @@ fn access_line(a: &Access<'_>) {
 /// connection back to the pool when it ends), or, for `101 Switching Protocols` to an upgrade
 /// request, the two connections are joined.
 fn relay(
-    mut response: Response<Incoming>,
-    lease: Lease,
+    response: Response<ResponseBody>,
     client_upgrade: Option<OnUpgrade>,
     in_flight: InFlight,
     backend: &Backend,
 ) -> Response<ProxyBody> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            upgrade::tunnel(
-                client_upgrade,
-                backend_upgrade,
-                in_flight,
-                backend.address.clone(),
-            );
-            let (parts, _) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(client_upgrade), Some(upgraded)) = (client_upgrade, body.into_upgraded()) {
+            upgrade::tunnel(client_upgrade, upgraded, in_flight, backend.address.clone());
             return Response::from_parts(parts, ProxyBody::local(""));
         }
+        // Not reached: the upstream refuses a 101 that no upgrade asked for.
+        return ProxyError::Backend {
+            backend: backend.address.clone(),
+            cause: "unexpected 101".into(),
+        }
+        .response();
     }
-    let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, lease, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 
 /// The request for one attempt on `backend`: the client's head with proxy headers (the URI in
@@ -465,16 +463,4 @@ fn upstream_request(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request
-}
-
-/// An upstream failure for logs: hyper's errors by their innermost cause (theirs say little).
-fn upstream_cause(error: &UpstreamError) -> String {
-    let UpstreamError::Http(http) = error else {
-        return error.to_string();
-    };
-    let mut cause: &dyn std::error::Error = http;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -1,25 +1,32 @@
 //! Connections to backends: opened on demand, kept alive and reused from a per-thread pool,
 //! counted.
 //!
-//! Each connection is driven by its own task (hyper's HTTP/1.1 client dispatcher); a request
-//! borrows one with a [`Lease`] and the response body gives it back when read whole.
+//! lbhost speaks HTTP/1.1 to backends itself ([`wire`]) rather than through hyper's client:
+//! a request writes and reads its connection from its own task ([`exchange`]) and the response
+//! body reads the rest ([`ResponseBody`]), so no task, channel or wake-up sits between the
+//! request and its backend. An idle connection is a socket in the pool and nothing else.
 
+mod body;
+mod conn;
 mod counts;
+mod exchange;
 mod pool;
+mod wire;
 
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+pub use body::{ResponseBody, Upgraded};
 pub use counts::{ConnectionCount, ConnectionCounts};
-pub use pool::{Lease, IDLE_TIMEOUT};
+pub use pool::IDLE_TIMEOUT;
+pub use wire::WireError;
 
 use crate::pool::Backend;
-use crate::proxy::UpstreamBody;
+use crate::proxy::{BoxError, UpstreamBody};
+use conn::Conn;
+use exchange::{exchange, Failure};
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -33,9 +40,21 @@ pub enum UpstreamError {
     /// Opening the TCP connection took longer than the connect timeout.
     #[error("connect: timed out after {0:?}")]
     ConnectTimeout(Duration),
-    /// The exchange failed on an open connection (reset, closed early, malformed response).
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// Writing the request failed (reset, broken pipe).
+    #[error("sending the request: {0}")]
+    Send(std::io::Error),
+    /// Reading the response head failed.
+    #[error("reading the response: {0}")]
+    Receive(std::io::Error),
+    /// The backend closed the connection before a whole response head.
+    #[error("the backend closed the connection before answering")]
+    Closed,
+    /// The backend's answer is not valid HTTP/1.1.
+    #[error("{0}")]
+    Invalid(WireError),
+    /// The client's request body failed while it was being sent.
+    #[error("request body: {0}")]
+    Body(BoxError),
 }
 
 impl UpstreamError {
@@ -67,35 +86,41 @@ impl Upstream {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) to `backend` and resolves to the response
-    /// head and the connection's lease, which the caller releases once the body is read whole.
-    /// A new connection must be established within `connect_timeout` (the running config's,
-    /// so a reload applies to the next connection opened).
+    /// head; the body streams from the connection, which goes back to the pool when the body has
+    /// been read whole. A new connection must be established within `connect_timeout` (the
+    /// running config's, so a reload applies to the next connection opened).
     ///
-    /// A pooled connection is tried first. One that its backend closed while idle hands the
-    /// request back unsent (hyper returns it), and the next one, or a new connection, gets it.
+    /// A pooled connection is tried first. One the backend closed while idle is skipped; one
+    /// that fails before the request is written hands it back, and the next one, or a new
+    /// connection, gets it. One the backend closes without answering, as the request arrives,
+    /// hands back an idempotent request without a body, and a new connection gets it.
     pub async fn request(
         &self,
         backend: &Backend,
         mut request: Request<UpstreamBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        while let Some(mut lease) = pool::checkout(backend.key) {
-            match send(&mut lease, request).await {
-                Ok(response) => return Ok((response, lease)),
-                Err(Unsent(again, _)) => request = *again,
-                Err(Failed(e)) => return Err(e),
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        while let Some(conn) = pool::checkout(backend.key) {
+            match exchange(conn, request).await {
+                Ok(response) => return Ok(response),
+                Err(Failure::Unsent(again, _)) => request = *again,
+                Err(Failure::Stale(again, e)) => {
+                    tracing::debug!(backend = %backend.address, cause = %e, "pooled connection closed under the request; sending it on a new one");
+                    request = *again;
+                    break;
+                }
+                Err(Failure::Failed(e)) => return Err(e),
             }
         }
-        let mut lease = self.connect(backend, connect_timeout).await?;
-        match send(&mut lease, request).await {
-            Ok(response) => Ok((response, lease)),
-            Err(Unsent(_, e)) => Err(e.into()),
-            Err(Failed(e)) => Err(e),
+        let conn = self.connect(backend, connect_timeout).await?;
+        match exchange(conn, request).await {
+            Ok(response) => Ok(response),
+            Err(Failure::Unsent(_, e) | Failure::Stale(_, e) | Failure::Failed(e)) => Err(e),
         }
     }
 
-    /// Opens a connection to `backend` and starts the task that drives it.
-    async fn connect(&self, backend: &Backend, timeout: Duration) -> Result<Lease, UpstreamError> {
+    /// Opens a connection to `backend`.
+    async fn connect(&self, backend: &Backend, timeout: Duration) -> Result<Conn, UpstreamError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(backend.address.as_str()))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
@@ -104,44 +129,7 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        let address = backend.address.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(backend = %address, cause = %e, "upstream connection ended with an error");
-            }
-        });
         let mark = self.counts.opened(&backend.address);
-        Ok(Lease::new(sender, mark, backend.key))
-    }
-}
-
-/// Why [`send`] did not get a response.
-enum SendFailure {
-    /// The connection closed before the request was written: it can go on another.
-    Unsent(Box<Request<UpstreamBody>>, hyper::Error),
-    Failed(UpstreamError),
-}
-use SendFailure::{Failed, Unsent};
-
-/// Sends `request` on `lease`'s connection once it is ready.
-async fn send(
-    lease: &mut Lease,
-    request: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, SendFailure> {
-    if let Err(e) = lease.sender.ready().await {
-        return Err(Unsent(Box::new(request), e));
-    }
-    match lease.sender.try_send_request(request).await {
-        Ok(response) => {
-            lease.mark.answered();
-            Ok(response)
-        }
-        Err(mut e) => match e.take_message() {
-            Some(request) => Err(Unsent(Box::new(request), e.into_error())),
-            None => Err(Failed(e.into_error().into())),
-        },
+        Ok(Conn::new(stream, mark, backend.key))
     }
 }

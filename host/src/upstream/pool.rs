@@ -5,10 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use super::counts::ConnectionMark;
-use crate::proxy::UpstreamBody;
+use super::conn::Conn;
 
 /// How long an idle connection is kept for reuse (backends usually close theirs after 5–75 s;
 /// a connection the backend closed is noticed and skipped at once).
@@ -18,46 +15,18 @@ const MAX_IDLE_PER_BACKEND: usize = 1024;
 /// How often a thread's pool drops its expired and closed connections (checked on return).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A connection lent to one request. [`Lease::release`] gives it back for reuse once its
-/// response has been read whole; a lease dropped without that closes its connection (it may
-/// have unread bytes on it).
-#[derive(Debug)]
-pub struct Lease {
-    pub(super) sender: SendRequest<UpstreamBody>,
-    pub(super) mark: ConnectionMark,
-    /// [`crate::pool::Backend::key`] of the backend it goes to.
-    backend: u64,
-}
-
-impl Lease {
-    pub(super) fn new(
-        sender: SendRequest<UpstreamBody>,
-        mark: ConnectionMark,
-        backend: u64,
-    ) -> Self {
-        Lease {
-            sender,
-            mark,
-            backend,
-        }
-    }
-
-    /// Returns the connection to this thread's idle pool (unless it was closed meanwhile).
-    pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        IDLE.with_borrow_mut(|idle| idle.put(self, Instant::now()));
-    }
+/// Puts `conn` in this thread's idle pool.
+pub(super) fn put(conn: Conn) {
+    IDLE.with_borrow_mut(|idle| idle.put(conn, Instant::now()));
 }
 
 /// The most recently returned live connection to `backend` on this thread, if any.
-pub(super) fn checkout(backend: u64) -> Option<Lease> {
+pub(super) fn checkout(backend: u64) -> Option<Conn> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.by_backend.get_mut(&backend)?;
         while let Some(entry) = list.pop() {
-            if !entry.lease.sender.is_closed() {
-                return Some(entry.lease);
+            if entry.conn.is_alive() {
+                return Some(entry.conn);
             }
         }
         None
@@ -78,18 +47,18 @@ struct IdlePool {
 }
 
 struct Idle {
-    lease: Lease,
+    conn: Conn,
     since: Instant,
 }
 
 impl IdlePool {
-    fn put(&mut self, lease: Lease, now: Instant) {
+    fn put(&mut self, conn: Conn, now: Instant) {
         if now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
             self.sweep(now);
         }
-        let list = self.by_backend.entry(lease.backend).or_default();
+        let list = self.by_backend.entry(conn.backend).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push(Idle { lease, since: now });
+            list.push(Idle { conn, since: now });
         }
     }
 
@@ -98,9 +67,7 @@ impl IdlePool {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         for list in self.by_backend.values_mut() {
-            list.retain(|e| {
-                !e.lease.sender.is_closed() && now.duration_since(e.since) < IDLE_TIMEOUT
-            });
+            list.retain(|e| e.conn.is_alive() && now.duration_since(e.since) < IDLE_TIMEOUT);
         }
         self.by_backend.retain(|_, list| !list.is_empty());
     }

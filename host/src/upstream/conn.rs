@@ -1,0 +1,89 @@
+//! One open connection to a backend: the socket and the bytes read from it but not used yet.
+//!
+//! A connection has no task of its own. The request that leases it writes and reads it
+//! directly, and the response body reads the rest. Nothing polls it while it sits idle in the
+//! pool, so [`Conn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::counts::ConnectionMark;
+
+/// Reads take at least this much buffer (hyper's client starts at 8 KiB too).
+const READ_MIN: usize = 8 * 1024;
+/// And at most this much, for long bodies.
+const READ_MAX: usize = 64 * 1024;
+
+/// A connection to one backend.
+#[derive(Debug)]
+pub struct Conn {
+    pub(super) io: TcpStream,
+    /// Read from the socket, not consumed yet.
+    pub(super) buf: BytesMut,
+    pub(super) mark: ConnectionMark,
+    /// [`crate::pool::Backend::key`] of the backend it goes to.
+    pub(super) backend: u64,
+    /// Whether it has carried a request before this one.
+    pub(super) reused: bool,
+}
+
+impl Conn {
+    pub(super) fn new(io: TcpStream, mark: ConnectionMark, backend: u64) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            mark,
+            backend,
+            reused: false,
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` at end of stream. `wanted` (what the
+    /// reader knows is still to come) sizes the read.
+    pub(super) fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: u64,
+    ) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
+            let size = usize::try_from(wanted).unwrap_or(READ_MAX);
+            self.buf.reserve(size.clamp(READ_MIN, READ_MAX));
+        }
+        pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+    }
+
+    /// [`Conn::poll_fill`] as a future.
+    pub(super) async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, 0)).await
+    }
+
+    /// Whether the backend can still be sent a request on it: not closed, and nothing unasked
+    /// for arrived. Costs no system call unless the socket became readable since it was last
+    /// read (tokio remembers readiness).
+    pub(super) fn is_alive(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Gives the connection back to this thread's idle pool, if it is fit for another request.
+    pub(super) fn release(mut self) {
+        if !self.buf.is_empty() {
+            // Bytes after the end of the response: the backend is not speaking HTTP/1.1 right.
+            tracing::debug!("upstream connection closed: bytes after the response");
+            return;
+        }
+        // An empty buffer may still hold 8 KiB: an idle connection keeps none.
+        self.buf = BytesMut::new();
+        self.reused = true;
+        super::pool::put(self);
+    }
+}

@@ -1,0 +1,158 @@
+//! One request on one connection, driven by the request's own task: write the head, stream the
+//! body (watching for an early answer meanwhile), read the response head.
+
+use std::io;
+
+use bytes::{Buf, Bytes};
+use http::{header, Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::body::ResponseBody;
+use super::conn::Conn;
+use super::wire::{self, RequestFraming};
+use super::UpstreamError;
+use crate::proxy::UpstreamBody;
+
+/// Why [`exchange`] did not get a response.
+pub(super) enum Failure {
+    /// A reused connection failed before any of the request was written: it can go on another.
+    Unsent(Box<Request<UpstreamBody>>, UpstreamError),
+    /// A reused connection was closed by the backend without a byte of answer to an idempotent
+    /// request without a body: the backend closed it idle just as the request went out (the
+    /// keep-alive race). It can go once more, on a new connection.
+    Stale(Box<Request<UpstreamBody>>, UpstreamError),
+    Failed(UpstreamError),
+}
+
+/// Sends `request` on `conn` and reads the response head; the body reads on from `conn`.
+pub(super) async fn exchange(
+    mut conn: Conn,
+    request: Request<UpstreamBody>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let (head, framing) = wire::encode_head(&request);
+    let method = request.method().clone();
+    let asked_upgrade = request.headers().contains_key(header::UPGRADE);
+    if let Err(e) = conn.io.write_all(&head).await {
+        let error = UpstreamError::Send(e);
+        return Err(if conn.reused {
+            Failure::Unsent(Box::new(request), error)
+        } else {
+            Failure::Failed(error)
+        });
+    }
+    // Whether the whole request went out, so the connection can carry another.
+    let mut complete = true;
+    // Kept for the keep-alive race (see [`Failure::Stale`]).
+    let mut resendable = None;
+    if framing == RequestFraming::Empty {
+        if conn.reused && method.is_idempotent() {
+            resendable = Some(request);
+        }
+    } else {
+        complete = upload(&mut conn, request.into_body(), framing)
+            .await
+            .map_err(Failure::Failed)?;
+    }
+    let mut received = !conn.buf.is_empty();
+    let head = loop {
+        match wire::parse_head(&mut conn.buf, &method, asked_upgrade) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Failed(UpstreamError::Invalid(e))),
+        }
+        let error = match conn.fill().await {
+            Ok(0) => UpstreamError::Closed,
+            Ok(_) => {
+                received = true;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => UpstreamError::Receive(e),
+            Err(e) => return Err(Failure::Failed(UpstreamError::Receive(e))),
+        };
+        return Err(match resendable {
+            Some(request) if !received => Failure::Stale(Box::new(request), error),
+            _ => Failure::Failed(error),
+        });
+    };
+    conn.mark.answered();
+    let (parts, ()) = head.response.into_parts();
+    let body = ResponseBody::new(conn, head.framing, head.keep_alive && complete);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Streams `body` to the backend framed as `framing`. Resolves `true` once it is all sent, or
+/// `false` when the backend began to answer before (the answer is then in `conn.buf`, and the
+/// rest of the body is not sent).
+async fn upload(
+    conn: &mut Conn,
+    body: UpstreamBody,
+    framing: RequestFraming,
+) -> Result<bool, UpstreamError> {
+    let (mut reader, mut writer) = conn.io.split();
+    let send = send_body(&mut writer, body, framing);
+    tokio::pin!(send);
+    loop {
+        if conn.buf.capacity() == conn.buf.len() {
+            conn.buf.reserve(8 * 1024);
+        }
+        tokio::select! {
+            biased;
+            sent = &mut send => return sent.map(|()| true),
+            read = reader.read_buf(&mut conn.buf) => match read {
+                Ok(0) => return Err(UpstreamError::Closed),
+                Ok(_) => {
+                    // Only a whole head counts as an early answer; a few bytes could be junk.
+                    let mut probe = conn.buf.clone();
+                    if matches!(wire::parse_head(&mut probe, &http::Method::GET, true), Ok(Some(_)) | Err(_)) {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(UpstreamError::Receive(e)),
+            },
+        }
+    }
+}
+
+/// Writes the frames of `body`, with chunk framing when `framing` asks for it.
+async fn send_body<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut body: UpstreamBody,
+    framing: RequestFraming,
+) -> Result<(), UpstreamError> {
+    let chunked = framing == RequestFraming::Chunked;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: not forwarded (hyper did not either).
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let written = if chunked {
+            write_chunk(writer, data).await
+        } else {
+            writer.write_all(&data).await
+        };
+        written.map_err(UpstreamError::Send)?;
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if chunked {
+        writer
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(UpstreamError::Send)?;
+    }
+    writer.flush().await.map_err(UpstreamError::Send)
+}
+
+/// One chunk, written in one vectored call when the socket takes it all.
+async fn write_chunk<W: AsyncWrite + Unpin>(writer: &mut W, data: Bytes) -> io::Result<()> {
+    let size = Bytes::from(format!("{:x}\r\n", data.len()));
+    let mut chunk = size.chain(data).chain(&b"\r\n"[..]);
+    writer.write_all_buf(&mut chunk).await
+}

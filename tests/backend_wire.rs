@@ -1,0 +1,325 @@
+//! What backends put on the wire, byte for byte: chunked bodies with trailers, answers that
+//! trickle in a byte at a time, interim 100s, bodies delimited by closing, answers that come
+//! before the upload ends, and answers that are not HTTP at all. lbhost reads backends with its
+//! own HTTP/1.1 client, so these are written by hand. The client gets the backend's answer, or a
+//! 502 for a broken one, and the next request is served either way.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use lbhost_e2e::{full, Http, Lb, RawBackend};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+    5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+
+/// What the scripted backend answers to `path`, and whether it closes the connection after.
+fn script(path: &str) -> (Vec<u8>, bool) {
+    let fixed = |text: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        )
+        .into_bytes()
+    };
+    match path {
+        "/chunked" | "/trickle-chunked" => (CHUNKED.to_vec(), false),
+        "/continue" => (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ncontinued".to_vec(),
+            false,
+        ),
+        "/until-close" => (b"HTTP/1.0 200 OK\r\n\r\nread until the end".to_vec(), true),
+        "/cut-short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..".to_vec(), true),
+        "/garbage" => (b"this is not HTTP\r\n\r\n".to_vec(), true),
+        "/bad-length" => (b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n".to_vec(), true),
+        "/two-lengths" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".to_vec(),
+            true,
+        ),
+        "/huge-head" => {
+            let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+            head.resize(head.len() + 70 * 1024, b'a');
+            head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+            (head, true)
+        }
+        "/unasked-101" => (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n".to_vec(),
+            true,
+        ),
+        "/bad-chunk" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+            true,
+        ),
+        "/too-large" => (
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much".to_vec(),
+            true,
+        ),
+        other => (fixed(other), false),
+    }
+}
+
+/// A backend answering each request as [`script`] says; `/trickle*` answers a byte at a time,
+/// and `/once-per-connection*` closes the connection, unanswered, when it is not the first
+/// request on it.
+/// It reads a request's `content-length` body before answering, except on `/too-large`, which
+/// answers after the head and then drains what comes.
+async fn scripted() -> RawBackend {
+    RawBackend::start(serve).await
+}
+
+async fn serve(stream: TcpStream) {
+    let mut stream = BufReader::new(stream);
+    for served in 0.. {
+        let mut request_line = String::new();
+        if !matches!(stream.read_line(&mut request_line).await, Ok(n) if n > 0) {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match stream.read_line(&mut line).await {
+                Ok(n) if n > 0 && line != "\r\n" => {
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                Ok(n) if n > 0 => break,
+                _ => return,
+            }
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
+        if path != "/too-large" {
+            let mut body = vec![0u8; length];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+        }
+        if path.starts_with("/once-per-connection") && served > 0 {
+            // What a backend closing an idle connection looks like when a request was on its way.
+            return;
+        }
+        let (answer, close) = script(&path);
+        let socket = stream.get_mut();
+        if path.starts_with("/trickle") {
+            for byte in &answer {
+                if socket.write_all(std::slice::from_ref(byte)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } else if socket.write_all(&answer).await.is_err() {
+            return;
+        }
+        if close {
+            // Close the sending side, and read what the client still sends, so the kernel does not
+            // reset the connection (and the answer with it) over unread bytes.
+            let _ = socket.shutdown().await;
+            let mut sink = vec![0u8; 64 * 1024];
+            let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            return;
+        }
+    }
+}
+
+/// One backend; passive ejection and circuit breaking off, so a test can send it broken
+/// answers in a row and still be served by it after.
+fn only(backend: &RawBackend) -> serde_json::Value {
+    json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": backend.url() }],
+        "passive": { "enabled": false },
+        "circuit_breaker": { "enabled": false },
+        "workers": 1,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_arrives_whole_with_its_trailers_and_keeps_the_connection() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for _ in 0..20 {
+        let reply = http.get(&lb.url("/chunked")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello, world");
+    }
+    // Trailers reach an HTTP/2 client (HTTP/1.1 clients get them only if they asked).
+    let response = Http::h2c()
+        .try_send(
+            Request::get(lb.url("/chunked"))
+                .body(lbhost_e2e::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(collected.to_bytes(), "hello, world");
+    assert_eq!(trailers["x-trailer"], "1");
+    assert_eq!(
+        backend.accepted(),
+        1,
+        "every chunked answer reused one connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_trickling_in_a_byte_at_a_time_arrive_whole() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for _ in 0..2 {
+        let reply = http.get(&lb.url("/trickle-fixed")).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "/trickle-fixed")
+        );
+        let reply = http.get(&lb.url("/trickle-chunked")).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "hello, world")
+        );
+    }
+    assert_eq!(backend.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interim_100_is_skipped_and_the_final_answer_relayed() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let reply = Http::new().get(&lb.url("/continue")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "continued")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_delimited_by_closing_arrives_whole_and_its_connection_is_not_reused() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for _ in 0..5 {
+        let reply = http.get(&lb.url("/until-close")).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "read until the end")
+        );
+    }
+    assert_eq!(backend.accepted(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_answers_give_502_and_the_next_request_is_served() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for path in [
+        "/garbage",
+        "/bad-length",
+        "/two-lengths",
+        "/huge-head",
+        "/unasked-101",
+    ] {
+        let reply = http.get(&lb.url(path)).await;
+        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
+        let after = format!("/after{path}");
+        let reply = http.get(&lb.url(&after)).await;
+        assert_eq!((reply.status, reply.text()), (StatusCode::OK, after));
+    }
+    let log = lb.log();
+    assert!(log.contains("malformed response head"), "{log}");
+    assert!(log.contains("invalid Content-Length"), "{log}");
+    assert!(log.contains("response head larger than"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_or_malformed_fails_the_client_stream_and_nothing_else() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    for path in ["/cut-short", "/bad-chunk"] {
+        let http = Http::new();
+        let request = Request::get(lb.url(path))
+            .body(lbhost_e2e::empty())
+            .expect("request");
+        // The head may or may not have gone out before the body failed; the body never ends well.
+        let whole = match http.try_send(request).await {
+            Ok(response) => response.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(!whole, "{path}: the client saw a complete body");
+        let reply = Http::new().get(&lb.url("/fine")).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "/fine")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_upload_ends_reaches_the_client() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    // The client announces 8 MiB and sends 64 KiB of it: the backend's 413 must come back
+    // while the rest never does. (A raw client: hyper's own stops at its failed write.)
+    let mut client = TcpStream::connect(lb.listen()).await.expect("connect");
+    let head = format!(
+        "POST /too-large HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        8 << 20
+    );
+    client.write_all(head.as_bytes()).await.expect("head");
+    client
+        .write_all(&[0u8; 64 * 1024])
+        .await
+        .expect("some body");
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = client.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+            if answer.ends_with(b"too much") {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(answer.ends_with("too much"), "{answer:?}");
+    let request = Request::post(lb.url("/echo-length"))
+        .body(full("abc"))
+        .expect("request");
+    let reply = Http::new().send(request).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "/echo-length")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_under_a_get_costs_the_client_nothing() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for i in 0..5 {
+        let path = format!("/once-per-connection-{i}");
+        let reply = http.get(&lb.url(&path)).await;
+        assert_eq!((reply.status, reply.text()), (StatusCode::OK, path));
+    }
+    assert_eq!(
+        backend.accepted(),
+        5,
+        "each GET after the first went again on a new connection"
+    );
+    // A POST may have been acted on: it is not sent twice.
+    let request = Request::post(lb.url("/once-per-connection-post"))
+        .body(lbhost_e2e::empty())
+        .expect("request");
+    assert_eq!(http.send(request).await.status, 502);
+}
