@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::upstream::RequestHead;
+
 /// Headers that describe one connection, not the message; never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -97,64 +99,156 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(&PROXY_CONNECTION);
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for the backend. From a trusted proxy the
-/// existing values are kept and extended; from anyone else they are replaced.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    host: Option<&HeaderValue>,
-) {
-    use std::fmt::Write as _;
-    let mut xff = String::with_capacity(48);
-    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if peer_trusted && !prior.trim().is_empty() {
-            xff.push_str(prior);
-            xff.push_str(", ");
+/// What the backend is told about the client, beyond the client's own headers.
+pub struct Forwarding<'a> {
+    /// The connection's peer (the client, or the proxy in front).
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
+    pub peer_trusted: bool,
+    /// The host the client asked for (`Host`, or the URI's authority), if any.
+    pub host: Option<&'a HeaderValue>,
+    /// The `Host` to send when the client named none: the backend's own.
+    pub fallback_host: &'a str,
+    /// The protocol of an upgrade the client asked for.
+    pub upgrade: Option<&'a HeaderValue>,
+}
+
+/// Writes the headers the backend gets into `head`: the client's `headers` without the
+/// hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection` names), then `Host` and
+/// `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy the existing forwarding
+/// values are kept and extended; from anyone else they are replaced.
+pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwarding<'_>) {
+    let connection = headers.contains_key(header::CONNECTION);
+    for (name, value) in headers {
+        if is_hop_by_hop(name)
+            || is_rewritten(name)
+            || (connection && named_by_connection(headers, name))
+        {
+            continue;
         }
+        head.header(name.as_str(), value.as_bytes());
     }
-    let _ = write!(xff, "{peer}");
-    if let Some(value) = header_value(xff) {
-        headers.insert(&X_FORWARDED_FOR, value);
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(host) => {
-                headers.insert(&X_FORWARDED_HOST, host.clone());
+    let host = f
+        .host
+        .map_or(f.fallback_host.as_bytes(), HeaderValue::as_bytes);
+    head.header("host", host);
+
+    let mut peer = [0u8; 48];
+    let peer = format_ip(f.peer, &mut peer);
+    let mut xff: Vec<u8> = Vec::with_capacity(64);
+    if f.peer_trusted {
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            if !prior.as_bytes().trim_ascii().is_empty() {
+                xff.extend_from_slice(prior.as_bytes());
+                xff.extend_from_slice(b", ");
             }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
         }
     }
-    let mut forwarded = String::with_capacity(64);
-    if let Some(prior) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        if peer_trusted {
-            forwarded.push_str(prior);
-            forwarded.push_str(", ");
+    xff.extend_from_slice(peer);
+    head.header("x-forwarded-for", &xff);
+
+    let kept = |name: &HeaderName| f.peer_trusted && headers.contains_key(name);
+    if kept(&X_FORWARDED_PROTO) {
+        for value in headers.get_all(&X_FORWARDED_PROTO) {
+            head.header("x-forwarded-proto", value.as_bytes());
+        }
+    } else {
+        head.header("x-forwarded-proto", b"http");
+    }
+    if kept(&X_FORWARDED_HOST) {
+        for value in headers.get_all(&X_FORWARDED_HOST) {
+            head.header("x-forwarded-host", value.as_bytes());
+        }
+    } else if let Some(host) = f.host {
+        head.header("x-forwarded-host", host.as_bytes());
+    }
+
+    let mut forwarded: Vec<u8> = Vec::with_capacity(96);
+    if f.peer_trusted {
+        if let Some(prior) = headers.get(header::FORWARDED) {
+            forwarded.extend_from_slice(prior.as_bytes());
+            forwarded.extend_from_slice(b", ");
         }
     }
-    let _ = match peer {
-        IpAddr::V4(_) => write!(forwarded, "for={peer};proto=http"),
-        IpAddr::V6(_) => write!(forwarded, "for=\"[{peer}]\";proto=http"),
-    };
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=\"");
-        forwarded.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
-        forwarded.push('"');
+    match f.peer {
+        IpAddr::V4(_) => {
+            forwarded.extend_from_slice(b"for=");
+            forwarded.extend_from_slice(peer);
+        }
+        IpAddr::V6(_) => {
+            forwarded.extend_from_slice(b"for=\"[");
+            forwarded.extend_from_slice(peer);
+            forwarded.extend_from_slice(b"]\"");
+        }
     }
-    if let Some(value) = header_value(forwarded) {
-        headers.insert(header::FORWARDED, value);
+    forwarded.extend_from_slice(b";proto=http");
+    if let Some(host) = f.host {
+        forwarded.extend_from_slice(b";host=\"");
+        forwarded.extend(host.as_bytes().iter().filter(|&&b| b != b'"' && b != b'\\'));
+        forwarded.push(b'"');
+    }
+    head.header("forwarded", &forwarded);
+
+    if let Some(protocol) = f.upgrade {
+        head.header("connection", b"upgrade");
+        head.header("upgrade", protocol.as_bytes());
     }
 }
 
-/// `text` as a header value, taking its buffer instead of copying it; `None` if it is not a
-/// valid value.
-fn header_value(text: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == PROXY_CONNECTION
+}
+
+/// Headers [`write_upstream`] writes itself.
+fn is_rewritten(name: &HeaderName) -> bool {
+    *name == header::HOST
+        || *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+        || *name == header::FORWARDED
+}
+
+/// Whether a `Connection` header names `name` (making it hop-by-hop).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// `ip` as text in `buf`, without the formatting machinery's cost for the common IPv4 case.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    let _ = cursor.write_all(b".");
+                }
+                let mut digits = [0u8; 3];
+                let mut n = octet;
+                let mut len = 0;
+                loop {
+                    digits[2 - len] = b'0' + n % 10;
+                    len += 1;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = cursor.write_all(&digits[3 - len..]);
+            }
+        }
+        // An IPv6 address is at most 45 characters: it fits.
+        IpAddr::V6(v6) => {
+            let _ = write!(cursor, "{v6}");
+        }
+    }
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`), if any.
@@ -222,19 +316,75 @@ mod tests {
         assert_eq!(h.get("x-bar").unwrap(), "2");
     }
 
+    /// The header lines [`write_upstream`] writes for `headers`.
+    fn upstream(headers: &HeaderMap, peer: &str, trusted: bool, host: Option<&str>) -> String {
+        let mut head = RequestHead::new(&http::Method::GET, "/");
+        let host = host.map(HeaderValue::from_str).transpose().unwrap();
+        let forwarding = Forwarding {
+            peer: peer.parse().unwrap(),
+            peer_trusted: trusted,
+            host: host.as_ref(),
+            fallback_host: "backend:80",
+            upgrade: None,
+        };
+        write_upstream(&mut head, headers, &forwarding);
+        let bytes = head
+            .finish(&http_body_util::Empty::<bytes::Bytes>::new())
+            .bytes;
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        text.trim_start_matches("GET / HTTP/1.1\r\n")
+            .trim_end()
+            .to_string()
+    }
+
     #[test]
     fn forwarded_headers_replace_or_extend() {
-        let host = HeaderValue::from_static("example.com");
-        let mut h = headers(&[("x-forwarded-for", "6.6.6.6")]);
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, Some(&host));
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        let h = headers(&[("x-forwarded-for", "6.6.6.6"), ("accept", "*/*")]);
         assert_eq!(
-            h.get("forwarded").unwrap(),
-            "for=127.0.0.1;proto=http;host=\"example.com\""
+            upstream(&h, "127.0.0.1", false, Some("example.com")),
+            "accept: */*\r\nhost: example.com\r\nx-forwarded-for: 127.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\n\
+             forwarded: for=127.0.0.1;proto=http;host=\"example.com\""
         );
-        let mut h = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        set_forwarded(&mut h, "::1".parse().unwrap(), true, None);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, ::1");
-        assert_eq!(h.get("forwarded").unwrap(), "for=\"[::1]\";proto=http");
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            upstream(&h, "::1", true, None),
+            "host: backend:80\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, ::1\r\n\
+             x-forwarded-proto: https\r\nforwarded: for=\"[::1]\";proto=http"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let h = headers(&[
+            ("connection", "x-foo, keep-alive"),
+            ("x-foo", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("x-bar", "2"),
+        ]);
+        let lines = upstream(&h, "10.0.0.1", false, Some("h"));
+        assert!(lines.starts_with("x-bar: 2\r\nhost: h\r\n"), "{lines}");
+    }
+
+    #[test]
+    fn ip_addresses_format_as_std_does() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.200.30.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7:1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = [0u8; 48];
+            assert_eq!(format_ip(ip, &mut buf), ip.to_string().as_bytes());
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::strategy::{Choice, RequestData, Strategies};
-use crate::upstream::{ResponseBody, Upstream};
+use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream};
 use replay::RequestBody;
 
 /// Everything a request needs, shared by all connections.
@@ -195,13 +195,13 @@ impl Proxy {
             let Some(upstream_body) = body.next_attempt() else {
                 break;
             };
-            let request = upstream_request(&data.parts, &backend, &client, upstream_body);
+            let head = upstream_head(&data.parts, &backend, &client, &upstream_body);
             let in_flight = backend.start_request();
             let sent = Instant::now();
             let result = tokio::time::timeout(
                 config.timeouts.response_header,
                 self.upstream
-                    .request(&backend, request, config.timeouts.connect),
+                    .request(&backend, &head, upstream_body, config.timeouts.connect),
             )
             .await;
             let latency = sent.elapsed();
@@ -419,48 +419,34 @@ fn relay(
     Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 
-/// The request for one attempt on `backend`: the client's head with proxy headers (the URI in
-/// origin form, `Host` kept, or the backend's when the client sent none), `body`.
-fn upstream_request(
+/// The request head for one attempt on `backend`: the client's method, target (in origin
+/// form) and headers, with the proxy headers (`Host` kept, or the backend's when the client sent
+/// none) and the framing `body` needs.
+fn upstream_head(
     parts: &Parts,
     backend: &Backend,
     client: &Client,
-    body: UpstreamBody,
-) -> Request<UpstreamBody> {
-    let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-        parts
+    body: &UpstreamBody,
+) -> Outgoing {
+    let host = parts.headers.get(http::header::HOST);
+    // HTTP/2 clients name the host in the URI (`:authority`), not in a header.
+    let authority = match host {
+        Some(_) => None,
+        None => parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let mut headers = parts.headers.clone();
-    headers::remove_hop_by_hop(&mut headers);
-    headers::set_forwarded(
-        &mut headers,
-        client.peer_ip,
-        client.peer_trusted,
-        host.as_ref(),
-    );
-    let host = host.unwrap_or_else(|| {
-        HeaderValue::from_str(backend.authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"))
-    });
-    headers.insert(http::header::HOST, host);
-    if let Some((protocol, _)) = &client.upgrade {
-        headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        headers.insert(http::header::UPGRADE, protocol.clone());
-    }
-    let uri = match parts.uri.path_and_query() {
-        Some(p) => Uri::from(p.clone()),
-        None => Uri::from_static("/"),
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    request
+    let host = host.or(authority.as_ref());
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = RequestHead::new(&parts.method, target);
+    let forwarding = headers::Forwarding {
+        peer: client.peer_ip,
+        peer_trusted: client.peer_trusted,
+        host,
+        fallback_host: backend.authority.as_str(),
+        upgrade: client.upgrade.as_ref().map(|(protocol, _)| protocol),
+    };
+    headers::write_upstream(&mut head, &parts.headers, &forwarding);
+    head.finish(body)
 }

@@ -4,40 +4,40 @@
 use std::io;
 
 use bytes::{Buf, Bytes};
-use http::{header, Request, Response};
+use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::ResponseBody;
 use super::conn::Conn;
-use super::wire::{self, RequestFraming};
+use super::wire::{self, Outgoing, RequestFraming};
 use super::UpstreamError;
 use crate::proxy::UpstreamBody;
 
 /// Why [`exchange`] did not get a response.
 pub(super) enum Failure {
-    /// A reused connection failed before any of the request was written: it can go on another.
-    Unsent(Box<Request<UpstreamBody>>, UpstreamError),
+    /// A reused connection failed before any of the request was written: it can go on another
+    /// (with its body, unread).
+    Unsent(UpstreamBody, UpstreamError),
     /// A reused connection was closed by the backend without a byte of answer to an idempotent
     /// request without a body: the backend closed it idle just as the request went out (the
     /// keep-alive race). It can go once more, on a new connection.
-    Stale(Box<Request<UpstreamBody>>, UpstreamError),
+    Stale(UpstreamBody, UpstreamError),
     Failed(UpstreamError),
 }
 
-/// Sends `request` on `conn` and reads the response head; the body reads on from `conn`.
+/// Sends `head` and `body` on `conn` and reads the response head; the body reads on from
+/// `conn`.
 pub(super) async fn exchange(
     mut conn: Conn,
-    request: Request<UpstreamBody>,
+    head: &Outgoing,
+    body: UpstreamBody,
 ) -> Result<Response<ResponseBody>, Failure> {
-    let (head, framing) = wire::encode_head(&request);
-    let method = request.method().clone();
-    let asked_upgrade = request.headers().contains_key(header::UPGRADE);
-    if let Err(e) = conn.io.write_all(&head).await {
+    if let Err(e) = conn.io.write_all(&head.bytes).await {
         let error = UpstreamError::Send(e);
         return Err(if conn.reused {
-            Failure::Unsent(Box::new(request), error)
+            Failure::Unsent(body, error)
         } else {
             Failure::Failed(error)
         });
@@ -46,18 +46,18 @@ pub(super) async fn exchange(
     let mut complete = true;
     // Kept for the keep-alive race (see [`Failure::Stale`]).
     let mut resendable = None;
-    if framing == RequestFraming::Empty {
-        if conn.reused && method.is_idempotent() {
-            resendable = Some(request);
+    if head.framing == RequestFraming::Empty {
+        if conn.reused && head.method.is_idempotent() {
+            resendable = Some(body);
         }
     } else {
-        complete = upload(&mut conn, request.into_body(), framing)
+        complete = upload(&mut conn, body, head.framing)
             .await
             .map_err(Failure::Failed)?;
     }
     let mut received = !conn.buf.is_empty();
-    let head = loop {
-        match wire::parse_head(&mut conn.buf, &method, asked_upgrade) {
+    let answer = loop {
+        match wire::parse_head(&mut conn.buf, &head.method, head.upgrade) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(e) => return Err(Failure::Failed(UpstreamError::Invalid(e))),
@@ -72,13 +72,13 @@ pub(super) async fn exchange(
             Err(e) => return Err(Failure::Failed(UpstreamError::Receive(e))),
         };
         return Err(match resendable {
-            Some(request) if !received => Failure::Stale(Box::new(request), error),
+            Some(body) if !received => Failure::Stale(body, error),
             _ => Failure::Failed(error),
         });
     };
     conn.mark.answered();
-    let (parts, ()) = head.response.into_parts();
-    let body = ResponseBody::new(conn, head.framing, head.keep_alive && complete);
+    let (parts, ()) = answer.response.into_parts();
+    let body = ResponseBody::new(conn, answer.framing, answer.keep_alive && complete);
     Ok(Response::from_parts(parts, body))
 }
 

@@ -15,13 +15,13 @@ mod wire;
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use tokio::net::TcpStream;
 
 pub use body::{ResponseBody, Upgraded};
 pub use counts::{ConnectionCount, ConnectionCounts};
 pub use pool::IDLE_TIMEOUT;
-pub use wire::WireError;
+pub use wire::{Outgoing, RequestHead, WireError};
 
 use crate::pool::Backend;
 use crate::proxy::{BoxError, UpstreamBody};
@@ -85,8 +85,7 @@ impl Upstream {
         &self.counts
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to `backend` and resolves to the response
-    /// head; the body streams from the connection, which goes back to the pool when the body has
+    /// Sends `head` and `body` to `backend` and resolves to the response head; the body streams from the connection, which goes back to the pool when the body has
     /// been read whole. A new connection must be established within `connect_timeout` (the
     /// running config's, so a reload applies to the next connection opened).
     ///
@@ -97,23 +96,24 @@ impl Upstream {
     pub async fn request(
         &self,
         backend: &Backend,
-        mut request: Request<UpstreamBody>,
+        head: &Outgoing,
+        mut body: UpstreamBody,
         connect_timeout: Duration,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         while let Some(conn) = pool::checkout(backend.key) {
-            match exchange(conn, request).await {
+            match exchange(conn, head, body).await {
                 Ok(response) => return Ok(response),
-                Err(Failure::Unsent(again, _)) => request = *again,
+                Err(Failure::Unsent(again, _)) => body = again,
                 Err(Failure::Stale(again, e)) => {
                     tracing::debug!(backend = %backend.address, cause = %e, "pooled connection closed under the request; sending it on a new one");
-                    request = *again;
+                    body = again;
                     break;
                 }
                 Err(Failure::Failed(e)) => return Err(e),
             }
         }
         let conn = self.connect(backend, connect_timeout).await?;
-        match exchange(conn, request).await {
+        match exchange(conn, head, body).await {
             Ok(response) => Ok(response),
             Err(Failure::Unsent(_, e) | Failure::Stale(_, e) | Failure::Failed(e)) => Err(e),
         }

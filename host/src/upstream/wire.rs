@@ -1,9 +1,11 @@
 //! HTTP/1.1 on the wire towards backends: the request head lbhost writes, the response head it
 //! reads, and how the response body is delimited (RFC 9112 §6).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).
@@ -65,69 +67,93 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
-/// The request head for `request`, with the framing header its body needs, and that framing.
-/// The URI must be in origin form; `Host` must be among the headers.
-pub fn encode_head<B: http_body::Body>(request: &Request<B>) -> (BytesMut, RequestFraming) {
-    let headers = request.headers();
-    let (framing, extra): (RequestFraming, Option<(&str, HeaderValue)>) =
-        match headers.get(header::CONTENT_LENGTH) {
-            Some(value) => match parse_length(value.as_bytes()).unwrap_or(0) {
-                0 => (RequestFraming::Empty, None),
-                length => (RequestFraming::Length(length), None),
-            },
-            None if request.body().is_end_stream() => {
-                // As hyper does: methods that normally carry a body say it is empty.
-                let empty = matches!(
-                    *request.method(),
-                    Method::POST | Method::PUT | Method::PATCH
-                );
-                let extra = empty.then(|| ("content-length", HeaderValue::from_static("0")));
-                (RequestFraming::Empty, extra)
-            }
-            None => match request.body().size_hint().exact() {
-                Some(length) => (
-                    RequestFraming::Length(length),
-                    Some(("content-length", HeaderValue::from(length))),
-                ),
-                None => (
-                    RequestFraming::Chunked,
-                    Some(("transfer-encoding", HeaderValue::from_static("chunked"))),
-                ),
-            },
-        };
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .as_bytes();
-    let method = request.method().as_str().as_bytes();
-    let mut size = method.len() + target.len() + 14;
-    for (name, value) in headers {
-        size += name.as_str().len() + value.len() + 4;
-    }
-    if let Some((name, value)) = &extra {
-        size += name.len() + value.len() + 4;
-    }
-    let mut head = BytesMut::with_capacity(size);
-    head.put_slice(method);
-    head.put_u8(b' ');
-    head.put_slice(target);
-    head.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        put_header(&mut head, name.as_str(), value);
-    }
-    if let Some((name, value)) = &extra {
-        put_header(&mut head, name, value);
-    }
-    head.put_slice(b"\r\n");
-    (head, framing)
+/// A request head for a backend, written header by header, then [`RequestHead::finish`]ed
+/// with the framing its body needs.
+#[derive(Debug)]
+pub struct RequestHead {
+    buf: BytesMut,
+    method: Method,
+    /// The value of a `Content-Length` header written, if any.
+    length: Option<u64>,
+    upgrade: bool,
 }
 
-fn put_header(head: &mut BytesMut, name: &str, value: &HeaderValue) {
-    head.put_slice(name.as_bytes());
-    head.put_slice(b": ");
-    head.put_slice(value.as_bytes());
-    head.put_slice(b"\r\n");
+/// A finished request head, ready for the wire (and again, if the request must go again).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub bytes: Bytes,
+    pub framing: RequestFraming,
+    pub method: Method,
+    /// Whether it asks for an upgrade (so a 101 is expected).
+    pub upgrade: bool,
+}
+
+impl RequestHead {
+    /// The request line: `method target HTTP/1.1` (`target` in origin form).
+    pub fn new(method: &Method, target: &str) -> Self {
+        let mut buf = BytesMut::with_capacity(512);
+        buf.put_slice(method.as_str().as_bytes());
+        buf.put_u8(b' ');
+        buf.put_slice(target.as_bytes());
+        buf.put_slice(b" HTTP/1.1\r\n");
+        RequestHead {
+            buf,
+            method: method.clone(),
+            length: None,
+            upgrade: false,
+        }
+    }
+
+    /// One header line. `name` is a lowercase header name and `value` a valid header value (as
+    /// from a `HeaderMap`): neither may hold CR or LF. `Transfer-Encoding` is for
+    /// [`RequestHead::finish`] to write.
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        debug_assert!(!value.iter().any(|&b| b == b'\r' || b == b'\n'));
+        match name {
+            "content-length" => self.length = Some(parse_length(value).unwrap_or(0)),
+            "upgrade" => self.upgrade = true,
+            _ => {}
+        }
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(value);
+        self.buf.put_slice(b"\r\n");
+    }
+
+    /// The head, closed with the framing header `body` needs (a `Content-Length` the client
+    /// sent is kept; otherwise the body's exact size, or chunked).
+    pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
+        let framing = match self.length {
+            Some(0) => RequestFraming::Empty,
+            Some(length) => RequestFraming::Length(length),
+            None if body.is_end_stream() => {
+                // As hyper does: methods that normally carry a body say it is empty.
+                if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+                    self.buf.put_slice(b"content-length: 0\r\n");
+                }
+                RequestFraming::Empty
+            }
+            None => match body.size_hint().exact() {
+                Some(length) => {
+                    self.buf.put_slice(b"content-length: ");
+                    self.buf.put_slice(length.to_string().as_bytes());
+                    self.buf.put_slice(b"\r\n");
+                    RequestFraming::Length(length)
+                }
+                None => {
+                    self.buf.put_slice(b"transfer-encoding: chunked\r\n");
+                    RequestFraming::Chunked
+                }
+            },
+        };
+        self.buf.put_slice(b"\r\n");
+        Outgoing {
+            bytes: self.buf.freeze(),
+            framing,
+            method: self.method,
+            upgrade: self.upgrade,
+        }
+    }
 }
 
 /// The response head at the start of `buf`, consumed from it, once it is all there
@@ -137,22 +163,22 @@ pub fn parse_head(
     method: &Method,
     asked_upgrade: bool,
 ) -> Result<Option<Head>, WireError> {
+    let config = httparse::ParserConfig::default();
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let length = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-                return Err(WireError::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
-            Err(e) => return Err(WireError::Head(e)),
-        };
-        let code = parsed.code.unwrap_or(0);
-        let version = match parsed.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
+        let (length, code, version) = {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let length =
+                match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+                    Ok(httparse::Status::Complete(length)) => length,
+                    Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                        return Err(WireError::HeadTooLarge)
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
+                    Err(e) => return Err(WireError::Head(e)),
+                };
+            (length, parsed.code.unwrap_or(0), parsed.version)
         };
         if (100..200).contains(&code) && code != 101 {
             buf.advance(length);
@@ -160,21 +186,23 @@ pub fn parse_head(
         }
         let status =
             StatusCode::from_u16(code).map_err(|_| WireError::Head(httparse::Error::Status))?;
-        // Where each header sits in the head, so the values can share its buffer.
-        let start = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = parsed.headers.len();
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - start;
-            let value = h.value.as_ptr() as usize - start;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-        }
+        let version = match version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Parsed again from the frozen head, so the header values can share its buffer (cheaper
+        // than keeping where each one sits in a table as large as the header limit).
         let bytes = buf.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-            let name = HeaderName::from_bytes(&bytes[name_start..name_end])
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        config
+            .parse_response_with_uninit_headers(&mut parsed, &bytes, &mut slots)
+            .map_err(WireError::Head)?;
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|e| WireError::Header(e.to_string()))?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
+            let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value))
                 .map_err(|e| WireError::Header(e.to_string()))?;
             headers.append(name, value);
         }
@@ -411,26 +439,53 @@ mod tests {
         parse_head(&mut BytesMut::from(raw), method, false)
     }
 
+    fn finished(method: Method, headers: &[(&str, &str)], body: &impl http_body::Body) -> Outgoing {
+        let mut head = RequestHead::new(&method, "/a?b=1");
+        for (name, value) in headers {
+            head.header(name, value.as_bytes());
+        }
+        head.finish(body)
+    }
+
     #[test]
     fn request_head_carries_the_framing_its_body_needs() {
-        let get = Request::get("/a?b=1")
-            .header("host", "example")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let (bytes, framing) = encode_head(&get);
-        assert_eq!(&bytes[..], b"GET /a?b=1 HTTP/1.1\r\nhost: example\r\n\r\n");
-        assert_eq!(framing, RequestFraming::Empty);
+        let get = finished(Method::GET, &[("host", "example")], &Empty::<Bytes>::new());
+        assert_eq!(
+            &get.bytes[..],
+            b"GET /a?b=1 HTTP/1.1\r\nhost: example\r\n\r\n"
+        );
+        assert_eq!(get.framing, RequestFraming::Empty);
 
-        let post = Request::post("/").body(Empty::<Bytes>::new()).unwrap();
-        let (bytes, _) = encode_head(&post);
-        assert_eq!(&bytes[..], b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        let post = finished(Method::POST, &[], &Empty::<Bytes>::new());
+        assert_eq!(
+            &post.bytes[..],
+            b"POST /a?b=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
 
-        let sized = Request::put("/")
-            .body(Full::new(Bytes::from("abc")))
-            .unwrap();
-        let (bytes, framing) = encode_head(&sized);
-        assert_eq!(&bytes[..], b"PUT / HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
-        assert_eq!(framing, RequestFraming::Length(3));
+        let sized = finished(Method::PUT, &[], &Full::new(Bytes::from("abc")));
+        assert_eq!(
+            &sized.bytes[..],
+            b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(sized.framing, RequestFraming::Length(3));
+
+        let declared = finished(
+            Method::PUT,
+            &[("content-length", "7")],
+            &Full::new(Bytes::from("abc")),
+        );
+        assert_eq!(
+            &declared.bytes[..],
+            b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 7\r\n\r\n"
+        );
+        assert_eq!(declared.framing, RequestFraming::Length(7));
+
+        let upgrade = finished(
+            Method::GET,
+            &[("upgrade", "websocket")],
+            &Empty::<Bytes>::new(),
+        );
+        assert!(upgrade.upgrade);
     }
 
     #[test]
