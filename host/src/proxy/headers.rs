@@ -135,17 +135,17 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
 
     let mut peer = [0u8; 48];
     let peer = format_ip(f.peer, &mut peer);
-    let mut xff: Vec<u8> = Vec::with_capacity(64);
-    if f.peer_trusted {
-        for prior in headers.get_all(&X_FORWARDED_FOR) {
-            if !prior.as_bytes().trim_ascii().is_empty() {
-                xff.extend_from_slice(prior.as_bytes());
-                xff.extend_from_slice(b", ");
+    head.header_with("x-forwarded-for", |value| {
+        if f.peer_trusted {
+            for prior in headers.get_all(&X_FORWARDED_FOR) {
+                if !prior.as_bytes().trim_ascii().is_empty() {
+                    value.push(prior.as_bytes());
+                    value.push(b", ");
+                }
             }
         }
-    }
-    xff.extend_from_slice(peer);
-    head.header("x-forwarded-for", &xff);
+        value.push(peer);
+    });
 
     let kept = |name: &HeaderName| f.peer_trusted && headers.contains_key(name);
     if kept(&X_FORWARDED_PROTO) {
@@ -163,31 +163,34 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
         head.header("x-forwarded-host", host.as_bytes());
     }
 
-    let mut forwarded: Vec<u8> = Vec::with_capacity(96);
-    if f.peer_trusted {
-        if let Some(prior) = headers.get(header::FORWARDED) {
-            forwarded.extend_from_slice(prior.as_bytes());
-            forwarded.extend_from_slice(b", ");
+    head.header_with("forwarded", |value| {
+        if f.peer_trusted {
+            if let Some(prior) = headers.get(header::FORWARDED) {
+                value.push(prior.as_bytes());
+                value.push(b", ");
+            }
         }
-    }
-    match f.peer {
-        IpAddr::V4(_) => {
-            forwarded.extend_from_slice(b"for=");
-            forwarded.extend_from_slice(peer);
+        match f.peer {
+            IpAddr::V4(_) => {
+                value.push(b"for=");
+                value.push(peer);
+            }
+            IpAddr::V6(_) => {
+                value.push(b"for=\"[");
+                value.push(peer);
+                value.push(b"]\"");
+            }
         }
-        IpAddr::V6(_) => {
-            forwarded.extend_from_slice(b"for=\"[");
-            forwarded.extend_from_slice(peer);
-            forwarded.extend_from_slice(b"]\"");
+        value.push(b";proto=http");
+        if let Some(host) = f.host {
+            value.push(b";host=\"");
+            // Quotes and backslashes would end or escape the quoted string: left out.
+            for piece in host.as_bytes().split(|&b| b == b'"' || b == b'\\') {
+                value.push(piece);
+            }
+            value.push(b"\"");
         }
-    }
-    forwarded.extend_from_slice(b";proto=http");
-    if let Some(host) = f.host {
-        forwarded.extend_from_slice(b";host=\"");
-        forwarded.extend(host.as_bytes().iter().filter(|&&b| b != b'"' && b != b'\\'));
-        forwarded.push(b'"');
-    }
-    head.header("forwarded", &forwarded);
+    });
 
     if let Some(protocol) = f.upgrade {
         head.header("connection", b"upgrade");

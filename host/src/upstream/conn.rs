@@ -74,6 +74,11 @@ impl Conn {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Frees the read buffer (of an idle connection: it holds nothing unread).
+    pub(super) fn drop_buffer(&mut self) {
+        self.buf = BytesMut::new();
+    }
+
     /// Gives the connection back to this thread's idle pool, if it is fit for another request.
     pub(super) fn release(mut self) {
         if !self.buf.is_empty() {
@@ -81,8 +86,12 @@ impl Conn {
             tracing::debug!("upstream connection closed: bytes after the response");
             return;
         }
-        // An empty buffer may still hold 8 KiB: an idle connection keeps none.
-        self.buf = BytesMut::new();
+        // The buffer keeps its capacity, so the next response reads into it without an
+        // allocation, unless a long body made it large. (The pool's sweep drops it from
+        // connections left idle.)
+        if self.buf.capacity() > 2 * READ_MIN {
+            self.drop_buffer();
+        }
         self.reused = true;
         super::pool::put(self);
     }

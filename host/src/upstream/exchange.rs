@@ -18,11 +18,11 @@ use crate::proxy::UpstreamBody;
 /// Why [`exchange`] did not get a response.
 pub(super) enum Failure {
     /// A reused connection failed before any of the request was written: it can go on another
-    /// (with its body, unread).
+    /// (with its body, unread). Never from a new connection.
     Unsent(UpstreamBody, UpstreamError),
     /// A reused connection was closed by the backend without a byte of answer to an idempotent
     /// request without a body: the backend closed it idle just as the request went out (the
-    /// keep-alive race). It can go once more, on a new connection.
+    /// keep-alive race). It can go once more, on a new connection. Never from a new connection.
     Stale(UpstreamBody, UpstreamError),
     Failed(UpstreamError),
 }
@@ -51,7 +51,9 @@ pub(super) async fn exchange(
             resendable = Some(body);
         }
     } else {
-        complete = upload(&mut conn, body, head.framing)
+        // Boxed: only requests with a body need its state, and every request's future would
+        // carry it otherwise.
+        complete = Box::pin(upload(&mut conn, body, head.framing))
             .await
             .map_err(Failure::Failed)?;
     }

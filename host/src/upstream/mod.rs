@@ -100,22 +100,34 @@ impl Upstream {
         mut body: UpstreamBody,
         connect_timeout: Duration,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        while let Some(conn) = pool::checkout(backend.key) {
+        // One exchange in one loop, so the future holds one exchange's state, not one per path.
+        // A new connection never hands the request back, so the loop ends.
+        let mut pooled = true;
+        loop {
+            let conn = match if pooled {
+                pool::checkout(backend.key)
+            } else {
+                None
+            } {
+                Some(conn) => conn,
+                None => {
+                    pooled = false;
+                    self.connect(backend, connect_timeout).await?
+                }
+            };
             match exchange(conn, head, body).await {
                 Ok(response) => return Ok(response),
-                Err(Failure::Unsent(again, _)) => body = again,
+                Err(Failure::Unsent(again, e)) => {
+                    tracing::debug!(backend = %backend.address, cause = %e, "pooled connection failed before the request went out; trying another");
+                    body = again;
+                }
                 Err(Failure::Stale(again, e)) => {
                     tracing::debug!(backend = %backend.address, cause = %e, "pooled connection closed under the request; sending it on a new one");
                     body = again;
-                    break;
+                    pooled = false;
                 }
                 Err(Failure::Failed(e)) => return Err(e),
             }
-        }
-        let conn = self.connect(backend, connect_timeout).await?;
-        match exchange(conn, head, body).await {
-            Ok(response) => Ok(response),
-            Err(Failure::Unsent(_, e) | Failure::Stale(_, e) | Failure::Failed(e)) => Err(e),
         }
     }
 

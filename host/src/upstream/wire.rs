@@ -81,11 +81,22 @@ pub struct RequestHead {
 /// A finished request head, ready for the wire (and again, if the request must go again).
 #[derive(Debug)]
 pub struct Outgoing {
-    pub bytes: Bytes,
+    pub bytes: BytesMut,
     pub framing: RequestFraming,
     pub method: Method,
     /// Whether it asks for an upgrade (so a 101 is expected).
     pub upgrade: bool,
+}
+
+/// A header value being written by [`RequestHead::header_with`].
+pub struct Value<'a>(&'a mut BytesMut);
+
+impl Value<'_> {
+    /// Appends `piece` (no CR or LF) to the value.
+    pub fn push(&mut self, piece: &[u8]) {
+        debug_assert!(!piece.iter().any(|&b| b == b'\r' || b == b'\n'));
+        self.0.put_slice(piece);
+    }
 }
 
 impl RequestHead {
@@ -120,6 +131,17 @@ impl RequestHead {
         self.buf.put_slice(b"\r\n");
     }
 
+    /// One header line whose value `write` puts together from pieces (no buffer of its own).
+    /// The same rules as for [`RequestHead::header`] apply; it must not be `Content-Length` or
+    /// `Upgrade`.
+    pub fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
+        debug_assert!(!matches!(name, "content-length" | "upgrade"));
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b": ");
+        write(&mut Value(&mut self.buf));
+        self.buf.put_slice(b"\r\n");
+    }
+
     /// The head, closed with the framing header `body` needs (a `Content-Length` the client
     /// sent is kept; otherwise the body's exact size, or chunked).
     pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
@@ -148,7 +170,7 @@ impl RequestHead {
         };
         self.buf.put_slice(b"\r\n");
         Outgoing {
-            bytes: self.buf.freeze(),
+            bytes: self.buf,
             framing,
             method: self.method,
             upgrade: self.upgrade,
@@ -170,6 +192,9 @@ pub fn parse_head(
             let mut parsed = httparse::Response::new(&mut []);
             let length =
                 match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+                    Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
+                        return Err(WireError::HeadTooLarge)
+                    }
                     Ok(httparse::Status::Complete(length)) => length,
                     Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                         return Err(WireError::HeadTooLarge)
