@@ -105,13 +105,34 @@ impl Lb {
     }
 
     /// [`Lb::start`] with extra command-line arguments after `--config <file>`.
-    pub async fn start_with_args(mut config: Value, args: &[&str]) -> Lb {
+    ///
+    /// A port the harness picks is free when picked, and another test's listener can take it
+    /// before lbhost binds it: lbhost then exits with "Address already in use", and it is started
+    /// again on new ports (up to three times). Ports the config sets are never changed.
+    pub async fn start_with_args(config: Value, args: &[&str]) -> Lb {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1.. {
+            let (mut lb, picked) = Lb::spawn(config.clone(), args);
+            match lb.wait_ready().await {
+                Ready::Yes => return lb,
+                Ready::PortTaken if picked && attempt < ATTEMPTS => {
+                    eprintln!("lbhost lost a picked port to another listener; starting it again");
+                }
+                // `lb` is dropped while panicking, and prints its log.
+                Ready::PortTaken => panic!("lbhost could not bind its listeners; its log is below"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Starts lbhost on `config`; also says whether the harness picked any of its ports.
+    fn spawn(mut config: Value, args: &[&str]) -> (Lb, bool) {
         let scratch = Scratch::new();
         let fields = config
             .as_object_mut()
             .expect("an lbhost config is a JSON object");
-        let listen = address(fields, "listen");
-        let admin = address(fields, "admin");
+        let (listen, picked_listen) = address(fields, "listen");
+        let (admin, picked_admin) = address(fields, "admin");
         let config_text = serde_json::to_vec_pretty(&config).expect("JSON serializes");
         let config_path = scratch.write("config.json", config_text);
         let log = scratch.path().join("lbhost.log");
@@ -133,7 +154,7 @@ impl Lb {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", lbhost_bin().display()));
         let pid = child.id().expect("a child that was just spawned has a pid");
-        let mut lb = Lb {
+        let lb = Lb {
             child,
             pid,
             listen,
@@ -141,8 +162,7 @@ impl Lb {
             log,
             scratch,
         };
-        lb.wait_ready().await;
-        lb
+        (lb, picked_listen || picked_admin)
     }
 
     /// Runs `lbhost <args>` to completion (at most 20 s), without any `LBHOST_*` or `RUST_LOG`
@@ -246,14 +266,17 @@ impl Lb {
         PeakRss { stop, sampler }
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Ready {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if self.log().contains("Address already in use") {
+                    return Ready::PortTaken;
+                }
                 panic!("lbhost exited ({status}) before it was ready; its log is below");
             }
             if healthz_ok(self.admin).await && TcpStream::connect(self.listen).await.is_ok() {
-                return;
+                return Ready::Yes;
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
@@ -265,6 +288,13 @@ impl Lb {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// How a start ended.
+enum Ready {
+    Yes,
+    /// A listener's port was taken (`Address already in use`).
+    PortTaken,
 }
 
 impl Drop for Lb {
@@ -317,17 +347,19 @@ fn clean_env(command: &mut Command) {
     }
 }
 
-/// The address in `fields[name]`, or a free loopback one written there.
-fn address(fields: &mut Map<String, Value>, name: &str) -> SocketAddr {
+/// The address in `fields[name]`, or a free loopback one written there (then `true`).
+fn address(fields: &mut Map<String, Value>, name: &str) -> (SocketAddr, bool) {
     match fields.get(name) {
-        Some(Value::String(text)) => text
-            .parse()
-            .unwrap_or_else(|e| panic!("config {name} {text:?} is not an address: {e}")),
+        Some(Value::String(text)) => (
+            text.parse()
+                .unwrap_or_else(|e| panic!("config {name} {text:?} is not an address: {e}")),
+            false,
+        ),
         Some(other) => panic!("config {name} should be a string, not {other}"),
         None => {
             let addr = free_addr();
             fields.insert(name.to_string(), Value::String(addr.to_string()));
-            addr
+            (addr, true)
         }
     }
 }
