@@ -7,8 +7,10 @@ use ipnet::IpNet;
 
 use crate::upstream::RequestHead;
 
+/// How many names [`HOP_BY_HOP`] lists.
+const HOP_BY_HOP_COUNT: usize = 8;
 /// Headers that describe one connection, not the message; never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -78,25 +80,51 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually one Connection value: take it (a reference-counted clone) without collecting.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    let first = values.next().cloned();
-    let more: Vec<HeaderValue> = values.cloned().collect();
-    for value in first.iter().chain(&more) {
-        let Ok(text) = value.to_str() else {
-            continue;
-        };
-        for name in text.split(',').map(str::trim) {
-            // By &str: looked up without allocating; a token that is no header name matches none.
-            if !name.is_empty() {
-                headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        // Usually one Connection value: take it (a reference-counted clone) without collecting.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&more) {
+            let Ok(text) = value.to_str() else {
+                continue;
+            };
+            for name in text.split(',').map(str::trim) {
+                // By &str: looked up without allocating; a token that is no header name matches
+                // none.
+                if !name.is_empty() {
+                    headers.remove(name);
+                }
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    // One pass over the names there are (a response has a handful, and one hop-by-hop header at
+    // most, usually) instead of a lookup for each of the nine names that could be.
+    let mut present = [false; HOP_BY_HOP_COUNT + 1];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
         headers.remove(name);
     }
-    headers.remove(&PROXY_CONNECTION);
+    if present[HOP_BY_HOP_COUNT] {
+        headers.remove(&PROXY_CONNECTION);
+    }
+}
+
+/// Where `name` is in [`HOP_BY_HOP`], or [`HOP_BY_HOP_COUNT`] for `Proxy-Connection`.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP
+        .iter()
+        .position(|h| h == name)
+        .or_else(|| (*name == PROXY_CONNECTION).then_some(HOP_BY_HOP_COUNT))
 }
 
 /// What the backend is told about the client, beyond the client's own headers.
@@ -199,7 +227,7 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || *name == PROXY_CONNECTION
+    hop_by_hop_index(name).is_some()
 }
 
 /// Headers [`write_upstream`] writes itself.
@@ -317,6 +345,18 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert!(h.get("x-foo").is_none() && h.get("te").is_none() && h.get("connection").is_none());
         assert_eq!(h.get("x-bar").unwrap(), "2");
+
+        // Without a Connection header too, and whichever of them are there.
+        let mut h = headers(&[
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("content-type", "text/plain"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
     }
 
     /// The header lines [`write_upstream`] writes for `headers`.
