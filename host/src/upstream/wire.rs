@@ -235,7 +235,9 @@ pub fn parse_head(
         let keep_alive = delimited_keep_alive && persistent(version, &headers);
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = version;
+        // The backend's HTTP version only decides whether its connection stays open; the
+        // client is answered in its own protocol (hyper would answer HTTP/1.0 and close).
+        *response.version_mut() = Version::HTTP_11;
         *response.headers_mut() = headers;
         return Ok(Some(Head {
             response,
