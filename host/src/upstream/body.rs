@@ -52,13 +52,7 @@ impl ResponseBody {
     /// already in the buffer is taken at once, and the connection released.
     pub(super) fn new(mut conn: Conn, framing: Framing, keep_alive: bool) -> Self {
         let state = match framing {
-            Framing::Empty => {
-                if keep_alive {
-                    conn.release();
-                }
-                State::Done
-            }
-            Framing::Length(0) => {
+            Framing::Empty | Framing::Length(0) => {
                 if keep_alive {
                     conn.release();
                 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 pub use body::{ResponseBody, Upgraded};
 pub use counts::{ConnectionCount, ConnectionCounts};
 pub use pool::IDLE_TIMEOUT;
-pub use wire::{Outgoing, RequestHead, WireError};
+pub use wire::{Outgoing, RequestHead, Value, WireError};
 
 use crate::pool::Backend;
 use crate::proxy::{BoxError, UpstreamBody};

@@ -1,0 +1,185 @@
+//! The request head lbhost writes to a backend, and the framing of the body after it.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
+use http::Method;
+
+use super::parse_length;
+
+/// How the request body goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes, as `Content-Length` says.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the size was not known up front.
+    Chunked,
+}
+
+/// A request head for a backend, written header by header, then [`RequestHead::finish`]ed
+/// with the framing its body needs.
+#[derive(Debug)]
+pub struct RequestHead {
+    buf: BytesMut,
+    method: Method,
+    /// The value of a `Content-Length` header written, if any.
+    length: Option<u64>,
+    upgrade: bool,
+}
+
+/// A finished request head, ready for the wire (and again, if the request must go again).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub bytes: BytesMut,
+    pub framing: RequestFraming,
+    pub method: Method,
+    /// Whether it asks for an upgrade (so a 101 is expected).
+    pub upgrade: bool,
+}
+
+/// A header value being written by [`RequestHead::header_with`].
+pub struct Value<'a>(&'a mut BytesMut);
+
+impl Value<'_> {
+    /// Appends `piece` (no CR or LF) to the value.
+    pub fn push(&mut self, piece: &[u8]) {
+        debug_assert!(!piece.iter().any(|&b| b == b'\r' || b == b'\n'));
+        self.0.put_slice(piece);
+    }
+}
+
+impl RequestHead {
+    /// The request line: `method target HTTP/1.1` (`target` in origin form).
+    pub fn new(method: &Method, target: &str) -> Self {
+        let mut buf = BytesMut::with_capacity(512);
+        buf.put_slice(method.as_str().as_bytes());
+        buf.put_u8(b' ');
+        buf.put_slice(target.as_bytes());
+        buf.put_slice(b" HTTP/1.1\r\n");
+        RequestHead {
+            buf,
+            method: method.clone(),
+            length: None,
+            upgrade: false,
+        }
+    }
+
+    /// One header line. `name` is a lowercase header name and `value` a valid header value (as
+    /// from a `HeaderMap`): neither may hold CR or LF. `Transfer-Encoding` is for
+    /// [`RequestHead::finish`] to write.
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        debug_assert!(!value.iter().any(|&b| b == b'\r' || b == b'\n'));
+        match name {
+            "content-length" => self.length = Some(parse_length(value).unwrap_or(0)),
+            "upgrade" => self.upgrade = true,
+            _ => {}
+        }
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(value);
+        self.buf.put_slice(b"\r\n");
+    }
+
+    /// One header line whose value `write` puts together from pieces (no buffer of its own).
+    /// The same rules as for [`RequestHead::header`] apply; it must not be `Content-Length` or
+    /// `Upgrade`.
+    pub fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
+        debug_assert!(!matches!(name, "content-length" | "upgrade"));
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b": ");
+        write(&mut Value(&mut self.buf));
+        self.buf.put_slice(b"\r\n");
+    }
+
+    /// The head, closed with the framing header `body` needs (a `Content-Length` the client
+    /// sent is kept; otherwise the body's exact size, or chunked).
+    pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
+        let framing = match self.length {
+            Some(0) => RequestFraming::Empty,
+            Some(length) => RequestFraming::Length(length),
+            None if body.is_end_stream() => {
+                // As hyper does: methods that normally carry a body say it is empty.
+                if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+                    self.buf.put_slice(b"content-length: 0\r\n");
+                }
+                RequestFraming::Empty
+            }
+            None => match body.size_hint().exact() {
+                Some(length) => {
+                    // BytesMut's fmt::Write never fails (it grows).
+                    let _ = write!(self.buf, "content-length: {length}\r\n");
+                    RequestFraming::Length(length)
+                }
+                None => {
+                    self.buf.put_slice(b"transfer-encoding: chunked\r\n");
+                    RequestFraming::Chunked
+                }
+            },
+        };
+        self.buf.put_slice(b"\r\n");
+        Outgoing {
+            bytes: self.buf,
+            framing,
+            method: self.method,
+            upgrade: self.upgrade,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    fn finished(method: Method, headers: &[(&str, &str)], body: &impl http_body::Body) -> Outgoing {
+        let mut head = RequestHead::new(&method, "/a?b=1");
+        for (name, value) in headers {
+            head.header(name, value.as_bytes());
+        }
+        head.finish(body)
+    }
+
+    #[test]
+    fn request_head_carries_the_framing_its_body_needs() {
+        let get = finished(Method::GET, &[("host", "example")], &Empty::<Bytes>::new());
+        assert_eq!(
+            &get.bytes[..],
+            b"GET /a?b=1 HTTP/1.1\r\nhost: example\r\n\r\n"
+        );
+        assert_eq!(get.framing, RequestFraming::Empty);
+
+        let post = finished(Method::POST, &[], &Empty::<Bytes>::new());
+        assert_eq!(
+            &post.bytes[..],
+            b"POST /a?b=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+
+        let sized = finished(Method::PUT, &[], &Full::new(Bytes::from("abc")));
+        assert_eq!(
+            &sized.bytes[..],
+            b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(sized.framing, RequestFraming::Length(3));
+
+        let declared = finished(
+            Method::PUT,
+            &[("content-length", "7")],
+            &Full::new(Bytes::from("abc")),
+        );
+        assert_eq!(
+            &declared.bytes[..],
+            b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 7\r\n\r\n"
+        );
+        assert_eq!(declared.framing, RequestFraming::Length(7));
+
+        let upgrade = finished(
+            Method::GET,
+            &[("upgrade", "websocket")],
+            &Empty::<Bytes>::new(),
+        );
+        assert!(upgrade.upgrade);
+    }
+}
