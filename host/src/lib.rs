@@ -4,7 +4,7 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families.
+//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`wire`] HTTP/1.1 framing.
 
 pub mod admin;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod server;
 pub mod strategy;
 pub mod upstream;
 pub mod watch;
+pub mod wire;
 
 use std::sync::Arc;
 

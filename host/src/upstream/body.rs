@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::conn::Conn;
-use super::wire::{Chunked, Decoded, Framing};
 use crate::proxy::BoxError;
+use crate::wire::{Chunked, Decoded, Framing};
 
 /// The body of a response from a backend.
 #[derive(Debug)]

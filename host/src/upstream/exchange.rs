@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::ResponseBody;
 use super::conn::Conn;
-use super::wire::{self, Outgoing, RequestFraming};
 use super::UpstreamError;
 use crate::proxy::UpstreamBody;
+use crate::wire::{self, Outgoing, RequestFraming};
 
 /// Why [`exchange`] did not get a response.
 pub(super) enum Failure {

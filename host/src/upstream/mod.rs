@@ -11,17 +11,16 @@ mod conn;
 mod counts;
 mod exchange;
 mod pool;
-mod wire;
 
 use std::time::Duration;
 
 use http::Response;
 use tokio::net::TcpStream;
 
+pub use crate::wire::{Outgoing, RequestHead, Value, WireError};
 pub use body::{ResponseBody, Upgraded};
 pub use counts::{ConnectionCount, ConnectionCounts};
 pub use pool::IDLE_TIMEOUT;
-pub use wire::{Outgoing, RequestHead, Value, WireError};
 
 use crate::pool::Backend;
 use crate::proxy::{BoxError, UpstreamBody};

@@ -1,5 +1,7 @@
-//! HTTP/1.1 on the wire towards backends: the request head lbhost writes ([`request`]), the
-//! response head it reads ([`response`]), and chunked bodies ([`chunked`]) (RFC 9112).
+//! HTTP/1.1 on the wire (RFC 9112), shared by both sides: towards backends the request head
+//! lbhost writes ([`request`]) and the response head it reads ([`response`]); in both directions
+//! chunked bodies ([`chunked`]) and the length and header limits. The client side's own head
+//! parsing and response writing live in `server::h1`.
 
 mod chunked;
 mod request;
@@ -13,7 +15,7 @@ pub use response::{parse_head, Framing};
 /// send a few hundred bytes).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Headers per response head or trailer block (hyper's default).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 /// What is wrong with what a backend sent.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,7 @@ pub enum WireError {
 }
 
 /// Decimal digits only, no sign, no overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
