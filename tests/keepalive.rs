@@ -212,7 +212,10 @@ async fn a_thousand_idle_connections_cost_little_memory() {
     let per_connection =
         || lb.rss_bytes().saturating_sub(before) as f64 / CONNECTIONS as f64 / 1024.0;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while per_connection() >= 10.0 && Instant::now() < deadline {
+    while (client_connections(&lb, "parked").await != Some((CONNECTIONS + 1) as f64)
+        || per_connection() >= 10.0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let per_connection = per_connection();

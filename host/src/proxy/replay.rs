@@ -11,9 +11,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt as _;
 
 use super::BoxError;
+
+/// A client's request body, whichever protocol it came in (boxed only when there is one).
+type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The client's request body, as the proxy holds it across attempts.
 #[derive(Debug)]
@@ -36,7 +40,7 @@ pub struct Slot(Mutex<SlotState>);
 struct SlotState {
     /// The attempt allowed to claim the body.
     attempt: u32,
-    body: Option<Incoming>,
+    body: Option<ClientBody>,
 }
 
 impl Slot {
@@ -44,7 +48,7 @@ impl Slot {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn claim(&self, attempt: u32) -> Option<Incoming> {
+    fn claim(&self, attempt: u32) -> Option<ClientBody> {
         let mut state = self.lock();
         if state.attempt == attempt {
             state.body.take()
@@ -56,7 +60,11 @@ impl Slot {
 
 impl RequestBody {
     /// Wraps the client's body.
-    pub fn new(body: Incoming) -> Self {
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if body.is_end_stream() {
             return RequestBody::Empty;
         }
@@ -64,7 +72,7 @@ impl RequestBody {
         RequestBody::Streamed {
             slot: Arc::new(Slot(Mutex::new(SlotState {
                 attempt: 0,
-                body: Some(body),
+                body: Some(body.map_err(Into::into).boxed_unsync()),
             }))),
             hint,
         }
@@ -110,7 +118,7 @@ enum State {
         attempt: u32,
         hint: SizeHint,
     },
-    Streaming(Incoming),
+    Streaming(ClientBody),
     Done,
 }
 
@@ -135,7 +143,7 @@ impl Body for UpstreamBody {
             }
         }
         match &mut this.0 {
-            State::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            State::Streaming(body) => Pin::new(body).poll_frame(cx),
             _ => Poll::Ready(None),
         }
     }

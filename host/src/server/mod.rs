@@ -1,5 +1,5 @@
-//! The client listener: worker threads accept connections, serve HTTP/1.1 and HTTP/2 (h2c), and
-//! drain on shutdown.
+//! The client listener: worker threads accept connections, serve HTTP/1.1 (lbhost's own, [`h1`])
+//! and HTTP/2 (h2c, hyper's), and drain on shutdown.
 //!
 //! Each worker is a thread with its own single-threaded tokio runtime (thread per core, like
 //! nginx's worker processes): a connection, its requests, the upstream connections they lease
@@ -11,6 +11,7 @@
 
 mod client_io;
 mod connection;
+mod h1;
 mod trim;
 
 use std::convert::Infallible;

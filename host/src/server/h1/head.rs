@@ -1,0 +1,321 @@
+//! The request head a client sends (RFC 9112 §2–3, §6): parsed, checked, and turned into the
+//! `http` types the proxy works with.
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, StatusCode, Uri, Version};
+
+use super::io::Reading;
+use crate::wire::{parse_length, Chunked, MAX_HEADERS};
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub parts: request::Parts,
+    /// How its body is delimited.
+    pub body: Reading,
+    /// What its response depends on.
+    pub exchange: Exchange,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// What a response must respect of its request.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Exchange {
+    pub version: Version,
+    /// The client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// `HEAD`: the response has no body whatever its headers say.
+    pub head: bool,
+    /// `TE: trailers`: the client takes trailer fields after a chunked body.
+    pub trailers: bool,
+}
+
+impl Exchange {
+    /// For an answer to a head that was refused: HTTP/1.1, then close.
+    pub(super) fn refusal() -> Self {
+        Exchange {
+            version: Version::HTTP_11,
+            keep_alive: false,
+            head: false,
+            trailers: false,
+        }
+    }
+}
+
+/// Why a head was refused; the client gets the status, then the connection closes.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HeadError {
+    #[error("malformed request head: {0}")]
+    Parse(httparse::Error),
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+    #[error("request head larger than the limit")]
+    TooLarge,
+}
+
+impl HeadError {
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            HeadError::Parse(_) | HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
+/// The request head at the start of `buf`, consumed from it, once it is all there (`Ok(None)`
+/// until then). Heads longer than `max` bytes are refused.
+pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
+    let config = httparse::ParserConfig::default();
+    let length = {
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        match config.parse_request_with_uninit_headers(&mut parsed, buf, &mut slots) {
+            Ok(httparse::Status::Complete(length)) if length > max => {
+                return Err(HeadError::TooLarge)
+            }
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(e) => return Err(HeadError::Parse(e)),
+        }
+    };
+    // Parsed again from the frozen head, so the target and the header values can share its
+    // buffer instead of each being copied (as the response side does).
+    let bytes = buf.split_to(length).freeze();
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    config
+        .parse_request_with_uninit_headers(&mut parsed, &bytes, &mut slots)
+        .map_err(HeadError::Parse)?;
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| HeadError::Malformed("method"))?;
+    let target = parsed.path.unwrap_or_default();
+    let uri = Uri::from_maybe_shared(bytes.slice_ref(target.as_bytes()))
+        .map_err(|_| HeadError::Malformed("request target"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // The headers that decide framing and persistence are picked out on the way, by name,
+    // rather than looked up in the map afterwards.
+    let mut seen = Seen::default();
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        seen.note(h.name.as_bytes(), h.value)?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value))
+            .map_err(|_| HeadError::Malformed("header value"))?;
+        headers.append(name, value);
+    }
+    let body = seen.framing(version)?;
+    let exchange = Exchange {
+        version,
+        keep_alive: if version == Version::HTTP_10 {
+            seen.keep_alive
+        } else {
+            !seen.close
+        },
+        head: method == Method::HEAD,
+        trailers: seen.trailers,
+    };
+    let expect_continue = version == Version::HTTP_11 && seen.expect_continue;
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    let (parts, ()) = request.into_parts();
+    Ok(Some(Head {
+        parts,
+        body,
+        exchange,
+        expect_continue,
+    }))
+}
+
+/// What the head says about framing and persistence.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `Transfer-Encoding` is present; `chunked` is its last coding.
+    transfer_encoding: bool,
+    chunked_last: bool,
+    /// The `Content-Length`, once one was given (all must agree).
+    length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
+    trailers: bool,
+    expect_continue: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeadError> {
+        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+        match name.len() {
+            10 if is(b"connection") => {
+                for token in tokens(value) {
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            17 if is(b"transfer-encoding") => {
+                self.transfer_encoding = true;
+                self.chunked_last = tokens(value)
+                    .last()
+                    .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
+            }
+            14 if is(b"content-length") => {
+                for item in value.split(|&b| b == b',') {
+                    let n = parse_length(item.trim_ascii())
+                        .ok_or(HeadError::Malformed("content-length"))?;
+                    if self.length.is_some_and(|l| l != n) {
+                        return Err(HeadError::Malformed("content-length"));
+                    }
+                    self.length = Some(n);
+                }
+            }
+            2 if is(b"te") => {
+                self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            }
+            6 if is(b"expect") => {
+                self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// How the request body is delimited (RFC 9112 §6.3). Anything a proxy could be smuggled
+    /// through is refused: chunked not last, chunked in HTTP/1.0, chunked with a length,
+    /// lengths that disagree.
+    fn framing(&self, version: Version) -> Result<Reading, HeadError> {
+        if self.transfer_encoding {
+            if !self.chunked_last || version == Version::HTTP_10 {
+                return Err(HeadError::Malformed("transfer-encoding"));
+            }
+            if self.length.is_some() {
+                return Err(HeadError::Malformed(
+                    "both transfer-encoding and content-length",
+                ));
+            }
+            return Ok(Reading::Chunked(Chunked::default()));
+        }
+        Ok(match self.length {
+            None | Some(0) => Reading::Done,
+            Some(n) => Reading::Length(n),
+        })
+    }
+}
+
+/// The items of a comma-separated header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(wire: &[u8]) -> Result<Option<Head>, HeadError> {
+        parse(&mut BytesMut::from(wire), 64 * 1024)
+    }
+
+    #[test]
+    fn a_simple_head_parses_and_leaves_what_follows() {
+        let mut buf =
+            BytesMut::from(&b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\nGET"[..]);
+        let head = parse(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(head.parts.method, Method::GET);
+        assert_eq!(head.parts.uri, "/a?b=1");
+        assert_eq!(head.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(head.body, Reading::Done);
+        assert!(head.exchange.keep_alive && !head.exchange.head);
+        assert_eq!(&buf[..], b"GET");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_long_ones_are_refused() {
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
+        let err = parse(&mut BytesMut::from(long.as_bytes()), 1024).unwrap_err();
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn body_framing_follows_the_rules_and_refuses_smuggling() {
+        let body = |extra: &str| {
+            parse_all(format!("POST / HTTP/1.1\r\n{extra}\r\n").as_bytes()).map(|h| h.unwrap().body)
+        };
+        assert_eq!(body("content-length: 5\r\n").unwrap(), Reading::Length(5));
+        assert_eq!(
+            body("content-length: 5, 5\r\n").unwrap(),
+            Reading::Length(5)
+        );
+        assert_eq!(body("content-length: 0\r\n").unwrap(), Reading::Done);
+        assert!(matches!(
+            body("transfer-encoding: gzip, chunked\r\n").unwrap(),
+            Reading::Chunked(_)
+        ));
+        for bad in [
+            "content-length: 5\r\ncontent-length: 6\r\n",
+            "content-length: -1\r\n",
+            "content-length: 5x\r\n",
+            "transfer-encoding: chunked, gzip\r\n",
+            "transfer-encoding: chunked\r\ncontent-length: 5\r\n",
+        ] {
+            assert_eq!(
+                body(bad).unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+        }
+        let old = parse_all(b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert!(old.is_err());
+    }
+
+    #[test]
+    fn keep_alive_expect_and_trailers_are_read_from_the_head() {
+        let head = |wire: &[u8]| parse_all(wire).unwrap().unwrap();
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").exchange.keep_alive);
+        assert!(
+            head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .exchange
+                .keep_alive
+        );
+        assert!(
+            !head(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n")
+                .exchange
+                .keep_alive
+        );
+        let h = head(
+            b"PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nTE: trailers\r\ncontent-length: 1\r\n\r\n",
+        );
+        assert!(h.expect_continue && h.exchange.trailers);
+        assert!(head(b"HEAD / HTTP/1.1\r\n\r\n").exchange.head);
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request() {
+        for wire in [
+            &b"HELLO THERE\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_all(wire).unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{wire:?}"
+            );
+        }
+    }
+}
