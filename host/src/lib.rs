@@ -4,9 +4,10 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`wire`] HTTP/1.1 framing.
+//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
 
 pub mod admin;
+pub mod buffers;
 pub mod config;
 pub mod health;
 pub mod metrics;

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::counts::ConnectionMark;
+use crate::buffers;
 
 /// Reads take at least this much buffer (hyper's client starts at 8 KiB too).
 const READ_MIN: usize = 8 * 1024;
@@ -52,6 +53,7 @@ impl Conn {
         wanted: u64,
     ) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
+            buffers::take_read(&mut self.buf);
             let size = usize::try_from(wanted).unwrap_or(READ_MAX);
             self.buf.reserve(size.clamp(READ_MIN, READ_MAX));
         }
@@ -86,12 +88,12 @@ impl Conn {
             tracing::debug!("upstream connection closed: bytes after the response");
             return;
         }
-        // The buffer keeps its capacity, so the next response reads into it without an
-        // allocation, unless a long body made it large. (The pool's sweep drops it from
-        // connections left idle.)
+        // An idle connection holds no buffer: the next response reads into one of the worker's
+        // spares, warm from the last read of any connection (a long body's large one is freed).
         if self.buf.capacity() > 2 * READ_MIN {
             self.drop_buffer();
         }
+        buffers::release_read(&mut self.buf);
         self.reused = true;
         super::pool::put(self);
     }

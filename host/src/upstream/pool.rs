@@ -62,18 +62,13 @@ impl IdlePool {
         }
     }
 
-    /// Drops connections idle longer than [`IDLE_TIMEOUT`] or closed by their backend, and the
-    /// read buffers of those idle for a sweep interval (a thread that gets no traffic keeps its
-    /// idle connections, and their buffers, until the backends close them).
+    /// Drops connections idle longer than [`IDLE_TIMEOUT`] or closed by their backend (a thread
+    /// that gets no traffic keeps its idle connections until the backends close them). Idle
+    /// connections hold no read buffer: theirs went to the worker's spares when released.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         for list in self.by_backend.values_mut() {
             list.retain(|e| e.conn.is_alive() && now.duration_since(e.since) < IDLE_TIMEOUT);
-            for e in list.iter_mut() {
-                if now.duration_since(e.since) >= SWEEP_INTERVAL {
-                    e.conn.drop_buffer();
-                }
-            }
         }
         self.by_backend.retain(|_, list| !list.is_empty());
     }

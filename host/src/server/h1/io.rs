@@ -2,7 +2,6 @@
 //! request in progress both read it (the body while the proxy streams it to a backend), from
 //! the connection's one task, so the lock around it is never contended.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
@@ -13,41 +12,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite as _};
 use tokio::net::TcpStream;
 
+use crate::buffers;
 use crate::wire::Chunked;
 
 /// Reads take at least this much buffer (hyper's server starts at 8 KiB too).
 const READ_MIN: usize = 8 * 1024;
 /// And at most this much, for long uploads.
 const READ_MAX: usize = 64 * 1024;
-
-/// Buffers a worker keeps for its connections' reads and response heads. A connection holds a
-/// read buffer only while bytes of it wait to be used, and a head buffer only while it writes:
-/// a worker busy with hundreds of connections cycles through a few warm buffers instead of
-/// touching one of its own per connection.
-const SPARES: usize = 16;
-
-thread_local! {
-    static SPARE_READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    static SPARE_HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A buffer for a response head, from the worker's spares if it has one.
-pub(super) fn head_buffer() -> Vec<u8> {
-    SPARE_HEADS.with_borrow_mut(Vec::pop).unwrap_or_default()
-}
-
-/// Gives a response head's buffer back to the worker's spares.
-pub(super) fn release_head_buffer(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > 64 * 1024 {
-        return;
-    }
-    buf.clear();
-    SPARE_HEADS.with_borrow_mut(|spare| {
-        if spare.len() < SPARES {
-            spare.push(buf);
-        }
-    });
-}
 
 /// `100 Continue`, sent when the body of an `Expect: 100-continue` request is first read.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -94,18 +65,14 @@ impl Io {
 
     /// Reads what the socket has into the buffer; `Ok(0)` at end of stream. `wanted` (what the
     /// reader knows is still to come) sizes the read. An empty buffer is first taken from the
-    /// worker's spares.
+    /// worker's spares ([`buffers`]).
     pub(super) fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
         wanted: u64,
     ) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
-            if self.buf.is_empty() {
-                if let Some(spare) = SPARE_READS.with_borrow_mut(Vec::pop) {
-                    self.buf = spare;
-                }
-            }
+            buffers::take_read(&mut self.buf);
             let size = usize::try_from(wanted).unwrap_or(READ_MAX);
             self.buf.reserve(size.clamp(READ_MIN, READ_MAX));
         }
@@ -114,14 +81,7 @@ impl Io {
 
     /// Gives an empty read buffer to the worker's spares, for whichever connection reads next.
     pub(super) fn release_buffer(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            let buf = std::mem::take(&mut self.buf);
-            SPARE_READS.with_borrow_mut(|spare| {
-                if spare.len() < SPARES {
-                    spare.push(buf);
-                }
-            });
-        }
+        buffers::release_read(&mut self.buf);
     }
 
     /// Writes what is left of `100 Continue`, if anything.

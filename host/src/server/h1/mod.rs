@@ -5,8 +5,8 @@
 //! user-space cost per proxied request (BENCHMARKS.md).
 //!
 //! Buffers: a connection holds a read buffer only while bytes wait in it, and a response-head
-//! buffer only while it writes; both come from a few spares per worker (`io.rs`), so hundreds of
-//! connections share a few warm buffers.
+//! buffer only while it writes; both come from a few spares per worker ([`crate::buffers`]),
+//! so hundreds of connections share a few warm buffers.
 //!
 //! Deadlines: a head must arrive within `header_read` of its first byte or the client gets 408;
 //! a connection with no request in progress closes after `client_idle`. A connection idle for
@@ -381,7 +381,7 @@ where
                 slot.set(None);
                 self.stopping = self.stopping || *self.stopped.borrow();
                 let close = !self.exchange.keep_alive || self.stopping || !self.body_finishable();
-                let out = io::head_buffer();
+                let out = crate::buffers::head_buffer();
                 let writing = self.writing.get_or_insert_with(|| Box::pin(None));
                 writing.set(Some(write(
                     Arc::clone(&self.io),
@@ -403,7 +403,7 @@ where
         if let Some(slot) = &mut self.writing {
             slot.set(None);
         }
-        io::release_head_buffer(out);
+        crate::buffers::release_head(out);
         Poll::Ready(written)
     }
 
@@ -486,9 +486,9 @@ where
     async fn refuse(&mut self, status: StatusCode) {
         let response = local_response(status);
         let io = Arc::clone(&self.io);
-        let head = io::head_buffer();
+        let head = crate::buffers::head_buffer();
         let (head, written) = respond::write(io, head, response, Exchange::refusal(), true).await;
-        io::release_head_buffer(head);
+        crate::buffers::release_head(head);
         if written.is_ok() {
             self.close().await;
         }
