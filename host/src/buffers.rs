@@ -8,8 +8,19 @@
 //! 13 % more CPU per request (BENCHMARKS.md).
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Reads take at least this much buffer (hyper starts at 8 KiB too).
+pub const READ_MIN: usize = 8 * 1024;
+/// And at most this much, for long bodies.
+pub const READ_MAX: usize = 64 * 1024;
 
 /// Spares kept per kind and worker; more are freed.
 const SPARES: usize = 16;
@@ -21,14 +32,26 @@ thread_local! {
     static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Before a read into `buf`: an empty `buf` becomes a spare, if there is one (the caller then
-/// reserves what it needs, which reuses a spare's capacity without an allocation).
-pub fn take_read(buf: &mut BytesMut) {
-    if buf.is_empty() {
-        if let Some(spare) = READS.with_borrow_mut(Vec::pop) {
-            *buf = spare;
+/// Reads what `stream` has into `buf`; `Ok(0)` at end of stream. A `buf` short of room gets
+/// some: a spare if it is empty, then `wanted` (what the reader knows is still to come, 0 if
+/// nothing) sizes it between 8 and 64 KiB.
+pub fn poll_read(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    wanted: u64,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_MIN / 4 {
+        if buf.is_empty() {
+            if let Some(spare) = READS.with_borrow_mut(Vec::pop) {
+                *buf = spare;
+            }
         }
+        let size = usize::try_from(wanted).unwrap_or(READ_MAX);
+        // Reuses a spare's whole capacity, without an allocation, once nothing else shares it.
+        buf.reserve(size.clamp(READ_MIN, READ_MAX));
     }
+    pin!(stream.read_buf(buf)).poll(cx)
 }
 
 /// An empty `buf` goes back to the spares (and `buf` holds nothing afterwards).

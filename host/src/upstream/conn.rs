@@ -4,22 +4,14 @@
 //! directly, and the response body reads the rest. Nothing polls it while it sits idle in the
 //! pool, so [`Conn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
 
-use std::future::Future;
 use std::io;
-use std::pin::pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::counts::ConnectionMark;
 use crate::buffers;
-
-/// Reads take at least this much buffer (hyper's client starts at 8 KiB too).
-const READ_MIN: usize = 8 * 1024;
-/// And at most this much, for long bodies.
-const READ_MAX: usize = 64 * 1024;
 
 /// A connection to one backend.
 #[derive(Debug)]
@@ -52,12 +44,7 @@ impl Conn {
         cx: &mut Context<'_>,
         wanted: u64,
     ) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
-            buffers::take_read(&mut self.buf);
-            let size = usize::try_from(wanted).unwrap_or(READ_MAX);
-            self.buf.reserve(size.clamp(READ_MIN, READ_MAX));
-        }
-        pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+        buffers::poll_read(&mut self.io, &mut self.buf, cx, wanted)
     }
 
     /// [`Conn::poll_fill`] as a future.
@@ -90,7 +77,7 @@ impl Conn {
         }
         // An idle connection holds no buffer: the next response reads into one of the worker's
         // spares, warm from the last read of any connection (a long body's large one is freed).
-        if self.buf.capacity() > 2 * READ_MIN {
+        if self.buf.capacity() > 2 * buffers::READ_MIN {
             self.drop_buffer();
         }
         buffers::release_read(&mut self.buf);

@@ -2,23 +2,17 @@
 //! request in progress both read it (the body while the proxy streams it to a backend), from
 //! the connection's one task, so the lock around it is never contended.
 
-use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite as _};
+use tokio::io::AsyncWrite as _;
 use tokio::net::TcpStream;
 
 use crate::buffers;
 use crate::wire::Chunked;
-
-/// Reads take at least this much buffer (hyper's server starts at 8 KiB too).
-const READ_MIN: usize = 8 * 1024;
-/// And at most this much, for long uploads.
-const READ_MAX: usize = 64 * 1024;
 
 /// `100 Continue`, sent when the body of an `Expect: 100-continue` request is first read.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -71,12 +65,7 @@ impl Io {
         cx: &mut Context<'_>,
         wanted: u64,
     ) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
-            buffers::take_read(&mut self.buf);
-            let size = usize::try_from(wanted).unwrap_or(READ_MAX);
-            self.buf.reserve(size.clamp(READ_MIN, READ_MAX));
-        }
-        pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
+        buffers::poll_read(&mut self.stream, &mut self.buf, cx, wanted)
     }
 
     /// Gives an empty read buffer to the worker's spares, for whichever connection reads next.

@@ -285,29 +285,31 @@ fn date(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn exchange(version: Version) -> Exchange {
-        Exchange {
+    /// The head `encode_head` writes, as text.
+    fn head(
+        status: StatusCode,
+        headers: &HeaderMap,
+        framing: Framing,
+        close: bool,
+        version: Version,
+    ) -> String {
+        let exchange = Exchange {
             version,
             keep_alive: true,
             head: false,
             trailers: false,
-        }
+        };
+        let mut out = Vec::new();
+        encode_head(&mut out, status, headers, framing, close, &exchange);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn heads_say_the_framing_and_the_connection_fate() {
+        let (ok, v11) = (StatusCode::OK, Version::HTTP_11);
         let mut headers = HeaderMap::new();
         headers.insert("x-a", "1".parse().unwrap());
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Framing::Length(2),
-            false,
-            &exchange(Version::HTTP_11),
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = head(ok, &headers, Framing::Length(2), false, v11);
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: "),
             "{text}"
@@ -318,56 +320,29 @@ mod tests {
         );
         // A backend's framing is replaced, except on a response without a body.
         headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Framing::Length(2),
-            false,
-            &exchange(Version::HTTP_11),
-        );
-        assert!(!String::from_utf8(out)
-            .unwrap()
-            .contains("transfer-encoding"));
+        let text = head(ok, &headers, Framing::Length(2), false, v11);
+        assert!(!text.contains("transfer-encoding"), "{text}");
         headers.insert(header::CONTENT_LENGTH, "7".parse().unwrap());
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Framing::None,
-            false,
-            &exchange(Version::HTTP_11),
-        );
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .contains("content-length: 7\r\n"));
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
+        let text = head(ok, &headers, Framing::None, false, v11);
+        assert!(text.contains("content-length: 7\r\n"), "{text}");
+        let text = head(
             StatusCode::BAD_GATEWAY,
             &HeaderMap::new(),
             Framing::Chunked,
             true,
-            &exchange(Version::HTTP_11),
+            v11,
         );
-        let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
             "{text}"
         );
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
+        let text = head(
+            ok,
             &HeaderMap::new(),
             Framing::Length(0),
             false,
-            &exchange(Version::HTTP_10),
+            Version::HTTP_10,
         );
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .ends_with("connection: keep-alive\r\n\r\n"));
+        assert!(text.ends_with("connection: keep-alive\r\n\r\n"), "{text}");
     }
 }
