@@ -178,6 +178,37 @@ async fn backend_slower_than_the_response_header_timeout_gives_504() {
     );
 }
 
+/// A backend connection keeps its timer from request to request: each request still gets the
+/// whole `response_header` time from its own start, whether the timer was moved on from the
+/// last request's deadline or had already fired while the connection sat idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_backend_connection_times_out_from_each_request_start() {
+    let backends = start_backends(&["a"]).await;
+    let mut config = config("round_robin", &backends);
+    config["timeouts"] = json!({ "response_header": "300ms" });
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for idle in [Duration::from_millis(150), Duration::from_millis(600)] {
+        assert_eq!(http.get(&lb.url("/")).await.status, StatusCode::OK);
+        // 150 ms: the slow request starts while the last deadline is still ahead (it must not
+        // fire then); 600 ms: the timer fired while the connection was idle.
+        tokio::time::sleep(idle).await;
+        let started = Instant::now();
+        let reply = http.get(&lb.url("/slow?ms=2000")).await;
+        let took = started.elapsed();
+        assert_eq!(
+            reply.status,
+            StatusCode::GATEWAY_TIMEOUT,
+            "after {idle:?} idle"
+        );
+        assert!(
+            took >= Duration::from_millis(280) && took < Duration::from_millis(1500),
+            "504 after {took:?}, {idle:?} after the last request (timeout 300 ms)"
+        );
+    }
+    assert_eq!(http.get(&lb.url("/")).await.status, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_gives_431() {
     let backends = start_backends(&["a"]).await;

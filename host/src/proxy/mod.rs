@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::strategy::{Choice, RequestData, Strategies};
-use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream};
+use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream, UpstreamError};
 use replay::RequestBody;
 
 /// Everything a request needs, shared by all connections.
@@ -208,15 +208,20 @@ impl Proxy {
             let head = upstream_head(&data.parts, &backend, &client, &upstream_body);
             let in_flight = backend.start_request();
             let sent = selected;
-            let result = tokio::time::timeout(
-                config.timeouts.response_header,
-                self.upstream
-                    .request(&backend, &head, upstream_body, config.timeouts.connect),
-            )
-            .await;
+            let deadline = tokio::time::Instant::from_std(sent + config.timeouts.response_header);
+            let result = self
+                .upstream
+                .request(
+                    &backend,
+                    &head,
+                    upstream_body,
+                    config.timeouts.connect,
+                    deadline,
+                )
+                .await;
             let latency = sent.elapsed();
             let (error, failure) = match result {
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
                     self.strategies.feedback(index, status.as_u16(), latency);
@@ -241,7 +246,13 @@ impl Proxy {
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     return relay(response, client_upgrade, in_flight, &backend);
                 }
-                Ok(Err(e)) => {
+                Err(UpstreamError::TimedOut) => {
+                    let error = ProxyError::Timeout {
+                        backend: backend.address.clone(),
+                    };
+                    (error, Failure::Timeout)
+                }
+                Err(e) => {
                     backend.record_latency(latency);
                     let failure = if e.is_connect() {
                         Failure::Connect
@@ -257,12 +268,6 @@ impl Proxy {
                         cause,
                     };
                     (error, failure)
-                }
-                Err(_) => {
-                    let error = ProxyError::Timeout {
-                        backend: backend.address.clone(),
-                    };
-                    (error, Failure::Timeout)
                 }
             };
             drop(in_flight);

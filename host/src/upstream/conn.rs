@@ -5,10 +5,12 @@
 //! pool, so [`Conn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
 
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::counts::ConnectionMark;
 use crate::buffers;
@@ -24,6 +26,11 @@ pub struct Conn {
     pub(super) backend: u64,
     /// Whether it has carried a request before this one.
     pub(super) reused: bool,
+    /// The response deadline's timer, kept from request to request (absent while a request
+    /// holds it). Moving a registered timer's deadline later is one atomic operation in tokio's
+    /// time driver; registering a new timer and removing it again per request takes its lock
+    /// twice (~0.9 µs of a request's ~25 here).
+    pub(super) timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -34,6 +41,18 @@ impl Conn {
             mark,
             backend,
             reused: false,
+            timer: None,
+        }
+    }
+
+    /// The connection's timer, taken out of it and set to fire at `deadline`.
+    pub(super) fn take_timer(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 

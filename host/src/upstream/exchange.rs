@@ -1,19 +1,23 @@
 //! One request on one connection, driven by the request's own task: write the head, stream the
 //! body (watching for an early answer meanwhile), read the response head.
 
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::body::ResponseBody;
 use super::conn::Conn;
 use super::UpstreamError;
 use crate::proxy::UpstreamBody;
-use crate::wire::{self, Outgoing, RequestFraming};
+use crate::wire::{self, Outgoing, RequestFraming, ResponseHead};
 
 /// Why [`exchange`] did not get a response.
 pub(super) enum Failure {
@@ -27,13 +31,42 @@ pub(super) enum Failure {
     Failed(UpstreamError),
 }
 
-/// Sends `head` and `body` on `conn` and reads the response head; the body reads on from
-/// `conn`.
+/// Sends `head` and `body` on `conn` and reads the response head, unless `deadline` passes
+/// first ([`UpstreamError::TimedOut`]); the body reads on from `conn`.
 pub(super) async fn exchange(
     mut conn: Conn,
     head: &Outgoing,
     body: UpstreamBody,
+    deadline: Instant,
 ) -> Result<Response<ResponseBody>, Failure> {
+    let mut timer = conn.take_timer(deadline);
+    let answered = {
+        let mut exchange = pin!(send_and_read(conn, head, body));
+        // The exchange first, as `tokio::time::timeout` does: an answer that is there wins.
+        poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(answered) => Poll::Ready(Some(answered)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+        })
+        .await
+    };
+    let Some(answered) = answered else {
+        return Err(Failure::Failed(UpstreamError::TimedOut));
+    };
+    let (mut conn, answer, complete) = answered?;
+    conn.timer = Some(timer);
+    conn.mark.answered();
+    let (parts, ()) = answer.response.into_parts();
+    let body = ResponseBody::new(conn, answer.framing, answer.keep_alive && complete);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The exchange itself: the connection back with the response head, and whether the whole
+/// request went out.
+async fn send_and_read(
+    mut conn: Conn,
+    head: &Outgoing,
+    body: UpstreamBody,
+) -> Result<(Conn, ResponseHead, bool), Failure> {
     if let Err(e) = conn.io.write_all(&head.bytes).await {
         let error = UpstreamError::Send(e);
         return Err(if conn.reused {
@@ -78,10 +111,7 @@ pub(super) async fn exchange(
             _ => Failure::Failed(error),
         });
     };
-    conn.mark.answered();
-    let (parts, ()) = answer.response.into_parts();
-    let body = ResponseBody::new(conn, answer.framing, answer.keep_alive && complete);
-    Ok(Response::from_parts(parts, body))
+    Ok((conn, answer, complete))
 }
 
 /// Streams `body` to the backend framed as `framing`. Resolves `true` once it is all sent, or

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use http::Response;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 pub use crate::wire::{Outgoing, RequestHead, Value, WireError};
 pub use body::{ResponseBody, Upgraded};
@@ -48,6 +49,10 @@ pub enum UpstreamError {
     /// The backend closed the connection before a whole response head.
     #[error("the backend closed the connection before answering")]
     Closed,
+    /// No response head by the deadline (`timeouts.response_header` after the request
+    /// started).
+    #[error("no response head in time")]
+    TimedOut,
     /// The backend's answer is not valid HTTP/1.1.
     #[error("{0}")]
     Invalid(WireError),
@@ -84,9 +89,11 @@ impl Upstream {
         &self.counts
     }
 
-    /// Sends `head` and `body` to `backend` and resolves to the response head; the body streams from the connection, which goes back to the pool when the body has
-    /// been read whole. A new connection must be established within `connect_timeout` (the
-    /// running config's, so a reload applies to the next connection opened).
+    /// Sends `head` and `body` to `backend` and resolves to the response head, or to
+    /// [`UpstreamError::TimedOut`] if it has not come by `deadline`; the body streams from the
+    /// connection, which goes back to the pool when the body has been read whole. A new
+    /// connection must be established within `connect_timeout` (the running config's, so a
+    /// reload applies to the next connection opened).
     ///
     /// A pooled connection is tried first. One the backend closed while idle is skipped; one
     /// that fails before the request is written hands it back, and the next one, or a new
@@ -98,6 +105,7 @@ impl Upstream {
         head: &Outgoing,
         mut body: UpstreamBody,
         connect_timeout: Duration,
+        deadline: Instant,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         // One exchange in one loop, so the future holds one exchange's state, not one per path.
         // A new connection never hands the request back, so the loop ends.
@@ -111,10 +119,10 @@ impl Upstream {
                 Some(conn) => conn,
                 None => {
                     pooled = false;
-                    self.connect(backend, connect_timeout).await?
+                    self.connect(backend, connect_timeout, deadline).await?
                 }
             };
-            match exchange(conn, head, body).await {
+            match exchange(conn, head, body, deadline).await {
                 Ok(response) => return Ok(response),
                 Err(Failure::Unsent(again, e)) => {
                     tracing::debug!(backend = %backend.address, cause = %e, "pooled connection failed before the request went out; trying another");
@@ -130,11 +138,25 @@ impl Upstream {
         }
     }
 
-    /// Opens a connection to `backend`.
-    async fn connect(&self, backend: &Backend, timeout: Duration) -> Result<Conn, UpstreamError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(backend.address.as_str()))
+    /// Opens a connection to `backend` within `timeout`, or by the request's `deadline` if that
+    /// comes first.
+    async fn connect(
+        &self,
+        backend: &Backend,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Conn, UpstreamError> {
+        let by = Instant::now() + timeout;
+        let connect = TcpStream::connect(backend.address.as_str());
+        let stream = tokio::time::timeout_at(by.min(deadline), connect)
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
+            .map_err(|_| {
+                if deadline <= by {
+                    UpstreamError::TimedOut
+                } else {
+                    UpstreamError::ConnectTimeout(timeout)
+                }
+            })?
             .map_err(UpstreamError::Connect)?;
         // Best effort: a connection without these still works.
         let _ = stream.set_nodelay(true);

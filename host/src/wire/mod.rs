@@ -9,7 +9,7 @@ mod response;
 
 pub use chunked::{Chunked, Decoded};
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
-pub use response::{parse_head, Framing};
+pub use response::{parse_head, Framing, Head as ResponseHead};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).
