@@ -6,10 +6,12 @@
 mod chunked;
 mod request;
 mod response;
+mod spans;
 
 pub use chunked::{Chunked, Decoded};
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
 pub use response::{parse_head, Framing, Head as ResponseHead};
+pub use spans::{FieldSpans, Span};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).

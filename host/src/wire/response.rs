@@ -6,6 +6,7 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
+use super::spans::FieldSpans;
 use super::{parse_length, WireError, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
@@ -41,7 +42,7 @@ pub fn parse_head(
 ) -> Result<Option<Head>, WireError> {
     let config = httparse::ParserConfig::default();
     loop {
-        let (length, code, version) = {
+        let (length, code, version, spans) = {
             let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
             let length =
@@ -57,7 +58,8 @@ pub fn parse_head(
                     Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
                     Err(e) => return Err(WireError::Head(e)),
                 };
-            (length, parsed.code.unwrap_or(0), parsed.version)
+            let spans = FieldSpans::record(buf, parsed.headers);
+            (length, parsed.code.unwrap_or(0), parsed.version, spans)
         };
         if (100..200).contains(&code) && code != 101 {
             buf.advance(length);
@@ -69,19 +71,13 @@ pub fn parse_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Parsed again from the frozen head, so the header values can share its buffer (cheaper
-        // than keeping where each one sits in a table as large as the header limit).
+        // The header values share the frozen head's buffer.
         let bytes = buf.split_to(length).freeze();
-        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut []);
-        config
-            .parse_response_with_uninit_headers(&mut parsed, &bytes, &mut slots)
-            .map_err(WireError::Head)?;
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|e| WireError::Header(e.to_string()))?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value))
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, value) in spans.fields(&bytes) {
+            let name =
+                HeaderName::from_bytes(name).map_err(|e| WireError::Header(e.to_string()))?;
+            let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|e| WireError::Header(e.to_string()))?;
             headers.append(name, value);
         }

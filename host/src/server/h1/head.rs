@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, StatusCode, Uri, Version};
 
 use super::io::Reading;
-use crate::wire::{parse_length, Chunked, MAX_HEADERS};
+use crate::wire::{parse_length, Chunked, FieldSpans, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -70,10 +70,10 @@ impl HeadError {
 /// until then). Heads longer than `max` bytes are refused.
 pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     let config = httparse::ParserConfig::default();
-    let length = {
+    let (length, method, target, version, fields) = {
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut []);
-        match config.parse_request_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        let length = match config.parse_request_with_uninit_headers(&mut parsed, buf, &mut slots) {
             Ok(httparse::Status::Complete(length)) if length > max => {
                 return Err(HeadError::TooLarge)
             }
@@ -82,34 +82,30 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
             Err(e) => return Err(HeadError::Parse(e)),
-        }
+        };
+        let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+            .map_err(|_| HeadError::Malformed("method"))?;
+        let target = Span::of(buf, parsed.path.unwrap_or_default().as_bytes());
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let fields = FieldSpans::record(buf, parsed.headers);
+        (length, method, target, version, fields)
     };
-    // Parsed again from the frozen head, so the target and the header values can share its
-    // buffer instead of each being copied (as the response side does).
+    // The target and the header values share the frozen head's buffer instead of each being
+    // copied.
     let bytes = buf.split_to(length).freeze();
-    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    config
-        .parse_request_with_uninit_headers(&mut parsed, &bytes, &mut slots)
-        .map_err(HeadError::Parse)?;
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| HeadError::Malformed("method"))?;
-    let target = parsed.path.unwrap_or_default();
-    let uri = Uri::from_maybe_shared(bytes.slice_ref(target.as_bytes()))
+    let uri = Uri::from_maybe_shared(target.shared(&bytes))
         .map_err(|_| HeadError::Malformed("request target"))?;
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
     // The headers that decide framing and persistence are picked out on the way, by name,
     // rather than looked up in the map afterwards.
     let mut seen = Seen::default();
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        seen.note(h.name.as_bytes(), h.value)?;
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| HeadError::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value))
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields.fields(&bytes) {
+        seen.note(name, &value)?;
+        let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| HeadError::Malformed("header value"))?;
         headers.append(name, value);
     }
