@@ -28,6 +28,8 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+import instructions
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -387,7 +389,11 @@ class Nginx(LB):
         # upstream connections all the time: keepalive 64 at 64 connections, 256 at 256.
         keepalive = max(64, self.conns)
         timeout = self.idle_timeout or "75s"
+        # Under callgrind (--instructions) one process serves: callgrind_control cannot reach
+        # a forked worker.
+        single = "master_process off;" if getattr(self, "single_process", False) else ""
         conf = f"""
+{single}
 worker_processes 1;
 worker_rlimit_nofile 65536;
 pid {d}/nginx.pid;
@@ -914,8 +920,19 @@ def main():
     ap.add_argument("--idle-conns", type=int, default=0, metavar="N",
                     help="open N idle keep-alive connections to lbhost, report RSS")
     ap.add_argument("--idle-lbs", default="lbhost", help="LBs for --idle-conns (default lbhost)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="user-space instructions per request under callgrind (valgrind), for "
+                         "--instr-lbs; the figure that does not move with the machine's noise")
+    ap.add_argument("--instr-lbs", default="lbhost,nginx,haproxy",
+                    help="LBs for --instructions (default lbhost,nginx,haproxy; lbhost-baseline "
+                         "added with --baseline-bin)")
+    ap.add_argument("--instr-conns", type=int, default=16,
+                    help="client connections for --instructions (default 16)")
+    ap.add_argument("--instr-seconds", type=float, default=5.0,
+                    help="measured seconds per --instructions run (default 5)")
     ap.add_argument("--compare", action="store_true",
-                    help="with --scale/--idle-conns: also run the side-by-side comparison")
+                    help="with --scale/--idle-conns/--instructions: also run the side-by-side "
+                         "comparison")
     ap.add_argument("--lb-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--wrk-threads", type=int, default=1)
@@ -931,12 +948,16 @@ def main():
     if "lbhost-baseline" in args.lbs and not args.baseline_bin:
         raise SystemExit("bench: lbhost-baseline needs --baseline-bin PATH")
     args.idle_lbs = [x for x in args.idle_lbs.split(",") if x]
-    for n in args.lbs + args.idle_lbs:
+    args.instr_lbs = [x for x in args.instr_lbs.split(",") if x]
+    if args.baseline_bin and "lbhost-baseline" not in args.instr_lbs:
+        args.instr_lbs.insert(args.instr_lbs.index("lbhost") + 1 if "lbhost" in args.instr_lbs
+                              else 0, "lbhost-baseline")
+    for n in args.lbs + args.idle_lbs + args.instr_lbs:
         if n not in LB_CLASSES:
             raise SystemExit(f"bench: unknown LB {n!r} ({', '.join(LB_CLASSES)})")
     args.warmup_s = parse_seconds(args.warmup)
     args.duration_s = parse_seconds(args.duration)
-    run_compare = args.compare or not (args.scale or args.idle_conns)
+    run_compare = args.compare or not (args.scale or args.idle_conns or args.instructions)
     if args.reps < 1:
         raise SystemExit("bench: --reps must be >= 1")
 
@@ -1045,6 +1066,16 @@ def main():
                 if r["failures"] or not r["lb_alive_after"]:
                     problems.append(f"idle {r['lb']}: {r['failures']} failures "
                                     f"{r['first_failures']}, alive={r['lb_alive_after']}")
+        if args.instructions:
+            table, rows = instructions.instructions_mode(args, session, ports, sys.modules[__name__])
+            md += [f"## User-space instructions per request (callgrind, {args.instr_conns} "
+                   f"connections, {args.instr_seconds:g} s counted per run)", "", table, "",
+                   "Counted by valgrind's callgrind in user space only (the kernel's share of a "
+                   "request is not in it); stable to about ±0.5 % between runs.", ""]
+            for r in rows:
+                if r["errors"] or not r["alive"]:
+                    problems.append(f"instructions {r['lb']} rep {r['rep']}: {r['errors']} "
+                                    f"errors, alive={r['alive']}")
     except KeyboardInterrupt:
         log("bench: interrupted")
         raise

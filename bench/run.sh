@@ -5,6 +5,7 @@
 #   bench/run.sh --duration 3s --reps 1   # smoke check
 #   bench/run.sh --scale                  # lbhost alone with 3, 64, 1000 backends
 #   bench/run.sh --idle-conns 10000       # RSS of 10,000 idle keep-alive connections
+#   bench/run.sh --instructions           # user-space instructions per request (callgrind)
 #   bench/run.sh --no-build ...           # skip cargo build / cargo xtask strategies
 #
 # Every other flag goes to bench/lbbench.py. Needs root (or sudo) only to apt-get install
@@ -29,6 +30,9 @@ missing=()
 command -v nginx   >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk     >/dev/null || missing+=(wrk)
+case " $* " in
+    *" --instructions "*) command -v valgrind >/dev/null || missing+=(valgrind) ;;
+esac
 for t in taskset:util-linux python3:python3; do
     command -v "${t%%:*}" >/dev/null || missing+=("${t##*:}")
 done

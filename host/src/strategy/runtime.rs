@@ -80,6 +80,9 @@ impl Runtime {
             fuel: sandboxed,
             memory_limit_bytes: sandbox.memory_limit_bytes,
         };
+        if std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1") {
+            tracing::warn!("{ON_DEMAND_ENV}=1: guest instances are not pooled (profiling only)");
+        }
         let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -128,21 +131,31 @@ impl Runtime {
     }
 }
 
-/// The engine configuration for `settings`: fuel, stack, the pooling allocator.
+/// The engine configuration for `settings`: fuel, stack, the pooling allocator (or, for
+/// profiling only, plain allocation: see [`ON_DEMAND_ENV`]).
 pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
+    let mut config = EngineConfig::new();
+    config
+        .consume_fuel(settings.fuel)
+        .max_wasm_stack(512 * 1024);
+    if std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1") {
+        return config;
+    }
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(MAX_INSTANCES)
         .total_core_instances(MAX_INSTANCES * 2)
         .total_memories(MAX_INSTANCES * 2)
         .total_tables(MAX_INSTANCES * 2)
         .max_memory_size(settings.memory_limit_bytes);
-    let mut config = EngineConfig::new();
-    config
-        .consume_fuel(settings.fuel)
-        .max_wasm_stack(512 * 1024)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
+
+/// `LBHOST_ON_DEMAND_INSTANCES=1` allocates guest instances one by one instead of from the
+/// pooling allocator's slots, whose address space reservation (hundreds of GiB, virtual)
+/// valgrind cannot map. For `bench/callgrind.sh`; the memory limit still holds (the store's
+/// limiter), only instantiation is slower.
+pub const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
 
 /// The fuel worth `deadline`.
 fn fuel(deadline: Duration) -> u64 {
