@@ -49,6 +49,13 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n".to_vec(),
             true,
         ),
+        "/hop-by-hop" => (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+              X-Secret: 1\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\
+              content-length: 2\r\n\r\nok"
+                .to_vec(),
+            false,
+        ),
         "/bad-chunk" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
             true,
@@ -186,6 +193,33 @@ async fn answers_trickling_in_a_byte_at_a_time_arrive_whole() {
             (StatusCode::OK, "hello, world")
         );
     }
+    assert_eq!(backend.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_hop_by_hop_fields_stay_behind_over_http1_and_http2() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    for client in [Http::new(), Http::h2c()] {
+        for _ in 0..2 {
+            let reply = client.get(&lb.url("/hop-by-hop")).await;
+            assert_eq!(
+                (reply.status, reply.text().as_str()),
+                (StatusCode::OK, "ok")
+            );
+            assert_eq!(reply.header("x-kept"), Some("yes"));
+            for name in ["x-secret", "keep-alive", "proxy-connection"] {
+                assert_eq!(reply.header(name), None, "{name} reached the client");
+            }
+            if let Some(connection) = reply.header("connection") {
+                assert!(
+                    !connection.to_ascii_lowercase().contains("x-secret"),
+                    "connection: {connection}"
+                );
+            }
+        }
+    }
+    // The backend's keep-alive was honoured: one connection carried all four answers.
     assert_eq!(backend.accepted(), 1);
 }
 

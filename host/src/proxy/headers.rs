@@ -6,25 +6,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::upstream::RequestHead;
-
-/// How many names [`HOP_BY_HOP`] lists.
-const HOP_BY_HOP_COUNT: usize = 8;
-/// Headers that describe one connection, not the message; never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+use crate::wire;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -76,55 +62,6 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
         return rest.split(']').next()?.parse().ok().map(canonical);
     }
     entry.rsplit_once(':')?.0.parse().ok().map(canonical)
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        // Usually one Connection value: take it (a reference-counted clone) without collecting.
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        let first = values.next().cloned();
-        let more: Vec<HeaderValue> = values.cloned().collect();
-        for value in first.iter().chain(&more) {
-            let Ok(text) = value.to_str() else {
-                continue;
-            };
-            for name in text.split(',').map(str::trim) {
-                // By &str: looked up without allocating; a token that is no header name matches
-                // none.
-                if !name.is_empty() {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    // One pass over the names there are (a response has a handful, and one hop-by-hop header at
-    // most, usually) instead of a lookup for each of the nine names that could be.
-    let mut present = [false; HOP_BY_HOP_COUNT + 1];
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
-            present[i] = true;
-            any = true;
-        }
-    }
-    if !any {
-        return;
-    }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
-        headers.remove(name);
-    }
-    if present[HOP_BY_HOP_COUNT] {
-        headers.remove(&PROXY_CONNECTION);
-    }
-}
-
-/// Where `name` is in [`HOP_BY_HOP`], or [`HOP_BY_HOP_COUNT`] for `Proxy-Connection`.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    HOP_BY_HOP
-        .iter()
-        .position(|h| h == name)
-        .or_else(|| (*name == PROXY_CONNECTION).then_some(HOP_BY_HOP_COUNT))
 }
 
 /// What the backend is told about the client, beyond the client's own headers.
@@ -227,7 +164,7 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    hop_by_hop_index(name).is_some()
+    wire::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Headers [`write_upstream`] writes itself.
@@ -332,31 +269,6 @@ mod tests {
         ]);
         let ip = client_ip("10.0.0.2".parse().unwrap(), true, &h, &trusted);
         assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn connection_named_headers_are_removed() {
-        let mut h = headers(&[
-            ("connection", "x-foo, keep-alive"),
-            ("x-foo", "1"),
-            ("x-bar", "2"),
-            ("te", "trailers"),
-        ]);
-        remove_hop_by_hop(&mut h);
-        assert!(h.get("x-foo").is_none() && h.get("te").is_none() && h.get("connection").is_none());
-        assert_eq!(h.get("x-bar").unwrap(), "2");
-
-        // Without a Connection header too, and whichever of them are there.
-        let mut h = headers(&[
-            ("transfer-encoding", "chunked"),
-            ("proxy-connection", "keep-alive"),
-            ("keep-alive", "timeout=5"),
-            ("upgrade", "h2c"),
-            ("content-type", "text/plain"),
-        ]);
-        remove_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["content-type"]);
     }
 
     /// The header lines [`write_upstream`] writes for `headers`.

@@ -417,7 +417,7 @@ fn relay(
     in_flight: InFlight,
     backend: &Backend,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         if let (Some(client_upgrade), Some(upgraded)) = (client_upgrade, body.into_upgraded()) {
             upgrade::tunnel(client_upgrade, upgraded, in_flight, backend.address.clone());
@@ -430,7 +430,7 @@ fn relay(
         }
         .response();
     }
-    headers::remove_hop_by_hop(&mut parts.headers);
+    // The backend's hop-by-hop fields were left out as its head was parsed.
     Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 

@@ -36,6 +36,38 @@ pub enum WireError {
     UnaskedUpgrade,
 }
 
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1, with the older ones of
+/// RFC 2616 §13.5.1 and `Proxy-Connection`): a proxy never forwards them, in either direction,
+/// nor the fields a `Connection` header names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Whether a field named `name` (any case) is hop-by-hop ([`HOP_BY_HOP`]).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    // Most names have a length none of the nine has: decided without comparing bytes.
+    matches!(name.len(), 2 | 7 | 10 | 16 | 17 | 18 | 19)
+        && HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// The items of a comma-separated field value, trimmed, empty ones left out.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// Decimal digits only, no sign, no overflow.
 pub fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {

@@ -3,11 +3,13 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
+use smallvec::SmallVec;
+
 use super::spans::FieldSpans;
-use super::{parse_length, WireError, MAX_HEAD, MAX_HEADERS};
+use super::{is_hop_by_hop, parse_length, tokens, WireError, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +37,10 @@ pub struct Head {
 
 /// The response head at the start of `buf`, consumed from it, once it is all there
 /// (`Ok(None)` until then). Interim 1xx answers other than 101 are skipped.
+///
+/// Its header map holds the end-to-end fields only, ready to forward: the hop-by-hop ones and
+/// those `Connection` names are read for the framing and the connection's persistence and left
+/// out (except on a 101, whose fields go to the client with the switch).
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
@@ -73,16 +79,23 @@ pub fn parse_head(
         };
         // The header values share the frozen head's buffer.
         let bytes = buf.split_to(length).freeze();
+        let seen = Seen::read(&spans, &bytes);
+        let (framing, delimited_keep_alive) = seen.framing(method, status, asked_upgrade)?;
+        let keep_alive = delimited_keep_alive && seen.persistent(version);
+        // A 101 keeps them all: they describe the protocol the connection switches to, and go
+        // to the client with it.
+        let end_to_end_only = status != StatusCode::SWITCHING_PROTOCOLS;
         let mut headers = HeaderMap::with_capacity(spans.len());
         for (name, value) in spans.fields(&bytes) {
+            if end_to_end_only && seen.connection_specific(name) {
+                continue;
+            }
             let name =
                 HeaderName::from_bytes(name).map_err(|e| WireError::Header(e.to_string()))?;
             let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|e| WireError::Header(e.to_string()))?;
             headers.append(name, value);
         }
-        let (framing, delimited_keep_alive) = framing(method, status, &headers, asked_upgrade)?;
-        let keep_alive = delimited_keep_alive && persistent(version, &headers);
         let mut response = Response::new(());
         *response.status_mut() = status;
         // The backend's HTTP version only decides whether its connection stays open; the
@@ -97,75 +110,124 @@ pub fn parse_head(
     }
 }
 
-/// How the body of a response to `method` with `status` and `headers` is delimited, and whether
-/// that framing leaves the connection usable afterwards.
-fn framing(
-    method: &Method,
-    status: StatusCode,
-    headers: &HeaderMap,
-    asked_upgrade: bool,
-) -> Result<(Framing, bool), WireError> {
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return if asked_upgrade {
-            Ok((Framing::Upgrade, false))
-        } else {
-            Err(WireError::UnaskedUpgrade)
-        };
-    }
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, true));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112 §6.3).
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if chunked {
-            (Framing::Chunked, alone)
-        } else {
-            (Framing::UntilClose, false)
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        // A list of equal values is one value (RFC 9110 §8.6); differing ones are an error.
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(WireError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(WireError::ContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::UntilClose, false),
-    })
+/// What a response head's fields say about its framing and its connection, read in one pass
+/// over them before its header map is built.
+#[derive(Debug)]
+struct Seen<'a> {
+    /// `Transfer-Encoding` is present, and whether `chunked` is the last coding of its last
+    /// field.
+    transfer_encoding: bool,
+    chunked_last: bool,
+    /// `Content-Length` is present; its value once all its fields agree, `Err` if they do not or
+    /// one is not a number.
+    content_length: bool,
+    length: Result<Option<u64>, ()>,
+    close: bool,
+    keep_alive: bool,
+    /// The other fields `Connection` names.
+    named: SmallVec<[&'a [u8]; 4]>,
 }
 
-/// Whether the connection stays open after this message (HTTP/1.1 unless `close`; HTTP/1.0 only
-/// with `keep-alive`).
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if version == Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
+impl<'a> Seen<'a> {
+    fn read(spans: &'a FieldSpans, head: &'a [u8]) -> Self {
+        let mut seen = Seen {
+            transfer_encoding: false,
+            chunked_last: false,
+            content_length: false,
+            length: Ok(None),
+            close: false,
+            keep_alive: false,
+            named: SmallVec::new(),
+        };
+        for (name, value) in spans.iter() {
+            let (name, value) = (name.bytes(head), value.bytes(head));
+            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+            match name.len() {
+                10 if is(b"connection") => {
+                    for token in tokens(value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            seen.close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            seen.keep_alive = true;
+                        } else {
+                            seen.named.push(token);
+                        }
+                    }
+                }
+                17 if is(b"transfer-encoding") => {
+                    seen.transfer_encoding = true;
+                    seen.chunked_last = tokens(value)
+                        .last()
+                        .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
+                }
+                14 if is(b"content-length") => {
+                    seen.content_length = true;
+                    // A list of equal values is one value (RFC 9110 §8.6); differing ones are an
+                    // error.
+                    for part in value.split(|&b| b == b',') {
+                        seen.length = match (seen.length, parse_length(part.trim_ascii())) {
+                            (Ok(None), Some(n)) => Ok(Some(n)),
+                            (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
+                            _ => Err(()),
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    /// Whether a field named `name` describes this connection only: hop-by-hop, or named by
+    /// `Connection`.
+    fn connection_specific(&self, name: &[u8]) -> bool {
+        is_hop_by_hop(name) || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// How the body of a response to `method` with `status` is delimited, and whether that
+    /// framing leaves the connection usable afterwards.
+    fn framing(
+        &self,
+        method: &Method,
+        status: StatusCode,
+        asked_upgrade: bool,
+    ) -> Result<(Framing, bool), WireError> {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return if asked_upgrade {
+                Ok((Framing::Upgrade, false))
+            } else {
+                Err(WireError::UnaskedUpgrade)
+            };
+        }
+        if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Empty, true));
+        }
+        if self.transfer_encoding {
+            // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112
+            // §6.3).
+            return Ok(if self.chunked_last {
+                (Framing::Chunked, !self.content_length)
+            } else {
+                (Framing::UntilClose, false)
+            });
+        }
+        Ok(match self.length.map_err(|()| WireError::ContentLength)? {
+            Some(n) => (Framing::Length(n), true),
+            None => (Framing::UntilClose, false),
+        })
+    }
+
+    /// Whether the connection stays open after this message (HTTP/1.1 unless `close`; HTTP/1.0
+    /// only with `keep-alive`).
+    fn persistent(&self, version: Version) -> bool {
+        if version == Version::HTTP_10 {
+            self.keep_alive
+        } else {
+            !self.close
+        }
     }
 }
 
@@ -235,6 +297,39 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(h.framing, Framing::Length(2));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_left_out() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+              X-Secret: 1\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: x\r\n\
+              Upgrade: h2c\r\nContent-Type: text/plain\r\ncontent-length: 2\r\n\r\nok",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let left: Vec<&str> = h.response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "content-length"]);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), true));
+
+        // Still read for the framing and the connection before they are left out.
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.response.headers().is_empty());
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+
+        // A 101 keeps its fields: they go to the client with the switch.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        );
+        let h = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+        assert_eq!(h.response.headers()["upgrade"], "websocket");
+        assert_eq!(h.response.headers()["connection"], "upgrade");
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl FieldSpans {
         self.0.is_empty()
     }
 
+    /// Where each field's name and value sit.
+    pub fn iter(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
+        self.0.iter().copied()
+    }
+
     /// Each field of `head` (the bytes recorded from) as its name and its value, the value
     /// sharing `head`'s buffer.
     pub fn fields<'a>(&'a self, head: &'a Bytes) -> impl Iterator<Item = (&'a [u8], Bytes)> + 'a {

@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, StatusCode, Uri, Version};
 
 use super::io::Reading;
-use crate::wire::{parse_length, Chunked, FieldSpans, Span, MAX_HEADERS};
+use crate::wire::{parse_length, tokens, Chunked, FieldSpans, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -206,14 +206,6 @@ impl Seen {
             Some(n) => Reading::Length(n),
         })
     }
-}
-
-/// The items of a comma-separated header value, trimmed, empty ones left out.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
