@@ -92,10 +92,13 @@ async fn send_and_read(
     }
     let mut received = !conn.buf.is_empty();
     let answer = loop {
-        match wire::parse_head(&mut conn.buf, &head.method, head.upgrade) {
-            Ok(Some(head)) => break head,
-            Ok(None) => {}
-            Err(e) => return Err(Failure::Failed(UpstreamError::Invalid(e))),
+        // (Usually nothing has arrived yet when the request is sent: the first read comes first.)
+        if !conn.buf.is_empty() {
+            match wire::parse_head(&mut conn.buf, &head.method, head.upgrade) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return Err(Failure::Failed(UpstreamError::Invalid(e))),
+            }
         }
         let error = match conn.fill().await {
             Ok(0) => UpstreamError::Closed,
