@@ -109,10 +109,12 @@ def table(rows, names):
         lines.append(f"| {name} | {m:,.0f} | {len(per)} | ±{spread / 2:.1%} "
                      f"| {sum(r['requests'] for r in mine):,} "
                      f"| {sum(r['errors'] for r in mine)}{died} |")
-    if peers and min(medians[p] for p in peers) > 0:
-        best = min(medians[p] for p in peers)
-        lines += ["", "| LB | ratio to the better of nginx and HAProxy |", "|---|---:|"]
+    if peers and all(medians[p] > 0 for p in peers):
+        lines += ["", "| LB | " + " | ".join(f"ratio to {p}" for p in peers) + " |",
+                  "|---|" + "---:|" * len(peers)]
         for name in names:
             if name not in peers:
-                lines.append(f"| {name} | {medians[name] / best:.2f}× |")
+                lines.append(f"| {name} | "
+                             + " | ".join(f"{medians[name] / medians[p]:.2f}×" for p in peers)
+                             + " |")
     return "\n".join(lines)
