@@ -4,11 +4,13 @@
 //! parsing and response writing live in `server::h1`.
 
 mod chunked;
+mod framing_fields;
 mod request;
 mod response;
 mod spans;
 
 pub use chunked::{Chunked, Decoded};
+pub use framing_fields::{tokens, BadLength, FramingFields};
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
 pub use response::{parse_head, Framing, Head as ResponseHead};
 pub use spans::{FieldSpans, Span};
@@ -58,14 +60,6 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
         && HOP_BY_HOP
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-}
-
-/// The items of a comma-separated field value, trimmed, empty ones left out.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 /// Decimal digits only, no sign, no overflow.

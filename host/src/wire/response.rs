@@ -6,10 +6,8 @@ use bytes::{Buf, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
-use smallvec::SmallVec;
-
 use super::spans::FieldSpans;
-use super::{is_hop_by_hop, parse_length, tokens, WireError, MAX_HEAD, MAX_HEADERS};
+use super::{FramingFields, WireError, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +77,11 @@ pub fn parse_head(
         };
         // The header values share the frozen head's buffer.
         let bytes = buf.split_to(length).freeze();
-        let seen = Seen::read(&spans, &bytes);
-        let (framing, delimited_keep_alive) = seen.framing(method, status, asked_upgrade)?;
+        let mut seen = FramingFields::default();
+        for (name, value) in spans.iter() {
+            seen.note(name.bytes(&bytes), value.bytes(&bytes));
+        }
+        let (framing, delimited_keep_alive) = framing(&seen, method, status, asked_upgrade)?;
         let keep_alive = delimited_keep_alive && seen.persistent(version);
         // A 101 keeps them all: they describe the protocol the connection switches to, and go
         // to the client with it.
@@ -110,125 +111,39 @@ pub fn parse_head(
     }
 }
 
-/// What a response head's fields say about its framing and its connection, read in one pass
-/// over them before its header map is built.
-#[derive(Debug)]
-struct Seen<'a> {
-    /// `Transfer-Encoding` is present, and whether `chunked` is the last coding of its last
-    /// field.
-    transfer_encoding: bool,
-    chunked_last: bool,
-    /// `Content-Length` is present; its value once all its fields agree, `Err` if they do not or
-    /// one is not a number.
-    content_length: bool,
-    length: Result<Option<u64>, ()>,
-    close: bool,
-    keep_alive: bool,
-    /// The other fields `Connection` names.
-    named: SmallVec<[&'a [u8]; 4]>,
-}
-
-impl<'a> Seen<'a> {
-    fn read(spans: &'a FieldSpans, head: &'a [u8]) -> Self {
-        let mut seen = Seen {
-            transfer_encoding: false,
-            chunked_last: false,
-            content_length: false,
-            length: Ok(None),
-            close: false,
-            keep_alive: false,
-            named: SmallVec::new(),
-        };
-        for (name, value) in spans.iter() {
-            let (name, value) = (name.bytes(head), value.bytes(head));
-            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
-            match name.len() {
-                10 if is(b"connection") => {
-                    for token in tokens(value) {
-                        if token.eq_ignore_ascii_case(b"close") {
-                            seen.close = true;
-                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                            seen.keep_alive = true;
-                        } else {
-                            seen.named.push(token);
-                        }
-                    }
-                }
-                17 if is(b"transfer-encoding") => {
-                    seen.transfer_encoding = true;
-                    seen.chunked_last = tokens(value)
-                        .last()
-                        .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
-                }
-                14 if is(b"content-length") => {
-                    seen.content_length = true;
-                    // A list of equal values is one value (RFC 9110 §8.6); differing ones are an
-                    // error.
-                    for part in value.split(|&b| b == b',') {
-                        seen.length = match (seen.length, parse_length(part.trim_ascii())) {
-                            (Ok(None), Some(n)) => Ok(Some(n)),
-                            (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
-                            _ => Err(()),
-                        };
-                    }
-                }
-                _ => {}
-            }
-        }
-        seen
-    }
-
-    /// Whether a field named `name` describes this connection only: hop-by-hop, or named by
-    /// `Connection`.
-    fn connection_specific(&self, name: &[u8]) -> bool {
-        is_hop_by_hop(name) || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
-    }
-
-    /// How the body of a response to `method` with `status` is delimited, and whether that
-    /// framing leaves the connection usable afterwards.
-    fn framing(
-        &self,
-        method: &Method,
-        status: StatusCode,
-        asked_upgrade: bool,
-    ) -> Result<(Framing, bool), WireError> {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return if asked_upgrade {
-                Ok((Framing::Upgrade, false))
-            } else {
-                Err(WireError::UnaskedUpgrade)
-            };
-        }
-        if *method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            return Ok((Framing::Empty, true));
-        }
-        if self.transfer_encoding {
-            // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112
-            // §6.3).
-            return Ok(if self.chunked_last {
-                (Framing::Chunked, !self.content_length)
-            } else {
-                (Framing::UntilClose, false)
-            });
-        }
-        Ok(match self.length.map_err(|()| WireError::ContentLength)? {
-            Some(n) => (Framing::Length(n), true),
-            None => (Framing::UntilClose, false),
-        })
-    }
-
-    /// Whether the connection stays open after this message (HTTP/1.1 unless `close`; HTTP/1.0
-    /// only with `keep-alive`).
-    fn persistent(&self, version: Version) -> bool {
-        if version == Version::HTTP_10 {
-            self.keep_alive
+/// How the body of a response to `method` with `status` and the framing fields `seen` is
+/// delimited, and whether that framing leaves the connection usable afterwards.
+fn framing(
+    seen: &FramingFields<'_>,
+    method: &Method,
+    status: StatusCode,
+    asked_upgrade: bool,
+) -> Result<(Framing, bool), WireError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return if asked_upgrade {
+            Ok((Framing::Upgrade, false))
         } else {
-            !self.close
-        }
+            Err(WireError::UnaskedUpgrade)
+        };
     }
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if seen.transfer_encoding {
+        // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112 §6.3).
+        return Ok(if seen.chunked_last {
+            (Framing::Chunked, !seen.content_length)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    Ok(match seen.length.map_err(|_| WireError::ContentLength)? {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, StatusCode, Uri, Version};
 
 use super::io::Reading;
-use crate::wire::{parse_length, tokens, Chunked, FieldSpans, Span, MAX_HEADERS};
+use crate::wire::{tokens, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -102,21 +102,18 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     // rather than looked up in the map afterwards.
     let mut seen = Seen::default();
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields.fields(&bytes) {
-        seen.note(name, &value)?;
+    for (name, value) in fields.iter() {
+        let name = name.bytes(&bytes);
+        seen.note(name, value.bytes(&bytes));
         let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(value)
+        let value = HeaderValue::from_maybe_shared(value.shared(&bytes))
             .map_err(|_| HeadError::Malformed("header value"))?;
         headers.append(name, value);
     }
     let body = seen.framing(version)?;
     let exchange = Exchange {
         version,
-        keep_alive: if version == Version::HTTP_10 {
-            seen.keep_alive
-        } else {
-            !seen.close
-        },
+        keep_alive: seen.fields.persistent(version),
         head: method == Method::HEAD,
         trailers: seen.trailers,
     };
@@ -137,44 +134,19 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
 
 /// What the head says about framing and persistence.
 #[derive(Debug, Default)]
-struct Seen {
-    /// `Transfer-Encoding` is present; `chunked` is its last coding.
-    transfer_encoding: bool,
-    chunked_last: bool,
-    /// The `Content-Length`, once one was given (all must agree).
-    length: Option<u64>,
-    close: bool,
-    keep_alive: bool,
+struct Seen<'a> {
+    fields: FramingFields<'a>,
     trailers: bool,
     expect_continue: bool,
 }
 
-impl Seen {
-    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeadError> {
+impl<'a> Seen<'a> {
+    fn note(&mut self, name: &[u8], value: &'a [u8]) {
+        if self.fields.note(name, value) {
+            return;
+        }
         let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
         match name.len() {
-            10 if is(b"connection") => {
-                for token in tokens(value) {
-                    self.close |= token.eq_ignore_ascii_case(b"close");
-                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
-            17 if is(b"transfer-encoding") => {
-                self.transfer_encoding = true;
-                self.chunked_last = tokens(value)
-                    .last()
-                    .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
-            }
-            14 if is(b"content-length") => {
-                for item in value.split(|&b| b == b',') {
-                    let n = parse_length(item.trim_ascii())
-                        .ok_or(HeadError::Malformed("content-length"))?;
-                    if self.length.is_some_and(|l| l != n) {
-                        return Err(HeadError::Malformed("content-length"));
-                    }
-                    self.length = Some(n);
-                }
-            }
             2 if is(b"te") => {
                 self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
             }
@@ -183,25 +155,28 @@ impl Seen {
             }
             _ => {}
         }
-        Ok(())
     }
 
     /// How the request body is delimited (RFC 9112 §6.3). Anything a proxy could be smuggled
-    /// through is refused: chunked not last, chunked in HTTP/1.0, chunked with a length,
-    /// lengths that disagree.
+    /// through is refused: lengths that disagree, chunked not last, chunked in HTTP/1.0, chunked
+    /// with a length.
     fn framing(&self, version: Version) -> Result<Reading, HeadError> {
-        if self.transfer_encoding {
-            if !self.chunked_last || version == Version::HTTP_10 {
+        let f = &self.fields;
+        let length = f
+            .length
+            .map_err(|_| HeadError::Malformed("content-length"))?;
+        if f.transfer_encoding {
+            if !f.chunked_last || version == Version::HTTP_10 {
                 return Err(HeadError::Malformed("transfer-encoding"));
             }
-            if self.length.is_some() {
+            if f.content_length {
                 return Err(HeadError::Malformed(
                     "both transfer-encoding and content-length",
                 ));
             }
             return Ok(Reading::Chunked(Chunked::default()));
         }
-        Ok(match self.length {
+        Ok(match length {
             None | Some(0) => Reading::Done,
             Some(n) => Reading::Length(n),
         })
