@@ -23,11 +23,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const RAW_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A free `127.0.0.1` port, as an address. (Free when asked: another process could take it
-/// before it is bound again, which loopback tests accept.)
+/// before it is bound again, which loopback tests accept.) Never the same port twice in one test
+/// process: the kernel may hand a just-released port out again at once, and a config whose
+/// `listen` and `admin` came out equal is refused.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding 127.0.0.1:0");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A fresh directory under the system temp dir, removed on drop unless the test failed (then
