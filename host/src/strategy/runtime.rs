@@ -80,7 +80,7 @@ impl Runtime {
             fuel: sandboxed,
             memory_limit_bytes: sandbox.memory_limit_bytes,
         };
-        if std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1") {
+        if on_demand_instances() {
             tracing::warn!("{ON_DEMAND_ENV}=1: guest instances are not pooled (profiling only)");
         }
         let config = engine_config(settings);
@@ -138,7 +138,7 @@ pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
     config
         .consume_fuel(settings.fuel)
         .max_wasm_stack(512 * 1024);
-    if std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1") {
+    if on_demand_instances() {
         return config;
     }
     let mut pool = PoolingAllocationConfig::default();
@@ -156,6 +156,10 @@ pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
 /// valgrind cannot map. For `bench/callgrind.sh`; the memory limit still holds (the store's
 /// limiter), only instantiation is slower.
 pub const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
+
+fn on_demand_instances() -> bool {
+    std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1")
+}
 
 /// The fuel worth `deadline`.
 fn fuel(deadline: Duration) -> u64 {

@@ -13,7 +13,7 @@ pub use chunked::{Chunked, Decoded};
 pub use framing_fields::{tokens, BadLength, FramingFields};
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
 pub use response::{parse_head, Framing, Head as ResponseHead};
-pub use spans::{FieldSpans, Span};
+pub use spans::{BadField, FieldSpans, Span};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).

@@ -3,7 +3,6 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 use super::spans::FieldSpans;
@@ -78,25 +77,19 @@ pub fn parse_head(
         // The header values share the frozen head's buffer.
         let bytes = buf.split_to(length).freeze();
         let mut seen = FramingFields::default();
-        for (name, value) in spans.iter() {
-            seen.note(name.bytes(&bytes), value.bytes(&bytes));
+        for (name, value) in spans.fields(&bytes) {
+            seen.note(name, value);
         }
         let (framing, delimited_keep_alive) = framing(&seen, method, status, asked_upgrade)?;
         let keep_alive = delimited_keep_alive && seen.persistent(version);
         // A 101 keeps them all: they describe the protocol the connection switches to, and go
         // to the client with it.
         let end_to_end_only = status != StatusCode::SWITCHING_PROTOCOLS;
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, value) in spans.fields(&bytes) {
-            if end_to_end_only && seen.connection_specific(name) {
-                continue;
-            }
-            let name =
-                HeaderName::from_bytes(name).map_err(|e| WireError::Header(e.to_string()))?;
-            let value = HeaderValue::from_maybe_shared(value)
-                .map_err(|e| WireError::Header(e.to_string()))?;
-            headers.append(name, value);
-        }
+        let headers = spans
+            .header_map(&bytes, |name| {
+                end_to_end_only && seen.connection_specific(name)
+            })
+            .map_err(|e| WireError::Header(e.to_string()))?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         // The backend's HTTP version only decides whether its connection stays open; the

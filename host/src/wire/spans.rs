@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 /// Heads with more fields than this spill their table to the heap (real heads have ~5–20).
@@ -64,28 +65,42 @@ impl FieldSpans {
         )
     }
 
-    /// How many fields the head has.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The head has no fields.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Where each field's name and value sit.
-    pub fn iter(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
-        self.0.iter().copied()
-    }
-
-    /// Each field of `head` (the bytes recorded from) as its name and its value, the value
-    /// sharing `head`'s buffer.
-    pub fn fields<'a>(&'a self, head: &'a Bytes) -> impl Iterator<Item = (&'a [u8], Bytes)> + 'a {
+    /// Each field of `head` (the bytes recorded from) as its name and its value.
+    pub fn fields<'a>(&'a self, head: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
         self.0
             .iter()
-            .map(move |&(name, value)| (name.bytes(head), value.shared(head)))
+            .map(move |&(name, value)| (name.bytes(head), value.bytes(head)))
     }
+
+    /// The header map of `head`'s fields (the bytes recorded from), the values sharing its
+    /// buffer, without the fields whose name `skip` picks.
+    pub fn header_map(
+        &self,
+        head: &Bytes,
+        skip: impl Fn(&[u8]) -> bool,
+    ) -> Result<HeaderMap, BadField> {
+        let mut headers = HeaderMap::with_capacity(self.0.len());
+        for &(name, value) in &self.0 {
+            let name = name.bytes(head);
+            if skip(name) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name).map_err(|_| BadField::Name)?;
+            let value =
+                HeaderValue::from_maybe_shared(value.shared(head)).map_err(|_| BadField::Value)?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// A field the `http` types refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadField {
+    #[error("invalid header name")]
+    Name,
+    #[error("invalid header value")]
+    Value,
 }
 
 #[cfg(test)]
@@ -103,8 +118,9 @@ mod tests {
         let spans = FieldSpans::record(wire, parsed.headers);
         let head = Bytes::copy_from_slice(&wire[..length]);
         let fields: Vec<_> = spans.fields(&head).collect();
-        assert_eq!(spans.len(), 2);
-        assert_eq!(fields[0], (&b"Server"[..], Bytes::from_static(b"x")));
-        assert_eq!(fields[1], (&b"X-Long"[..], Bytes::from_static(b"a b c")));
+        assert_eq!(fields, [(&b"Server"[..], &b"x"[..]), (b"X-Long", b"a b c")]);
+        let map = spans.header_map(&head, |name| name == b"Server").unwrap();
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-long"], "a b c");
     }
 }

@@ -4,11 +4,10 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, StatusCode, Uri, Version};
 
 use super::io::Reading;
-use crate::wire::{tokens, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
+use crate::wire::{tokens, BadField, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -101,15 +100,13 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     // The headers that decide framing and persistence are picked out on the way, by name,
     // rather than looked up in the map afterwards.
     let mut seen = Seen::default();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields.iter() {
-        let name = name.bytes(&bytes);
-        seen.note(name, value.bytes(&bytes));
-        let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(value.shared(&bytes))
-            .map_err(|_| HeadError::Malformed("header value"))?;
-        headers.append(name, value);
+    for (name, value) in fields.fields(&bytes) {
+        seen.note(name, value);
     }
+    let headers = fields.header_map(&bytes, |_| false).map_err(|e| match e {
+        BadField::Name => HeadError::Malformed("header name"),
+        BadField::Value => HeadError::Malformed("header value"),
+    })?;
     let body = seen.framing(version)?;
     let exchange = Exchange {
         version,
