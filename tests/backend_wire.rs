@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
-use lbhost_e2e::{full, Http, Lb, RawBackend};
+use lbhost_e2e::{full, send_raw, Http, Lb, RawBackend};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -53,6 +53,15 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
               X-Secret: 1\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\
               content-length: 2\r\n\r\nok"
+                .to_vec(),
+            false,
+        ),
+        // Bare LF line ends (which httparse takes), blanks around a value, an empty value,
+        // a repeated field and the backend's own date.
+        "/fields" => (
+            b"HTTP/1.1 200 OK\nServer: scripted\nDate: Tue, 01 Dec 2026 10:00:00 GMT\n\
+              Set-Cookie: a=1\nset-cookie: b=2\nX-Empty:\nX-Padded:   padded   \n\
+              content-length: 2\n\nok"
                 .to_vec(),
             false,
         ),
@@ -221,6 +230,48 @@ async fn the_backends_hop_by_hop_fields_stay_behind_over_http1_and_http2() {
     }
     // The backend's keep-alive was honoured: one connection carried all four answers.
     assert_eq!(backend.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_fields_reach_the_client_whole_in_order_and_in_crlf_lines() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    // HTTP/1.1, byte for byte: the fields are copied from the backend's head.
+    let answer = send_raw(
+        lb.listen(),
+        b"GET /fields HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
+    assert_eq!(body, "ok");
+    assert!(
+        !head.replace("\r\n", "").contains('\n'),
+        "a bare LF reached the client: {head:?}"
+    );
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(lines[0], "HTTP/1.1 200 OK");
+    let dates: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("date:"))
+        .collect();
+    assert_eq!(dates, [&"Date: Tue, 01 Dec 2026 10:00:00 GMT"], "{head}");
+    let cookies: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(cookies, [&"Set-Cookie: a=1", &"set-cookie: b=2"], "{head}");
+    assert!(lines.contains(&"X-Empty:"), "{head}");
+    assert!(lines.contains(&"X-Padded:   padded"), "{head}");
+    assert!(lines.contains(&"content-length: 2"), "{head}");
+    // HTTP/2: the same fields, from a header map.
+    let reply = Http::h2c().get(&lb.url("/fields")).await;
+    assert_eq!(reply.text(), "ok");
+    let cookies: Vec<_> = reply.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(reply.header("date"), Some("Tue, 01 Dec 2026 10:00:00 GMT"));
+    assert_eq!(reply.header("x-empty"), Some(""));
+    assert_eq!(reply.header("x-padded"), Some("padded"));
+    assert_eq!(reply.header("server"), Some("scripted"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
 use crate::pool::InFlight;
 use crate::upstream::ResponseBody;
+use crate::wire::{BadField, RawFields};
 
 /// The error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,6 +47,26 @@ impl ProxyBody {
     pub fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(text.into()))
     }
+
+    /// The backend's header fields that belong in the response head with the ones in its header
+    /// map (see [`ResponseBody::take_fields`]); none for a local body. Taken once.
+    pub fn take_fields(&mut self) -> RawFields {
+        match self {
+            ProxyBody::Upstream(relayed) => relayed.body.take_fields(),
+            ProxyBody::Local(_) => RawFields::default(),
+        }
+    }
+}
+
+/// `response` with the backend's fields moved into its header map, for a writer that has no use
+/// for them in wire form (HTTP/2). A field the `http` types refuse fails the response.
+pub fn with_header_map(mut response: Response<ProxyBody>) -> Result<Response<ProxyBody>, BadField> {
+    let fields = response.body_mut().take_fields();
+    if !fields.is_empty() {
+        let map = fields.header_map()?;
+        response.headers_mut().extend(map);
+    }
+    Ok(response)
 }
 
 impl Body for ProxyBody {

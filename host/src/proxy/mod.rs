@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
-pub use body::{BoxError, ProxyBody};
+pub use body::{with_header_map, BoxError, ProxyBody};
 pub use error::{local_response, ProxyError};
 pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
@@ -417,8 +417,19 @@ fn relay(
     in_flight: InFlight,
     backend: &Backend,
 ) -> Response<ProxyBody> {
-    let (parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // The switch's fields go in its head's map: the local body that follows carries none.
+        parts.headers = match body.take_fields().header_map() {
+            Ok(headers) => headers,
+            Err(e) => {
+                return ProxyError::Backend {
+                    backend: backend.address.clone(),
+                    cause: format!("101 with an {e}"),
+                }
+                .response()
+            }
+        };
         if let (Some(client_upgrade), Some(upgraded)) = (client_upgrade, body.into_upgraded()) {
             upgrade::tunnel(client_upgrade, upgraded, in_flight, backend.address.clone());
             return Response::from_parts(parts, ProxyBody::local(""));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -19,7 +20,7 @@ use super::client_io::Prefixed;
 use super::h1;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{local_response, with_header_map, Proxy, ProxyBody};
 
 /// How a worker serves its client connections; built once per worker from the config.
 pub(super) struct Settings {
@@ -104,7 +105,8 @@ pub(super) async fn serve(
         return;
     };
     let service = service_fn(move |request: http::Request<Incoming>| {
-        Arc::clone(&proxy).handle(request, peer, None)
+        let answer = Arc::clone(&proxy).handle(request, peer, None);
+        async move { Ok::<_, Infallible>(http2_head(answer.await?)) }
     });
     let connection = boxed(|| {
         settings
@@ -127,6 +129,18 @@ pub(super) async fn serve(
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, cause = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
+/// `response` with all its fields in its header map, as hyper's HTTP/2 server writes them from
+/// there (a backend's arrive in wire form, see [`ProxyBody::take_fields`]).
+fn http2_head(response: Response<ProxyBody>) -> Response<ProxyBody> {
+    match with_header_map(response) {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(cause = %e, "502: the backend's response head has a field HTTP/2 cannot carry");
+            local_response(StatusCode::BAD_GATEWAY)
+        }
     }
 }
 

@@ -12,11 +12,15 @@ use tokio::net::TcpStream;
 
 use super::conn::Conn;
 use crate::proxy::BoxError;
-use crate::wire::{Chunked, Decoded, Framing};
+use crate::wire::{Chunked, Decoded, Framing, RawFields};
 
-/// The body of a response from a backend.
+/// The body of a response from a backend, and the header fields of its head on their way to the
+/// client (see [`ResponseBody::take_fields`]).
 #[derive(Debug)]
-pub struct ResponseBody(State);
+pub struct ResponseBody {
+    state: State,
+    fields: RawFields,
+}
 
 #[derive(Debug)]
 enum State {
@@ -50,7 +54,13 @@ pub struct Upgraded {
 impl ResponseBody {
     /// The body that follows a head framed as `framing`, read from `conn`. A body that is
     /// already in the buffer is taken at once, and the connection released.
-    pub(super) fn new(mut conn: Conn, framing: Framing, keep_alive: bool) -> Self {
+    /// `fields`: the head's fields to forward.
+    pub(super) fn new(
+        mut conn: Conn,
+        framing: Framing,
+        keep_alive: bool,
+        fields: RawFields,
+    ) -> Self {
         let state = match framing {
             Framing::Empty | Framing::Length(0) => {
                 if keep_alive {
@@ -79,12 +89,19 @@ impl ResponseBody {
             Framing::UntilClose => State::UntilClose(conn),
             Framing::Upgrade => State::Upgrade(conn),
         };
-        ResponseBody(state)
+        ResponseBody { state, fields }
+    }
+
+    /// The header fields of the response head, as the backend sent them (without the hop-by-hop
+    /// ones): the response's header map is left empty, so that an HTTP/1.1 client gets them
+    /// copied as they are. Taken once; empty after.
+    pub fn take_fields(&mut self) -> RawFields {
+        std::mem::take(&mut self.fields)
     }
 
     /// The connection, if this is the body of a `101 Switching Protocols`.
     pub fn into_upgraded(self) -> Option<Upgraded> {
-        match self.0 {
+        match self.state {
             State::Upgrade(conn) => Some(Upgraded {
                 io: conn.io,
                 read: conn.buf,
@@ -95,7 +112,7 @@ impl ResponseBody {
 
     /// Ends the body: its connection goes back to the pool if `keep_alive` allowed it.
     fn finish(&mut self) {
-        match std::mem::replace(&mut self.0, State::Done) {
+        match std::mem::replace(&mut self.state, State::Done) {
             State::Length {
                 conn,
                 keep_alive: true,
@@ -112,7 +129,7 @@ impl ResponseBody {
 
     /// Fails the body: the connection is closed.
     fn fail(&mut self, error: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0 = State::Done;
+        self.state = State::Done;
         Poll::Ready(Some(Err(error.into())))
     }
 }
@@ -134,11 +151,11 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            match &mut this.0 {
+            match &mut this.state {
                 State::Done | State::Upgrade(_) => return Poll::Ready(None),
                 State::Buffered(body) => {
                     let body = std::mem::take(body);
-                    this.0 = State::Done;
+                    this.state = State::Done;
                     return Poll::Ready(Some(Ok(Frame::data(body))));
                 }
                 State::Length { conn, left, .. } => {
@@ -184,7 +201,7 @@ impl Body for ResponseBody {
                     }
                     match ready!(conn.poll_fill(cx, 0)) {
                         Ok(0) => {
-                            this.0 = State::Done;
+                            this.state = State::Done;
                             return Poll::Ready(None);
                         }
                         Ok(_) => {}
@@ -196,11 +213,11 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.0, State::Done | State::Upgrade(_))
+        matches!(self.state, State::Done | State::Upgrade(_))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.state {
             State::Done | State::Upgrade(_) => SizeHint::with_exact(0),
             State::Buffered(body) => SizeHint::with_exact(body.len() as u64),
             State::Length { left, .. } => SizeHint::with_exact(*left),

@@ -56,7 +56,8 @@ pub(super) async fn exchange(
     conn.timer = Some(timer);
     conn.mark.answered();
     let (parts, ()) = answer.response.into_parts();
-    let body = ResponseBody::new(conn, answer.framing, answer.keep_alive && complete);
+    let keep_alive = answer.keep_alive && complete;
+    let body = ResponseBody::new(conn, answer.framing, keep_alive, answer.fields);
     Ok(Response::from_parts(parts, body))
 }
 

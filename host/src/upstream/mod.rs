@@ -91,7 +91,8 @@ impl Upstream {
 
     /// Sends `head` and `body` to `backend` and resolves to the response head, or to
     /// [`UpstreamError::TimedOut`] if it has not come by `deadline`; the body streams from the
-    /// connection, which goes back to the pool when the body has been read whole. A new
+    /// connection, which goes back to the pool when the body has been read whole. The head's
+    /// header fields travel with the body ([`ResponseBody::take_fields`]), not in its map. A new
     /// connection must be established within `connect_timeout` (the running config's, so a
     /// reload applies to the next connection opened).
     ///

@@ -5,12 +5,14 @@
 
 mod chunked;
 mod framing_fields;
+mod raw_fields;
 mod request;
 mod response;
 mod spans;
 
 pub use chunked::{Chunked, Decoded};
 pub use framing_fields::{tokens, BadLength, FramingFields};
+pub use raw_fields::RawFields;
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
 pub use response::{parse_head, Framing, Head as ResponseHead};
 pub use spans::{BadField, FieldSpans, Span};

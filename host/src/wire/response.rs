@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use http::{Method, Response, StatusCode, Version};
 
 use super::spans::FieldSpans;
-use super::{FramingFields, WireError, MAX_HEAD, MAX_HEADERS};
+use super::{FramingFields, RawFields, WireError, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,10 @@ pub enum Framing {
 /// A parsed response head.
 #[derive(Debug)]
 pub struct Head {
+    /// Status and version; its header map is empty: the fields are in `fields`.
     pub response: Response<()>,
+    /// The fields to forward, as they came.
+    pub fields: RawFields,
     pub framing: Framing,
     /// Whether the connection can carry another request after this response.
     pub keep_alive: bool,
@@ -35,9 +38,9 @@ pub struct Head {
 /// The response head at the start of `buf`, consumed from it, once it is all there
 /// (`Ok(None)` until then). Interim 1xx answers other than 101 are skipped.
 ///
-/// Its header map holds the end-to-end fields only, ready to forward: the hop-by-hop ones and
-/// those `Connection` names are read for the framing and the connection's persistence and left
-/// out (except on a 101, whose fields go to the client with the switch).
+/// Its fields are the end-to-end ones only, ready to forward: the hop-by-hop ones and those
+/// `Connection` names are read for the framing and the connection's persistence and left out
+/// (except on a 101, whose fields go to the client with the switch).
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
@@ -85,19 +88,17 @@ pub fn parse_head(
         // A 101 keeps them all: they describe the protocol the connection switches to, and go
         // to the client with it.
         let end_to_end_only = status != StatusCode::SWITCHING_PROTOCOLS;
-        let headers = spans
-            .header_map(&bytes, |name| {
-                end_to_end_only && seen.connection_specific(name)
-            })
-            .map_err(|e| WireError::Header(e.to_string()))?;
+        let fields = RawFields::collect(bytes.clone(), &spans, |name| {
+            end_to_end_only && seen.connection_specific(name)
+        });
         let mut response = Response::new(());
         *response.status_mut() = status;
         // The backend's HTTP version only decides whether its connection stays open; the
         // client is answered in its own protocol (hyper would answer HTTP/1.0 and close).
         *response.version_mut() = Version::HTTP_11;
-        *response.headers_mut() = headers;
         return Ok(Some(Head {
             response,
+            fields,
             framing,
             keep_alive,
         }));
@@ -156,7 +157,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
-        assert_eq!(h.response.headers()["content-length"], "5");
+        assert_eq!(h.fields.header_map().unwrap()["content-length"], "5");
 
         let h = head(
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
@@ -217,7 +218,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let left: Vec<&str> = h.response.headers().keys().map(|k| k.as_str()).collect();
+        let map = h.fields.header_map().unwrap();
+        let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type", "content-length"]);
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), true));
 
@@ -228,7 +230,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(h.response.headers().is_empty());
+        assert!(h.fields.is_empty());
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
 
         // A 101 keeps its fields: they go to the client with the switch.
@@ -236,8 +238,9 @@ mod tests {
             &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
         );
         let h = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
-        assert_eq!(h.response.headers()["upgrade"], "websocket");
-        assert_eq!(h.response.headers()["connection"], "upgrade");
+        let map = h.fields.header_map().unwrap();
+        assert_eq!(map["upgrade"], "websocket");
+        assert_eq!(map["connection"], "upgrade");
     }
 
     #[test]

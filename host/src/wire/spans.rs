@@ -32,6 +32,34 @@ impl Span {
         }
     }
 
+    /// A field's whole line, without its line end: from its name to the end of its value, or
+    /// to the colon after the name when the value is empty.
+    pub fn line(name: Span, value: Span) -> Span {
+        let end = if value.start == value.end {
+            name.end + 1
+        } else {
+            value.end
+        };
+        Span {
+            start: name.start,
+            end: end.max(name.start),
+        }
+    }
+
+    /// From the start of this span to the end of `next`.
+    pub fn through(self, next: Span) -> Span {
+        Span {
+            start: self.start,
+            end: next.end.max(self.start),
+        }
+    }
+
+    /// Whether exactly `\r\n` of `head` lies between this span and `next`.
+    pub fn followed_by_line(self, next: Span, head: &[u8]) -> bool {
+        next.start as usize == self.end as usize + 2
+            && head.get(self.end as usize..next.start as usize) == Some(&b"\r\n"[..])
+    }
+
     fn range(self) -> Range<usize> {
         self.start as usize..self.end as usize
     }
@@ -63,6 +91,11 @@ impl FieldSpans {
                 .map(|f| (Span::of(head, f.name.as_bytes()), Span::of(head, f.value)))
                 .collect(),
         )
+    }
+
+    /// Where the name and the value of each field sit, in order.
+    pub fn spans(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
+        self.0.iter().copied()
     }
 
     /// Each field of `head` (the bytes recorded from) as its name and its value.

@@ -18,6 +18,7 @@ use tokio::io::AsyncWrite;
 use super::head::Exchange;
 use super::io::{lock, Shared};
 use crate::proxy::ProxyBody;
+use crate::wire::RawFields;
 
 /// How the body goes out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,7 @@ async fn write_to(
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let headers = parts.headers;
+    let raw = body.take_fields();
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -83,7 +85,8 @@ async fn write_to(
     };
     let close = close || framing == Framing::Close;
     out.clear();
-    encode_head(out, status, &headers, framing, close, exchange);
+    encode_head(out, status, &headers, &raw, framing, close, exchange);
+    drop(raw);
     if status == StatusCode::SWITCHING_PROTOCOLS {
         write_all(io, &mut [IoSlice::new(out)]).await?;
         return Ok(Written::Upgraded);
@@ -205,11 +208,13 @@ async fn write_all(io: &Shared, mut pieces: &mut [IoSlice<'_>]) -> io::Result<()
     .await
 }
 
-/// The status line and the headers, with `date`, the framing and the connection's fate.
+/// The status line and the headers (those of the map, then the backend's `raw` ones), with
+/// `date`, the framing and the connection's fate.
 fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    raw: &RawFields,
     framing: Framing,
     close: bool,
     exchange: &Exchange,
@@ -228,7 +233,9 @@ fn encode_head(
         }
         field(out, name.as_str(), value.as_bytes());
     }
-    if !headers.contains_key(header::DATE) {
+    // (A backend's transfer coding never gets here: it is hop-by-hop.)
+    raw.write(out, !reframed);
+    if !raw.has_date() && !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
@@ -300,7 +307,15 @@ mod tests {
             trailers: false,
         };
         let mut out = Vec::new();
-        encode_head(&mut out, status, headers, framing, close, &exchange);
+        encode_head(
+            &mut out,
+            status,
+            headers,
+            &RawFields::default(),
+            framing,
+            close,
+            &exchange,
+        );
         String::from_utf8(out).unwrap()
     }
 
