@@ -47,9 +47,15 @@ pub fn poll_read(
                 *buf = spare;
             }
         }
-        let size = usize::try_from(wanted).unwrap_or(READ_MAX);
-        // Reuses a spare's whole capacity, without an allocation, once nothing else shares it.
-        buf.reserve(size.clamp(READ_MIN, READ_MAX));
+        let size = usize::try_from(wanted).map_or(READ_MAX, |w| w.clamp(READ_MIN, READ_MAX));
+        let room = buf.capacity() - buf.len();
+        // A spare with room enough is read into as it is: it may still share its memory with a
+        // piece split off it and in use (the request whose answer this read brings), and asking
+        // it for more would then allocate a new buffer every time. Otherwise `reserve` reuses the
+        // whole capacity, without an allocation, once nothing else shares it.
+        if room < READ_MIN / 4 || (room as u64) < wanted.min(size as u64) {
+            buf.reserve(size);
+        }
     }
     pin!(stream.read_buf(buf)).poll(cx)
 }
