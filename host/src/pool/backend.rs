@@ -8,6 +8,7 @@ use http::uri::Authority;
 use super::circuit::{Circuit, CircuitState};
 use super::passive::Passive;
 use crate::config::BackendConfig;
+use crate::metrics::BackendSeries;
 
 /// A backend: its identity from the config and its live counters.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct Backend {
     eligible: AtomicBool,
     /// Moving average of the time to response head, in microseconds (0: none yet).
     latency_ewma_us: Arc<AtomicU32>,
+    /// Its series of the per-request metrics, once used.
+    pub series: Arc<BackendSeries>,
 }
 
 impl Backend {
@@ -53,6 +56,7 @@ impl Backend {
             circuit: Arc::default(),
             eligible: AtomicBool::new(true),
             latency_ewma_us: Arc::new(AtomicU32::new(0)),
+            series: Arc::default(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Backend {
             circuit: Arc::clone(&self.circuit),
             eligible: AtomicBool::new(self.is_eligible()),
             latency_ewma_us: Arc::clone(&self.latency_ewma_us),
+            series: Arc::clone(&self.series),
         }
     }
 

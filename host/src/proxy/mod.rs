@@ -228,8 +228,13 @@ impl Proxy {
                     let outcome = Outcome::of_status(status.as_u16());
                     self.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
-                    self.metrics
-                        .request(&backend.address, &method, status, started);
+                    self.metrics.backend_request(
+                        &backend.series,
+                        &backend.address,
+                        &method,
+                        status,
+                        started,
+                    );
                     if config.access_log {
                         access_line(&Access {
                             method: &method,

@@ -3,6 +3,11 @@
 //! Label sets are bounded: backend addresses come from the config, methods and statuses are
 //! folded into classes, fault kinds and results are fixed words. No paths, no client addresses.
 
+mod series;
+
+pub use series::BackendSeries;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -24,6 +29,8 @@ const SELECT_BUCKETS: &[f64] = &[
 /// Every metric lbhost exports.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells this registry's series apart from another's (see [`BackendSeries`]).
+    id: u64,
     registry: Registry,
     /// `lbhost_requests_total{backend, method, status_class}`: client requests, by the backend
     /// that answered (`none` when lbhost answered itself).
@@ -114,7 +121,9 @@ impl Metrics {
             "Requests answered 429 by per-client rate limiting",
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(Metrics {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             requests: counter(
                 "lbhost_requests_total",
                 "Client requests by backend, method and status class",
@@ -206,12 +215,32 @@ impl Metrics {
 
     /// Counts one finished request.
     pub fn request(&self, backend: &str, method: &Method, status: StatusCode, started: Instant) {
+        let (method, status) = (method_class(method), status_class(status));
         self.requests
-            .with_label_values(&[backend, method_class(method), status_class(status)])
+            .with_label_values(&[backend, METHOD_CLASSES[method], STATUS_CLASSES[status]])
             .inc();
         self.request_duration
             .with_label_values(&[backend])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// [`Metrics::request`] for a request a backend answered, through the handles of its
+    /// series that `series` keeps.
+    pub fn backend_request(
+        &self,
+        series: &BackendSeries,
+        backend: &str,
+        method: &Method,
+        status: StatusCode,
+        started: Instant,
+    ) {
+        let Some(duration) = series.duration(self, backend) else {
+            return self.request(backend, method, status, started);
+        };
+        series
+            .requests(self, backend, method_class(method), status_class(status))
+            .inc();
+        duration.observe(started.elapsed().as_secs_f64());
     }
 
     /// Records how long choosing a backend took.
@@ -263,25 +292,34 @@ impl Metrics {
     }
 }
 
-fn method_class(method: &Method) -> &'static str {
+/// The `method` label's values; requests with other methods count as `other`.
+const METHOD_CLASSES: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+/// The `status_class` label's values.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of `method`'s class in [`METHOD_CLASSES`].
+fn method_class(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-fn status_class(status: StatusCode) -> &'static str {
+/// The index of `status`'s class in [`STATUS_CLASSES`].
+fn status_class(status: StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
