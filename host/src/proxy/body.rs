@@ -31,15 +31,17 @@ pub enum ProxyBody {
 #[derive(Debug)]
 pub struct Relayed {
     body: ResponseBody,
-    _in_flight: InFlight,
+    /// Held until the backend's body has been read whole (or is dropped): the backend is done
+    /// then, even if the client has yet to receive the last bytes.
+    in_flight: Option<InFlight>,
 }
 
 impl ProxyBody {
-    /// A backend's body, counted in flight until it ends or is dropped.
+    /// A backend's body, counted in flight until it has been read whole or is dropped.
     pub fn upstream(body: ResponseBody, in_flight: InFlight) -> Self {
         ProxyBody::Upstream(Relayed {
             body,
-            _in_flight: in_flight,
+            in_flight: Some(in_flight),
         })
     }
 
@@ -78,7 +80,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(relayed) => Pin::new(&mut relayed.body).poll_frame(cx),
+            ProxyBody::Upstream(relayed) => {
+                let frame = Pin::new(&mut relayed.body).poll_frame(cx);
+                if relayed.body.is_end_stream() {
+                    relayed.in_flight = None;
+                }
+                frame
+            }
             ProxyBody::Local(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
