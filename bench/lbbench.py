@@ -280,6 +280,9 @@ class LB:
     """A load balancer under test: started fresh for every run, stopped after it."""
 
     name = "?"
+    # --forwarded: the peers add the forwarding headers lbhost adds by default and keep the
+    # client's Host, so that every LB sends the backends the same request.
+    forwarded = False
 
     def __init__(self, session, port, admin_port, backends, conns, core, idle_timeout=None):
         self.session, self.port, self.admin_port = session, port, admin_port
@@ -392,6 +395,13 @@ class Nginx(LB):
         # Under callgrind (--instructions) one process serves: callgrind_control cannot reach
         # a forked worker.
         single = "master_process off;" if getattr(self, "single_process", False) else ""
+        forwarding = (
+            "\n      proxy_set_header Host $http_host;"
+            "\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+            "\n      proxy_set_header X-Forwarded-Proto $scheme;"
+            "\n      proxy_set_header X-Forwarded-Host $http_host;"
+            '\n      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";'
+        ) if self.forwarded else ""
         conf = f"""
 {single}
 worker_processes 1;
@@ -419,7 +429,7 @@ http {{
     location / {{
       proxy_pass http://be;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection "";{forwarding}
     }}
   }}
 }}
@@ -436,6 +446,12 @@ class HAProxy(LB):
         servers = "\n".join(f"  server s{i} 127.0.0.1:{p}"
                             for i, p in enumerate(self.backends.ports))
         timeout = self.idle_timeout or "75s"
+        forwarding = (
+            "\n  option forwardfor"
+            "\n  http-request set-header X-Forwarded-Proto http"
+            "\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]"
+            '\n  http-request set-header Forwarded "for=%[src];proto=http;host=\\"%[req.hdr(host)]\\""'
+        ) if self.forwarded else ""
         conf = f"""
 global
   nbthread 1
@@ -454,7 +470,7 @@ frontend fe
 
 backend be
   balance roundrobin
-  http-reuse always
+  http-reuse always{forwarding}
 {servers}
 """
         path = self.dir / "haproxy.cfg"
@@ -933,12 +949,17 @@ def main():
     ap.add_argument("--compare", action="store_true",
                     help="with --scale/--idle-conns/--instructions: also run the side-by-side "
                          "comparison")
+    ap.add_argument("--forwarded", action="store_true",
+                    help="nginx and HAProxy add X-Forwarded-For/-Proto/-Host and Forwarded and "
+                         "keep the client's Host, as lbhost does by default (same request to "
+                         "the backends from every LB)")
     ap.add_argument("--lb-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--port-base", type=int, default=20000)
     ap.add_argument("--out", default=str(BENCH_DIR / "results" / "latest.md"))
     args = ap.parse_args()
+    LB.forwarded = args.forwarded
 
     args.conns_list = [int(x) for x in args.conns.split(",") if x]
     args.lbs = [x for x in args.lbs.split(",") if x]
