@@ -1,5 +1,5 @@
 //! Spare buffers, per worker thread, for HTTP/1.1 reads (client and backend connections alike)
-//! and response heads.
+//! and heads (of responses to clients and of requests to backends).
 //!
 //! A connection holds a read buffer only while bytes wait in it, and a head buffer only while it
 //! writes one; between uses the buffer goes back here. A worker busy with hundreds of
@@ -72,7 +72,7 @@ pub fn release_read(buf: &mut BytesMut) {
     }
 }
 
-/// A buffer for a response head, a spare if there is one.
+/// A buffer for a head, a spare if there is one.
 pub fn head_buffer() -> Vec<u8> {
     HEADS.with_borrow_mut(Vec::pop).unwrap_or_default()
 }

@@ -283,10 +283,8 @@ mod tests {
             upgrade: None,
         };
         write_upstream(&mut head, headers, &forwarding);
-        let bytes = head
-            .finish(&http_body_util::Empty::<bytes::Bytes>::new())
-            .bytes;
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let outgoing = head.finish(&http_body_util::Empty::<bytes::Bytes>::new());
+        let text = String::from_utf8(outgoing.bytes.to_vec()).unwrap();
         text.trim_start_matches("GET / HTTP/1.1\r\n")
             .trim_end()
             .to_string()

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use http::Method;
 
 use super::parse_length;
+use crate::buffers;
 
 /// How the request body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +33,8 @@ pub struct RequestHead {
     upgrade: bool,
 }
 
-/// A finished request head, ready for the wire (and again, if the request must go again).
+/// A finished request head, ready for the wire (and again, if the request must go again). Its
+/// buffer goes back to the worker's spares when it is dropped.
 #[derive(Debug)]
 pub struct Outgoing {
     pub bytes: Vec<u8>,
@@ -56,7 +58,9 @@ impl Value<'_> {
 impl RequestHead {
     /// The request line: `method target HTTP/1.1` (`target` in origin form).
     pub fn new(method: &Method, target: &str) -> Self {
-        let mut buf = Vec::with_capacity(512);
+        // A spare head buffer (warm, no allocation) when there is one.
+        let mut buf = buffers::head_buffer();
+        buf.reserve(512);
         buf.extend_from_slice(method.as_str().as_bytes());
         buf.push(b' ');
         buf.extend_from_slice(target.as_bytes());
@@ -130,6 +134,12 @@ impl RequestHead {
             method: self.method,
             upgrade: self.upgrade,
         }
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        buffers::release_head(std::mem::take(&mut self.bytes));
     }
 }
 
