@@ -216,31 +216,38 @@ impl Metrics {
     /// Counts one finished request.
     pub fn request(&self, backend: &str, method: &Method, status: StatusCode, started: Instant) {
         let (method, status) = (method_class(method), status_class(status));
-        self.requests
-            .with_label_values(&[backend, METHOD_CLASSES[method], STATUS_CLASSES[status]])
-            .inc();
-        self.request_duration
-            .with_label_values(&[backend])
-            .observe(started.elapsed().as_secs_f64());
+        self.count_request(backend, method, status, started.elapsed());
     }
 
-    /// [`Metrics::request`] for a request a backend answered, through the handles of its
-    /// series that `series` keeps.
+    /// [`Metrics::request`] for a request a backend answered `took` after it started, through
+    /// the handles of its series that `series` keeps.
     pub fn backend_request(
         &self,
         series: &BackendSeries,
         backend: &str,
         method: &Method,
         status: StatusCode,
-        started: Instant,
+        took: Duration,
     ) {
-        let Some(duration) = series.duration(self, backend) else {
-            return self.request(backend, method, status, started);
-        };
-        series
-            .requests(self, backend, method_class(method), status_class(status))
+        let (method, status) = (method_class(method), status_class(status));
+        match series.duration(self, backend) {
+            Some(duration) => {
+                series.requests(self, backend, method, status).inc();
+                duration.observe(took.as_secs_f64());
+            }
+            None => self.count_request(backend, method, status, took),
+        }
+    }
+
+    /// Counts a request by its labels' values (indexes of [`METHOD_CLASSES`] and
+    /// [`STATUS_CLASSES`]), looking its series up.
+    fn count_request(&self, backend: &str, method: usize, status: usize, took: Duration) {
+        self.requests
+            .with_label_values(&[backend, METHOD_CLASSES[method], STATUS_CLASSES[status]])
             .inc();
-        duration.observe(started.elapsed().as_secs_f64());
+        self.request_duration
+            .with_label_values(&[backend])
+            .observe(took.as_secs_f64());
     }
 
     /// Records how long choosing a backend took.

@@ -219,7 +219,8 @@ impl Proxy {
                     deadline,
                 )
                 .await;
-            let latency = sent.elapsed();
+            let answered = Instant::now();
+            let latency = answered - sent;
             let (error, failure) = match result {
                 Ok(response) => {
                     backend.record_latency(latency);
@@ -233,7 +234,7 @@ impl Proxy {
                         &backend.address,
                         &method,
                         status,
-                        started,
+                        answered - started,
                     );
                     if config.access_log {
                         access_line(&Access {
