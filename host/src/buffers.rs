@@ -1,5 +1,5 @@
-//! Spare buffers, per worker thread, for HTTP/1.1 reads (client and backend connections alike)
-//! and heads (of responses to clients and of requests to backends).
+//! Spare buffers, per worker thread, for HTTP/1.1 reads (client and backend connections alike),
+//! heads (of responses to clients and of requests to backends) and requests' header maps.
 //!
 //! A connection holds a read buffer only while bytes wait in it, and a head buffer only while it
 //! writes one; between uses the buffer goes back here. A worker busy with hundreds of
@@ -14,6 +14,7 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use http::HeaderMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -27,9 +28,13 @@ const SPARES: usize = 16;
 /// Head buffers larger than this are not kept.
 const HEAD_MAX: usize = 64 * 1024;
 
+/// Header maps with room for more fields than this are not kept.
+const MAP_MAX: usize = 64;
+
 thread_local! {
     static READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reads what `stream` has into `buf`; `Ok(0)` at end of stream. A `buf` short of room gets
@@ -88,4 +93,43 @@ pub fn release_head(mut buf: Vec<u8>) {
             spare.push(buf);
         }
     });
+}
+
+/// An empty header map with room for `fields`, a spare if there is one: a map is two
+/// allocations (its index and its entries), and a request's is built and dropped per request.
+pub fn header_map(fields: usize) -> HeaderMap {
+    let mut map = MAPS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    map.reserve(fields);
+    map
+}
+
+/// A header map done with goes back to the spares, emptied (its values, which may share a
+/// head's buffer, are dropped now).
+pub fn release_header_map(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > MAP_MAX {
+        return;
+    }
+    map.clear();
+    MAPS.with_borrow_mut(|spare| {
+        if spare.len() < SPARES {
+            spare.push(map);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_header_map_comes_back_empty_with_its_room() {
+        let mut map = header_map(4);
+        map.insert("x-a", "1".parse().unwrap());
+        map.append("x-a", "2".parse().unwrap());
+        let room = map.capacity();
+        release_header_map(map);
+        let again = header_map(2);
+        assert!(again.is_empty());
+        assert!(again.capacity() >= room, "{} < {room}", again.capacity());
+    }
 }

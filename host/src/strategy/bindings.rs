@@ -106,6 +106,13 @@ pub struct RequestData {
     pub client_ip: IpAddr,
 }
 
+impl Drop for RequestData {
+    /// The request's header map goes back to the worker's spares for the next request.
+    fn drop(&mut self) {
+        crate::buffers::release_header_map(std::mem::take(&mut self.parts.headers));
+    }
+}
+
 impl RequestData {
     /// `GET /` from 0.0.0.0: what a store holds while no request is lent to it.
     fn placeholder() -> Box<Self> {

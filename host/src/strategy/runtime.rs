@@ -153,7 +153,7 @@ pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
 
 /// `LBHOST_ON_DEMAND_INSTANCES=1` allocates guest instances one by one instead of from the
 /// pooling allocator's slots, whose address space reservation (hundreds of GiB, virtual)
-/// valgrind cannot map. For `bench/callgrind.sh`; the memory limit still holds (the store's
+/// valgrind cannot map. For `bench/run.sh --instructions`; the memory limit still holds (the store's
 /// limiter), only instantiation is slower.
 pub const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
 

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
+use crate::buffers;
+
 /// Heads with more fields than this spill their table to the heap (real heads have ~5–20).
 const INLINE_FIELDS: usize = 24;
 
@@ -112,7 +114,7 @@ impl FieldSpans {
         head: &Bytes,
         skip: impl Fn(&[u8]) -> bool,
     ) -> Result<HeaderMap, BadField> {
-        let mut headers = HeaderMap::with_capacity(self.0.len());
+        let mut headers = buffers::header_map(self.0.len());
         for &(name, value) in &self.0 {
             let name = name.bytes(head);
             if skip(name) {
