@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::task::{Context, Poll};
+use std::thread::LocalKey;
 
 use bytes::BytesMut;
 use http::HeaderMap;
@@ -68,12 +69,7 @@ pub fn poll_read(
 /// An empty `buf` goes back to the spares (and `buf` holds nothing afterwards).
 pub fn release_read(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
-        let buf = std::mem::take(buf);
-        READS.with_borrow_mut(|spare| {
-            if spare.len() < SPARES {
-                spare.push(buf);
-            }
-        });
+        keep(&READS, std::mem::take(buf));
     }
 }
 
@@ -88,11 +84,7 @@ pub fn release_head(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    HEADS.with_borrow_mut(|spare| {
-        if spare.len() < SPARES {
-            spare.push(buf);
-        }
-    });
+    keep(&HEADS, buf);
 }
 
 /// An empty header map with room for `fields`, a spare if there is one: a map is two
@@ -110,9 +102,14 @@ pub fn release_header_map(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    MAPS.with_borrow_mut(|spare| {
+    keep(&MAPS, map);
+}
+
+/// `item` joins `spares`, unless [`SPARES`] are kept already (then it is freed).
+fn keep<T>(spares: &'static LocalKey<RefCell<Vec<T>>>, item: T) {
+    spares.with_borrow_mut(|spare| {
         if spare.len() < SPARES {
-            spare.push(map);
+            spare.push(item);
         }
     });
 }
