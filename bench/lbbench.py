@@ -12,6 +12,7 @@ ephemeral range, every process started into the temp dir with its own config and
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -34,6 +35,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 NOISE_LIMIT = 0.10  # fraction of one core used by other processes during a run
+# A run is SLOW when a fixed piece of work timed on the LB's core just before and just after it
+# took this much longer than the fastest such timing of the session: the machine itself was
+# slower then (a busy host, a lower clock), which neither other processes nor steal in
+# /proc/stat show. Seen here: the same LB at 18 and at 33 µs/request in consecutive runs.
+SLOW_LIMIT = 1.15
+PROBE_DATA = bytes(16 << 20)
 LB_NAMES = ("lbhost", "lbhost-native", "nginx", "haproxy")
 
 
@@ -578,8 +585,31 @@ class RssSampler(threading.Thread):
         return self.max
 
 
+def core_probe_ms(core):
+    """Wall time, in ms, of a fixed piece of work (SHA-256 of 16 MiB, best of 3) on `core`."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            hashlib.sha256(PROBE_DATA).digest()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        os.sched_setaffinity(0, old)
+    return best * 1000
+
+
+def mark_slow(results):
+    """Marks the runs whose probe was more than SLOW_LIMIT times the fastest one's."""
+    fastest = min((r["probe_ms"] for r in results), default=0)
+    for r in results:
+        r["slow"] = fastest > 0 and r["probe_ms"] > SLOW_LIMIT * fastest
+
+
 def measure(args, session, lb, backends, conns):
     """Start `lb`, warm up, measure one wrk run, stop it. Returns a dict of figures."""
+    probe_before = core_probe_ms(args.lb_core)
     lb.start()
     try:
         rss_idle = lb.rss()
@@ -609,6 +639,7 @@ def measure(args, session, lb, backends, conns):
         alive = lb.alive()
     finally:
         lb.stop()
+    probe_after = core_probe_ms(args.lb_core)
     w = parse_wrk(out)
     lb_ticks = lb_t1 - lb_t0
     ours = lb_ticks + (be_t1 - be_t0) + wrk_ticks + (self_t1 - self_t0)
@@ -624,6 +655,8 @@ def measure(args, session, lb, backends, conns):
         "upstream_new": acc1 - acc0 - 1,
         "other_core": other_core, "softirq_core": (sirq1 - sirq0) / CLK_TCK / wall,
         "noisy": other_core > NOISE_LIMIT,
+        # the slower of the two probes around the run; "slow" is set by mark_slow
+        "probe_ms": max(probe_before, probe_after), "slow": False,
         # whole-core busy fractions: a load core near 100% means wrk/backends were the limit
         "lb_core_busy": (cores1[args.lb_core] - cores0[args.lb_core]) / CLK_TCK / wall,
         "load_core_busy": (cores1[args.load_core] - cores0[args.load_core]) / CLK_TCK / wall,
@@ -675,7 +708,10 @@ def mib(kib):
 
 def noisy_mark(rows):
     n = sum(r["noisy"] for r in rows)
-    return f"NOISY {n}/{len(rows)}" if n else "ok"
+    slow = sum(r.get("slow", False) for r in rows)
+    marks = ([f"NOISY {n}/{len(rows)}"] if n else []) + \
+        ([f"SLOW {slow}/{len(rows)}"] if slow else [])
+    return ", ".join(marks) or "ok"
 
 
 def compare_table(results, lbs, conns_list):
@@ -772,6 +808,8 @@ def raw_table(results):
         flags = []
         if r["noisy"]:
             flags.append("NOISY")
+        if r.get("slow"):
+            flags.append(f"SLOW (probe {r['probe_ms']:.1f} ms)")
         flags += r["problems"]
         lines.append(
             f"| {i} | {r['lb']} | {r['conns']} | {r['backends']} | {fmt(r['rps'])} "
@@ -1043,11 +1081,12 @@ def main():
                             log(f"[{i}/{total}] {name:8} c={conns:<4} rep {rep + 1}: "
                                 f"{r['rps']:>9,.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
                                 f"{r['cpu_us_per_req']:.1f} µs/req  upstream+{r['upstream_new']}"
-                                f"  other {r['other_core']:.2f} core"
+                                f"  other {r['other_core']:.2f} core  probe {r['probe_ms']:.1f} ms"
                                 f"{'  NOISY' if r['noisy'] else ''}"
                                 f"{'  PROBLEM: ' + '; '.join(r['problems']) if r['problems'] else ''}")
             finally:
                 backends.stop()
+            mark_slow(results)
             all_runs += results
             md += ["## Side by side (3 backends, round-robin, upstream keep-alive)", "",
                    compare_table(results, args.lbs, args.conns_list), ""]
@@ -1073,6 +1112,7 @@ def main():
             finally:
                 backends.ports = all_ports
                 backends.stop()
+            mark_slow(results)
             all_runs += results
             md += ["## lbhost with more backends (64 connections, round-robin)", "",
                    scale_table(results), ""]
@@ -1114,6 +1154,11 @@ def main():
     if any_noisy:
         md += ["**NOISY**: in runs marked NOISY other processes used more than "
                f"{NOISE_LIMIT:.0%} of a core; do not use those figures.", ""]
+    if any(r.get("slow") for r in all_runs):
+        md += ["**SLOW**: in runs marked SLOW a fixed piece of work on the LB's core (SHA-256 "
+               f"of 16 MiB) took more than {SLOW_LIMIT - 1:.0%} longer than its fastest time in "
+               "this session: the machine itself was slower then; compare those runs with "
+               "care, or rerun.", ""]
     if problems:
         md += ["**Problems seen:**", ""] + [f"- {p}" for p in problems] + [""]
     text = "\n".join(md)
