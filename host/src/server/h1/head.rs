@@ -103,7 +103,7 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     for (name, value) in fields.fields(&bytes) {
         seen.note(name, value);
     }
-    let headers = fields.header_map(&bytes, |_| false).map_err(|e| match e {
+    let headers = fields.header_map(&bytes).map_err(|e| match e {
         BadField::Name => HeadError::Malformed("header name"),
         BadField::Value => HeadError::Malformed("header value"),
     })?;
