@@ -346,3 +346,105 @@ async fn a_client_still_uploading_when_the_answer_comes_reads_it_and_a_clean_clo
     );
     let _ = writer.await;
 }
+
+/// A backend that answers each request with what it received: the head's field lines, `|`,
+/// the body (its length from a `Content-Length` in any case).
+async fn mirroring_backend() -> RawBackend {
+    RawBackend::start(|mut stream: TcpStream| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match stream.read(&mut buf).await {
+                    Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
+            while seen.len() < end + 4 + length {
+                match stream.read(&mut buf).await {
+                    Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let fields = head.split_once("\r\n").map_or("", |(_, fields)| fields);
+            let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]).into_owned();
+            let mirrored = format!("{fields}\r\n|{body}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{mirrored}",
+                mirrored.len()
+            );
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            seen.drain(..end + 4 + length);
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_fields_reach_the_backend_in_its_casing_and_order_without_hop_by_hop_ones() {
+    let backend = mirroring_backend().await;
+    let lb = Lb::start(serde_json::json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": backend.url() }],
+        "workers": 1,
+    }))
+    .await;
+    let mut stream = TcpStream::connect(lb.listen()).await.unwrap();
+    stream
+        .write_all(
+            "POST /upload HTTP/1.1\r\nHOST: Shop.Example\r\nX-Trace-Id: a1\r\n\
+             Connection: X-Secret, keep-alive\r\nx-SECRET: dropped\r\nKeep-Alive: timeout=5\r\n\
+             TE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\nAccept-Language: fr-CH, fr;q=0.9\r\n\
+             X-Trace-Id: a2\r\nX-Name: Zoë\r\nContent-Length: 5\r\n\r\nhello"
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answer = read_answers(&mut stream, 1, false).await.remove(0);
+    assert!(answer.status().contains(" 200 "), "{answer:?}");
+    let (fields, body) = answer.body.split_once('|').unwrap();
+    assert_eq!(
+        body, "hello",
+        "the body, framed by a mixed-case Content-Length"
+    );
+    let lines: Vec<&str> = fields.lines().collect();
+    let client_fields: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("X-Trace") || l.starts_with("Accept-") || l.starts_with("X-Name"))
+        .collect();
+    assert_eq!(
+        client_fields,
+        [
+            "X-Trace-Id: a1",
+            "Accept-Language: fr-CH, fr;q=0.9",
+            "X-Trace-Id: a2",
+            "X-Name: Zoë"
+        ],
+        "{fields}"
+    );
+    let named = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    };
+    for hop_by_hop in ["connection", "x-secret", "keep-alive", "te"] {
+        assert!(named(hop_by_hop).is_empty(), "{hop_by_hop} in {fields}");
+    }
+    assert_eq!(named("host"), ["Shop.Example"], "{fields}");
+    assert_eq!(named("x-forwarded-host"), ["Shop.Example"], "{fields}");
+    assert_eq!(named("x-forwarded-for"), ["127.0.0.1"], "{fields}");
+    assert_eq!(named("content-length"), ["5"], "{fields}");
+}

@@ -10,6 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use lbhost::config::{BackendConfig, Sandbox};
 use lbhost::pool::Pool;
+use lbhost::request::ClientHead;
 use lbhost::strategy::{RequestData, Runtime, Strategies};
 
 fn strategy_path(name: &str) -> PathBuf {
@@ -36,7 +37,7 @@ fn request(headers: usize) -> Box<RequestData> {
     }
     let (parts, ()) = builder.body(()).expect("valid request").into_parts();
     Box::new(RequestData {
-        parts,
+        head: ClientHead::from_parts(parts),
         client_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
     })
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use lbhost::config::{BackendConfig, QuarantineConfig, Sandbox};
 use lbhost::pool::Pool;
+use lbhost::request::ClientHead;
 use lbhost::strategy::{Choice, RequestData, Runtime, Strategies};
 
 fn main() {
@@ -57,7 +58,7 @@ fn main() {
             .expect("request")
             .into_parts();
         let mut data = Box::new(RequestData {
-            parts,
+            head: ClientHead::from_parts(parts),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         });
         let mut times = Vec::new();

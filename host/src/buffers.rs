@@ -1,5 +1,6 @@
 //! Spare buffers, per worker thread, for HTTP/1.1 reads (client and backend connections alike),
-//! heads (of responses to clients and of requests to backends) and requests' header maps.
+//! heads (of responses to clients and of requests to backends), the tables of where a parsed
+//! head's fields sit, and HTTP/2 requests' header maps.
 //!
 //! A connection holds a read buffer only while bytes wait in it, and a head buffer only while it
 //! writes one; between uses the buffer goes back here. A worker busy with hundreds of
@@ -19,6 +20,8 @@ use http::HeaderMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::wire::Span;
+
 /// Reads take at least this much buffer (hyper starts at 8 KiB too).
 pub const READ_MIN: usize = 8 * 1024;
 /// And at most this much, for long bodies.
@@ -31,11 +34,14 @@ const HEAD_MAX: usize = 64 * 1024;
 
 /// Header maps with room for more fields than this are not kept.
 const MAP_MAX: usize = 64;
+/// Nor field tables with room for more than this (a head has at most 100 fields).
+const TABLE_MAX: usize = 128;
 
 thread_local! {
     static READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static TABLES: RefCell<Vec<Vec<(Span, Span)>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reads what `stream` has into `buf`; `Ok(0)` at end of stream. A `buf` short of room gets
@@ -103,6 +109,20 @@ pub fn release_header_map(mut map: HeaderMap) {
     }
     map.clear();
     keep(&MAPS, map);
+}
+
+/// An empty table for where a head's fields sit, a spare if there is one.
+pub fn span_table() -> Vec<(Span, Span)> {
+    TABLES.with_borrow_mut(Vec::pop).unwrap_or_default()
+}
+
+/// A field table goes back to the spares.
+pub fn release_span_table(mut table: Vec<(Span, Span)>) {
+    if table.capacity() == 0 || table.capacity() > TABLE_MAX {
+        return;
+    }
+    table.clear();
+    keep(&TABLES, table);
 }
 
 /// `item` joins `spares`, unless [`SPARES`] are kept already (then it is freed).

@@ -2,15 +2,19 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 use ipnet::IpNet;
 
+use crate::request::{is_named, visible_ascii, RequestFields};
 use crate::upstream::RequestHead;
 use crate::wire;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const FORWARDED: &str = "forwarded";
+const HOST: &str = "host";
+const CONNECTION: &str = "connection";
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -28,17 +32,16 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 pub fn client_ip(
     peer: IpAddr,
     peer_trusted: bool,
-    headers: &HeaderMap,
+    fields: &RequestFields,
     trusted: &[IpNet],
 ) -> IpAddr {
     if !peer_trusted {
         return peer;
     }
     let mut client = peer;
-    let entries: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    let entries: Vec<&str> = fields
+        .get_all(X_FORWARDED_FOR)
+        .filter_map(visible_ascii)
         .flat_map(|v| v.split(','))
         .collect();
     for entry in entries.iter().rev() {
@@ -71,40 +74,38 @@ pub struct Forwarding<'a> {
     /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
     pub peer_trusted: bool,
     /// The host the client asked for (`Host`, or the URI's authority), if any.
-    pub host: Option<&'a HeaderValue>,
+    pub host: Option<&'a [u8]>,
     /// The `Host` to send when the client named none: the backend's own.
     pub fallback_host: &'a str,
     /// The protocol of an upgrade the client asked for.
-    pub upgrade: Option<&'a HeaderValue>,
+    pub upgrade: Option<&'a [u8]>,
 }
 
-/// Writes the headers the backend gets into `head`: the client's `headers` without the
-/// hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection` names), then `Host` and
-/// `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy the existing forwarding
-/// values are kept and extended; from anyone else they are replaced.
-pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwarding<'_>) {
-    let connection = headers.contains_key(header::CONNECTION);
-    for (name, value) in headers {
-        if is_hop_by_hop(name)
+/// Writes the fields the backend gets into `head`: the client's `fields` (names as the client
+/// wrote them) without the hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection`
+/// names), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy
+/// the existing forwarding values are kept and extended; from anyone else they are replaced.
+pub fn write_upstream(head: &mut RequestHead, fields: &RequestFields, f: &Forwarding<'_>) {
+    let connection = fields.contains(CONNECTION);
+    for (name, value) in fields.iter() {
+        if wire::is_hop_by_hop(name)
             || is_rewritten(name)
-            || (connection && named_by_connection(headers, name))
+            || (connection && named_by_connection(fields, name))
         {
             continue;
         }
-        head.header(name.as_str(), value.as_bytes());
+        head.header(name, value);
     }
-    let host = f
-        .host
-        .map_or(f.fallback_host.as_bytes(), HeaderValue::as_bytes);
-    head.header("host", host);
+    let host = f.host.unwrap_or(f.fallback_host.as_bytes());
+    head.header(b"host", host);
 
     let mut peer = [0u8; 48];
     let peer = format_ip(f.peer, &mut peer);
     head.header_with("x-forwarded-for", |value| {
         if f.peer_trusted {
-            for prior in headers.get_all(&X_FORWARDED_FOR) {
-                if !prior.as_bytes().trim_ascii().is_empty() {
-                    value.push(prior.as_bytes());
+            for prior in fields.get_all(X_FORWARDED_FOR) {
+                if !prior.trim_ascii().is_empty() {
+                    value.push(prior);
                     value.push(b", ");
                 }
             }
@@ -112,26 +113,26 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
         value.push(peer);
     });
 
-    let kept = |name: &HeaderName| f.peer_trusted && headers.contains_key(name);
-    if kept(&X_FORWARDED_PROTO) {
-        for value in headers.get_all(&X_FORWARDED_PROTO) {
-            head.header("x-forwarded-proto", value.as_bytes());
+    let kept = |name: &str| f.peer_trusted && fields.contains(name);
+    if kept(X_FORWARDED_PROTO) {
+        for value in fields.get_all(X_FORWARDED_PROTO) {
+            head.header(b"x-forwarded-proto", value);
         }
     } else {
-        head.header("x-forwarded-proto", b"http");
+        head.header(b"x-forwarded-proto", b"http");
     }
-    if kept(&X_FORWARDED_HOST) {
-        for value in headers.get_all(&X_FORWARDED_HOST) {
-            head.header("x-forwarded-host", value.as_bytes());
+    if kept(X_FORWARDED_HOST) {
+        for value in fields.get_all(X_FORWARDED_HOST) {
+            head.header(b"x-forwarded-host", value);
         }
     } else if let Some(host) = f.host {
-        head.header("x-forwarded-host", host.as_bytes());
+        head.header(b"x-forwarded-host", host);
     }
 
     head.header_with("forwarded", |value| {
         if f.peer_trusted {
-            if let Some(prior) = headers.get(header::FORWARDED) {
-                value.push(prior.as_bytes());
+            if let Some(prior) = fields.get(FORWARDED) {
+                value.push(prior);
                 value.push(b", ");
             }
         }
@@ -150,7 +151,7 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
         if let Some(host) = f.host {
             value.push(b";host=\"");
             // Quotes and backslashes would end or escape the quoted string: left out.
-            for piece in host.as_bytes().split(|&b| b == b'"' || b == b'\\') {
+            for piece in host.split(|&b| b == b'"' || b == b'\\') {
                 value.push(piece);
             }
             value.push(b"\"");
@@ -158,32 +159,32 @@ pub fn write_upstream(head: &mut RequestHead, headers: &HeaderMap, f: &Forwardin
     });
 
     if let Some(protocol) = f.upgrade {
-        head.header("connection", b"upgrade");
-        head.header("upgrade", protocol.as_bytes());
+        head.header(b"connection", b"upgrade");
+        head.header(b"upgrade", protocol);
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    wire::is_hop_by_hop(name.as_str().as_bytes())
-}
-
-/// Headers [`write_upstream`] writes itself.
-fn is_rewritten(name: &HeaderName) -> bool {
-    *name == header::HOST
-        || *name == X_FORWARDED_FOR
-        || *name == X_FORWARDED_PROTO
-        || *name == X_FORWARDED_HOST
-        || *name == header::FORWARDED
-}
-
-/// Whether a `Connection` header names `name` (making it hop-by-hop).
-fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
-        .get_all(header::CONNECTION)
+/// Fields [`write_upstream`] writes itself.
+fn is_rewritten(name: &[u8]) -> bool {
+    // Most names have a length none of the five has: decided without comparing bytes.
+    matches!(name.len(), 4 | 9 | 15 | 16 | 17)
+        && [
+            HOST,
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            FORWARDED,
+        ]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+        .any(|rewritten| is_named(name, rewritten))
+}
+
+/// Whether a `Connection` field names `name` (making it hop-by-hop).
+fn named_by_connection(fields: &RequestFields, name: &[u8]) -> bool {
+    fields
+        .get_all(CONNECTION)
+        .flat_map(wire::tokens)
+        .any(|token| token.eq_ignore_ascii_case(name))
 }
 
 /// `ip` as text in `buf`, without the formatting machinery's cost for the common IPv4 case.
@@ -220,15 +221,13 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`), if any.
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+pub fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
+    let wants_upgrade = fields
+        .get_all(CONNECTION)
+        .flat_map(wire::tokens)
+        .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
     if wants_upgrade {
-        headers.get(header::UPGRADE).cloned()
+        fields.get("upgrade").map(Bytes::copy_from_slice)
     } else {
         None
     }
@@ -242,15 +241,19 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+    /// `pairs` as the fields of an HTTP/1.1 head, as `server::h1` parses them.
+    fn headers(pairs: &[(&str, &str)]) -> RequestFields {
+        let mut wire = String::from("GET / HTTP/1.1\r\n");
+        for (name, value) in pairs {
+            wire.push_str(&format!("{name}: {value}\r\n"));
         }
-        h
+        wire.push_str("\r\n");
+        let wire = bytes::Bytes::from(wire);
+        let mut slots = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert!(parsed.parse(&wire).unwrap().is_complete());
+        let spans = crate::wire::FieldSpans::record(&wire, parsed.headers);
+        RequestFields::Head { head: wire, spans }
     }
 
     #[test]
@@ -272,13 +275,12 @@ mod tests {
     }
 
     /// The header lines [`write_upstream`] writes for `headers`.
-    fn upstream(headers: &HeaderMap, peer: &str, trusted: bool, host: Option<&str>) -> String {
+    fn upstream(headers: &RequestFields, peer: &str, trusted: bool, host: Option<&str>) -> String {
         let mut head = RequestHead::new(&http::Method::GET, "/");
-        let host = host.map(HeaderValue::from_str).transpose().unwrap();
         let forwarding = Forwarding {
             peer: peer.parse().unwrap(),
             peer_trusted: trusted,
-            host: host.as_ref(),
+            host: host.map(str::as_bytes),
             fallback_host: "backend:80",
             upgrade: None,
         };

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 
 pub use body::{with_header_map, BoxError, ProxyBody};
 pub use error::{local_response, ProxyError};
@@ -28,6 +27,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
+use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData, Strategies};
 use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream, UpstreamError};
 use replay::RequestBody;
@@ -57,7 +57,7 @@ struct Client {
     peer_ip: IpAddr,
     peer_trusted: bool,
     /// The protocol asked for in `Upgrade`, and the client's half of the upgrade.
-    upgrade: Option<(HeaderValue, ClientUpgrade)>,
+    upgrade: Option<(Bytes, ClientUpgrade)>,
 }
 
 impl Proxy {
@@ -84,7 +84,8 @@ impl Proxy {
     /// the backend agrees (HTTP/1.1 only).
     pub async fn handle<B>(
         self: Arc<Self>,
-        request: Request<B>,
+        head: ClientHead,
+        body: B,
         peer: SocketAddr,
         upgrade: Option<ClientUpgrade>,
     ) -> Result<Response<ProxyBody>, Infallible>
@@ -93,19 +94,15 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let method = request.method().clone();
+        let method = head.method.clone();
         let config = self.config.load_full();
         let peer_ip = headers::canonical(peer.ip());
         let peer_trusted = headers::is_trusted(peer_ip, &config.trusted_proxies);
-        let client_ip = headers::client_ip(
-            peer_ip,
-            peer_trusted,
-            request.headers(),
-            &config.trusted_proxies,
-        );
+        let client_ip =
+            headers::client_ip(peer_ip, peer_trusted, &head.fields, &config.trusted_proxies);
         if let Some(limit) = &config.rate_limit {
             if let Err(wait) = self.rate_limiter.check(client_ip, limit) {
-                let path = request.uri().path();
+                let path = head.uri.path();
                 let response = self.too_many_requests(client_ip, &method, wait, started);
                 if config.access_log {
                     access_line(&Access {
@@ -124,7 +121,7 @@ impl Proxy {
             }
         }
         let upgrade = upgrade.and_then(|upgrade| {
-            headers::upgrade_protocol(request.headers()).map(|protocol| (protocol, upgrade))
+            headers::upgrade_protocol(&head.fields).map(|protocol| (protocol, upgrade))
         });
         let client = Client {
             ip: client_ip,
@@ -132,10 +129,9 @@ impl Proxy {
             peer_trusted,
             upgrade,
         };
-        let (parts, body) = request.into_parts();
         self.retry_budget.deposit(&config.retries);
         Ok(self
-            .forward(&config, client, parts, RequestBody::new(body), started)
+            .forward(&config, client, head, RequestBody::new(body), started)
             .await)
     }
 
@@ -146,18 +142,18 @@ impl Proxy {
         &self,
         config: &Config,
         client: Client,
-        parts: Parts,
+        head: ClientHead,
         body: RequestBody,
         started: Instant,
     ) -> Response<ProxyBody> {
         let set = self.pool.load();
-        let method = parts.method.clone();
+        let method = head.method.clone();
         // For logs; a reference-counted copy, not a new string.
-        let target = parts.uri.path_and_query().cloned();
+        let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
         // Boxed: it moves into the guest's store and back for every selection.
         let mut data = Box::new(RequestData {
-            parts,
+            head,
             client_ip: client.ip,
         });
         // Backends tried (or refused by their circuit) for this request.
@@ -205,7 +201,7 @@ impl Proxy {
             let Some(upstream_body) = body.next_attempt() else {
                 break;
             };
-            let head = upstream_head(&data.parts, &backend, &client, &upstream_body);
+            let head = upstream_head(&data.head, &backend, &client, &upstream_body);
             let in_flight = backend.start_request();
             let sent = selected;
             let deadline = tokio::time::Instant::from_std(sent + config.timeouts.response_header);
@@ -452,33 +448,28 @@ fn relay(
 }
 
 /// The request head for one attempt on `backend`: the client's method, target (in origin
-/// form) and headers, with the proxy headers (`Host` kept, or the backend's when the client sent
+/// form) and fields, with the proxy fields (`Host` kept, or the backend's when the client sent
 /// none) and the framing `body` needs.
 fn upstream_head(
-    parts: &Parts,
+    client_head: &ClientHead,
     backend: &Backend,
     client: &Client,
     body: &UpstreamBody,
 ) -> Outgoing {
-    let host = parts.headers.get(http::header::HOST);
-    // HTTP/2 clients name the host in the URI (`:authority`), not in a header.
-    let authority = match host {
-        Some(_) => None,
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let host = host.or(authority.as_ref());
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = RequestHead::new(&parts.method, target);
+    // HTTP/2 clients name the host in the URI (`:authority`), not in a field.
+    let host = client_head
+        .fields
+        .get("host")
+        .or_else(|| client_head.uri.authority().map(|a| a.as_str().as_bytes()));
+    let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = RequestHead::new(&client_head.method, target);
     let forwarding = headers::Forwarding {
         peer: client.peer_ip,
         peer_trusted: client.peer_trusted,
         host,
         fallback_host: backend.authority.as_str(),
-        upgrade: client.upgrade.as_ref().map(|(protocol, _)| protocol),
+        upgrade: client.upgrade.as_ref().map(|(protocol, _)| &protocol[..]),
     };
-    headers::write_upstream(&mut head, &parts.headers, &forwarding);
+    headers::write_upstream(&mut head, &client_head.fields, &forwarding);
     head.finish(body)
 }

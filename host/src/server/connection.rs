@@ -21,6 +21,7 @@ use super::h1;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{local_response, with_header_map, Proxy, ProxyBody};
+use crate::request::ClientHead;
 
 /// How a worker serves its client connections; built once per worker from the config.
 pub(super) struct Settings {
@@ -105,7 +106,9 @@ pub(super) async fn serve(
         return;
     };
     let service = service_fn(move |request: http::Request<Incoming>| {
-        let answer = Arc::clone(&proxy).handle(request, peer, None);
+        let (parts, body) = request.into_parts();
+        let head = ClientHead::from_parts(parts);
+        let answer = Arc::clone(&proxy).handle(head, body, peer, None);
         async move { Ok::<_, Infallible>(http2_head(answer.await?)) }
     });
     let connection = boxed(|| {

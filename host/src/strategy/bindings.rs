@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, StoreLimits};
 
+use crate::request::{visible_ascii, ClientHead};
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "balancer",
@@ -100,25 +102,26 @@ impl ResourceLimiter for GuestState {
 /// The parts of a request a guest may read.
 #[derive(Debug)]
 pub struct RequestData {
-    /// Method, URI, headers (moved in for the call and back out after).
-    pub parts: http::request::Parts,
+    /// Method, target, fields (moved in for the call and back out after).
+    pub head: ClientHead,
     /// The resolved client address (trusted proxies applied).
     pub client_ip: IpAddr,
 }
 
 impl Drop for RequestData {
-    /// The request's header map goes back to the worker's spares for the next request.
+    /// An HTTP/2 request's header map goes back to the worker's spares for the next request.
     fn drop(&mut self) {
-        crate::buffers::release_header_map(std::mem::take(&mut self.parts.headers));
+        if let Some(map) = self.head.fields.take_map() {
+            crate::buffers::release_header_map(map);
+        }
     }
 }
 
 impl RequestData {
     /// `GET /` from 0.0.0.0: what a store holds while no request is lent to it.
     fn placeholder() -> Box<Self> {
-        let (parts, ()) = http::Request::new(()).into_parts();
         Box::new(RequestData {
-            parts,
+            head: ClientHead::empty(),
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         })
     }
@@ -126,9 +129,9 @@ impl RequestData {
 
 impl GuestState {
     /// The lent request's head, counting one host call against [`MAX_HOST_CALLS`].
-    fn parts(&mut self) -> wasmtime::Result<&http::request::Parts> {
+    fn head(&mut self) -> wasmtime::Result<&ClientHead> {
         self.host_call()?;
-        Ok(&self.request.parts)
+        Ok(&self.request.head)
     }
 
     fn host_call(&mut self) -> wasmtime::Result<()> {
@@ -145,15 +148,15 @@ impl lb::strategy::http::Host for GuestState {}
 
 impl lb::strategy::http::HostRequest for GuestState {
     fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self.parts()?.method.to_string())
+        Ok(self.head()?.method.to_string())
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self.parts()?.uri.path().to_string())
+        Ok(self.head()?.uri.path().to_string())
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
-        Ok(self.parts()?.uri.query().map(str::to_string))
+        Ok(self.head()?.uri.query().map(str::to_string))
     }
 
     fn header(
@@ -161,11 +164,12 @@ impl lb::strategy::http::HostRequest for GuestState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
+        // Matched in any case, as header maps do.
         Ok(self
-            .parts()?
-            .headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
+            .head()?
+            .fields
+            .get(&name)
+            .and_then(visible_ascii)
             .map(str::to_string))
     }
 
@@ -175,11 +179,10 @@ impl lb::strategy::http::HostRequest for GuestState {
         name: String,
     ) -> wasmtime::Result<Option<String>> {
         Ok(self
-            .parts()?
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .head()?
+            .fields
+            .get_all("cookie")
+            .filter_map(visible_ascii)
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)

@@ -73,18 +73,20 @@ impl RequestHead {
         }
     }
 
-    /// One header line. `name` is a lowercase header name and `value` a valid header value (as
-    /// from a `HeaderMap`): neither may hold CR or LF. `Transfer-Encoding` is for
+    /// One header line. `name` is a header name (a token, in any case) and `value` a valid
+    /// header value: neither may hold CR or LF. `Transfer-Encoding` is for
     /// [`RequestHead::finish`] to write.
-    pub fn header(&mut self, name: &str, value: &[u8]) {
-        debug_assert!(!value.iter().any(|&b| b == b'\r' || b == b'\n'));
-        match name {
-            "content-length" => self.length = Some(parse_length(value).unwrap_or(0)),
-            "upgrade" => self.upgrade = true,
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        debug_assert!(!name.iter().chain(value).any(|&b| b == b'\r' || b == b'\n'));
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.length = Some(parse_length(value).unwrap_or(0));
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
             _ => {}
         }
         self.buf.reserve(name.len() + value.len() + b": \r\n".len());
-        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(name);
         self.buf.extend_from_slice(b": ");
         self.buf.extend_from_slice(value);
         self.buf.extend_from_slice(b"\r\n");
@@ -152,7 +154,7 @@ mod tests {
     fn finished(method: Method, headers: &[(&str, &str)], body: &impl http_body::Body) -> Outgoing {
         let mut head = RequestHead::new(&method, "/a?b=1");
         for (name, value) in headers {
-            head.header(name, value.as_bytes());
+            head.header(name.as_bytes(), value.as_bytes());
         }
         head.finish(body)
     }

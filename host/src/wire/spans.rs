@@ -4,13 +4,8 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use smallvec::SmallVec;
 
 use crate::buffers;
-
-/// Heads with more fields than this spill their table to the heap (real heads have ~5–20).
-const INLINE_FIELDS: usize = 24;
 
 /// A byte range inside a head, as offsets from its first byte.
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,24 +75,32 @@ impl Span {
     }
 }
 
-/// Name and value of each header field of a head, in order.
+/// Name and value of each header field of a head, in order. The table is a worker's spare
+/// (it goes back when dropped): a request's travels with it, in a few bytes, to the strategy and
+/// the backend's head.
 #[derive(Debug, Default)]
-pub struct FieldSpans(SmallVec<[(Span, Span); INLINE_FIELDS]>);
+pub struct FieldSpans(Vec<(Span, Span)>);
 
 impl FieldSpans {
     /// Records where each of `fields` (parsed from `head`) sits.
     pub fn record(head: &[u8], fields: &[httparse::Header<'_>]) -> Self {
-        FieldSpans(
+        let mut table = buffers::span_table();
+        table.extend(
             fields
                 .iter()
-                .map(|f| (Span::of(head, f.name.as_bytes()), Span::of(head, f.value)))
-                .collect(),
-        )
+                .map(|f| (Span::of(head, f.name.as_bytes()), Span::of(head, f.value))),
+        );
+        FieldSpans(table)
     }
 
     /// Where the name and the value of each field sit, in order.
     pub fn spans(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
         self.0.iter().copied()
+    }
+
+    /// The same, as a slice.
+    pub fn as_slice(&self) -> &[(Span, Span)] {
+        &self.0
     }
 
     /// Each field of `head` (the bytes recorded from) as its name and its value.
@@ -106,18 +109,11 @@ impl FieldSpans {
             .iter()
             .map(move |&(name, value)| (name.bytes(head), value.bytes(head)))
     }
+}
 
-    /// The header map of `head`'s fields (the bytes recorded from), the values sharing its
-    /// buffer.
-    pub fn header_map(&self, head: &Bytes) -> Result<HeaderMap, BadField> {
-        let mut headers = buffers::header_map(self.0.len());
-        for &(name, value) in &self.0 {
-            let name = HeaderName::from_bytes(name.bytes(head)).map_err(|_| BadField::Name)?;
-            let value =
-                HeaderValue::from_maybe_shared(value.shared(head)).map_err(|_| BadField::Value)?;
-            headers.append(name, value);
-        }
-        Ok(headers)
+impl Drop for FieldSpans {
+    fn drop(&mut self) {
+        buffers::release_span_table(std::mem::take(&mut self.0));
     }
 }
 
@@ -146,9 +142,5 @@ mod tests {
         let head = Bytes::copy_from_slice(&wire[..length]);
         let fields: Vec<_> = spans.fields(&head).collect();
         assert_eq!(fields, [(&b"Server"[..], &b"x"[..]), (b"X-Long", b"a b c")]);
-        let map = spans.header_map(&head).unwrap();
-        assert_eq!(map.len(), 2);
-        assert_eq!(map["server"], "x");
-        assert_eq!(map["x-long"], "a b c");
     }
 }

@@ -1,18 +1,19 @@
 //! The request head a client sends (RFC 9112 §2–3, §6): parsed, checked, and turned into the
-//! `http` types the proxy works with.
+//! [`ClientHead`] the proxy works with (its fields left where they were parsed).
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::{request, Method, Request, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 
 use super::io::Reading;
-use crate::wire::{tokens, BadField, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
+use crate::request::{ClientHead, RequestFields};
+use crate::wire::{tokens, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
 pub(super) struct Head {
-    pub parts: request::Parts,
+    pub head: ClientHead,
     /// How its body is delimited.
     pub body: Reading,
     /// What its response depends on.
@@ -97,32 +98,34 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     let bytes = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(target.shared(&bytes))
         .map_err(|_| HeadError::Malformed("request target"))?;
-    // The headers that decide framing and persistence are picked out on the way, by name,
-    // rather than looked up in the map afterwards.
-    let mut seen = Seen::default();
-    for (name, value) in fields.fields(&bytes) {
-        seen.note(name, value);
-    }
-    let headers = fields.header_map(&bytes).map_err(|e| match e {
-        BadField::Name => HeadError::Malformed("header name"),
-        BadField::Value => HeadError::Malformed("header value"),
-    })?;
-    let body = seen.framing(version)?;
-    let exchange = Exchange {
-        version,
-        keep_alive: seen.fields.persistent(version),
-        head: method == Method::HEAD,
-        trailers: seen.trailers,
+    // The fields that decide framing and persistence are picked out in one pass, by name.
+    let (body, exchange, expect_continue) = {
+        let mut seen = Seen::default();
+        for (name, value) in fields.fields(&bytes) {
+            seen.note(name, value);
+        }
+        let exchange = Exchange {
+            version,
+            keep_alive: seen.fields.persistent(version),
+            head: method == Method::HEAD,
+            trailers: seen.trailers,
+        };
+        let expect_continue = version == Version::HTTP_11 && seen.expect_continue;
+        (seen.framing(version)?, exchange, expect_continue)
     };
-    let expect_continue = version == Version::HTTP_11 && seen.expect_continue;
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    let (parts, ()) = request.into_parts();
+    // httparse has checked the names and values as the `http` types would (tokens; no control
+    // characters but tab): the fields stay in the head, with no map built.
+    let fields = RequestFields::Head {
+        head: bytes,
+        spans: fields,
+    };
     Ok(Some(Head {
-        parts,
+        head: ClientHead {
+            method,
+            uri,
+            version,
+            fields,
+        },
         body,
         exchange,
         expect_continue,
@@ -193,9 +196,9 @@ mod tests {
         let mut buf =
             BytesMut::from(&b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\nGET"[..]);
         let head = parse(&mut buf, 1024).unwrap().unwrap();
-        assert_eq!(head.parts.method, Method::GET);
-        assert_eq!(head.parts.uri, "/a?b=1");
-        assert_eq!(head.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(head.head.method, Method::GET);
+        assert_eq!(head.head.uri, "/a?b=1");
+        assert_eq!(head.head.fields.get_all("x-a").count(), 2);
         assert_eq!(head.body, Reading::Done);
         assert!(head.exchange.keep_alive && !head.exchange.head);
         assert_eq!(&buf[..], b"GET");

@@ -31,7 +31,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -42,6 +42,7 @@ use super::trim;
 use crate::proxy::{
     local_response, upgrade_pair, ClientUpgrade, Proxy, ProxyBody, UpgradeHandover,
 };
+use crate::request::ClientHead;
 use body::RequestBody;
 use head::{Exchange, Head};
 use io::{lock, Io, Reading, Shared, CONTINUE};
@@ -166,7 +167,7 @@ pub(super) async fn serve<'s>(
     let mut stop = pin!(async {
         let _ = stopped.wait_for(|stop| *stop).await;
     });
-    let handle = |request, upgrade| Arc::clone(proxy).handle(request, peer, upgrade);
+    let handle = |head, body, upgrade| Arc::clone(proxy).handle(head, body, peer, upgrade);
     loop {
         match conn.next_head(stop.as_mut(), &handle).await {
             Next::Request => {}
@@ -223,7 +224,7 @@ where
         handle: &H,
     ) -> Next
     where
-        H: Fn(Request<RequestBody>, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
     {
         loop {
             if let Some(next) = self.parse_buffered(handle) {
@@ -285,7 +286,7 @@ where
     /// A complete head (or the HTTP/2 preface, or a refusal) from what was read, if it is there.
     fn parse_buffered<H>(&mut self, handle: &H) -> Option<Next>
     where
-        H: Fn(Request<RequestBody>, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
     {
         let mut io = lock(&self.io);
         if io.buf.is_empty() {
@@ -331,10 +332,10 @@ where
     #[inline(never)]
     fn begin<H>(&mut self, head: Head, handle: &H)
     where
-        H: Fn(Request<RequestBody>, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
     {
         let Head {
-            parts,
+            head,
             body,
             exchange,
             expect_continue,
@@ -355,7 +356,7 @@ where
                 RequestBody::new(Arc::clone(&self.io))
             }
         };
-        let upgrade = if parts.headers.contains_key(header::UPGRADE) {
+        let upgrade = if head.fields.contains("upgrade") {
             let (handover, upgrade) = upgrade_pair();
             self.handover = Some(handover);
             Some(upgrade)
@@ -365,7 +366,7 @@ where
         };
         self.exchange = exchange;
         let slot = self.in_flight.get_or_insert_with(|| Box::pin(None));
-        slot.set(Some(handle(Request::from_parts(parts, body), upgrade)));
+        slot.set(Some(handle(head, body, upgrade)));
     }
 
     /// Drives the exchange in progress: the proxy's future, then the writing of its response
