@@ -1,7 +1,5 @@
 //! The request head lbhost writes to a backend, and the framing of the body after it.
 
-use std::io::Write as _;
-
 use http::Method;
 
 use super::parse_length;
@@ -118,8 +116,10 @@ impl RequestHead {
             }
             None => match body.size_hint().exact() {
                 Some(length) => {
-                    // Writing into a Vec never fails (it grows).
-                    let _ = write!(self.buf, "content-length: {length}\r\n");
+                    self.buf.extend_from_slice(b"content-length: ");
+                    self.buf
+                        .extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+                    self.buf.extend_from_slice(b"\r\n");
                     RequestFraming::Length(length)
                 }
                 None => {
