@@ -448,3 +448,34 @@ async fn the_clients_fields_reach_the_backend_in_its_casing_and_order_without_ho
     assert_eq!(named("x-forwarded-for"), ["127.0.0.1"], "{fields}");
     assert_eq!(named("content-length"), ["5"], "{fields}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_given_as_a_list_of_equal_values_reaches_the_backend_as_one_number() {
+    // RFC 9110 §8.6: `Content-Length: 5, 5` is 5. The backend gets the body framed by a length
+    // it can read, whatever list the client wrote.
+    let backend = mirroring_backend().await;
+    let lb = Lb::start(serde_json::json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": backend.url() }],
+        "workers": 1,
+        "timeouts": { "response_header": "3s" },
+    }))
+    .await;
+    let mut stream = TcpStream::connect(lb.listen()).await.unwrap();
+    stream
+        .write_all(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answers = read_answers(&mut stream, 2, false).await;
+    let (fields, body) = answers[0].body.split_once('|').unwrap();
+    assert!(answers[0].status().contains(" 200 "), "{answers:?}");
+    assert_eq!(body, "hello");
+    let lengths: Vec<&str> = fields
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(lengths, ["5"], "{fields}");
+    assert!(answers[1].status().contains(" 200 "), "{answers:?}");
+}

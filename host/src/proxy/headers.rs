@@ -164,16 +164,19 @@ pub fn write_upstream(head: &mut RequestHead, fields: &RequestFields, f: &Forwar
     }
 }
 
-/// Fields [`write_upstream`] writes itself.
+/// Fields [`write_upstream`] writes itself, and `Content-Length`, which the backend's head gets
+/// from the body (`RequestHead::finish`): a list the parser accepted as one length (`5, 5`)
+/// goes out as one number.
 fn is_rewritten(name: &[u8]) -> bool {
-    // Most names have a length none of the five has: decided without comparing bytes.
-    matches!(name.len(), 4 | 9 | 15 | 16 | 17)
+    // Most names have a length none of the six has: decided without comparing bytes.
+    matches!(name.len(), 4 | 9 | 14 | 15 | 16 | 17)
         && [
             HOST,
             X_FORWARDED_FOR,
             X_FORWARDED_PROTO,
             X_FORWARDED_HOST,
             FORWARDED,
+            "content-length",
         ]
         .iter()
         .any(|rewritten| is_named(name, rewritten))

@@ -2,7 +2,6 @@
 
 use http::Method;
 
-use super::parse_length;
 use crate::buffers;
 
 /// How the request body goes on the wire.
@@ -26,8 +25,6 @@ pub enum RequestFraming {
 pub struct RequestHead {
     buf: Vec<u8>,
     method: Method,
-    /// The value of a `Content-Length` header written, if any.
-    length: Option<u64>,
     upgrade: bool,
 }
 
@@ -66,22 +63,17 @@ impl RequestHead {
         RequestHead {
             buf,
             method: method.clone(),
-            length: None,
             upgrade: false,
         }
     }
 
     /// One header line. `name` is a header name (a token, in any case) and `value` a valid
-    /// header value: neither may hold CR or LF. `Transfer-Encoding` is for
-    /// [`RequestHead::finish`] to write.
+    /// header value: neither may hold CR or LF. The framing fields (`Content-Length`,
+    /// `Transfer-Encoding`) are for [`RequestHead::finish`] to write.
     pub fn header(&mut self, name: &[u8], value: &[u8]) {
         debug_assert!(!name.iter().chain(value).any(|&b| b == b'\r' || b == b'\n'));
-        match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                self.length = Some(parse_length(value).unwrap_or(0));
-            }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
-            _ => {}
+        if name.len() == 7 && name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
         }
         self.buf.reserve(name.len() + value.len() + b": \r\n".len());
         self.buf.extend_from_slice(name);
@@ -101,33 +93,25 @@ impl RequestHead {
         self.buf.extend_from_slice(b"\r\n");
     }
 
-    /// The head, closed with the framing header `body` needs (a `Content-Length` the client
-    /// sent is kept; otherwise the body's exact size, or chunked).
+    /// The head, closed with the framing header `body` needs: its exact size (a client's
+    /// `Content-Length`, as the body reports it), or chunked.
     pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
-        let framing = match self.length {
-            Some(0) => RequestFraming::Empty,
-            Some(length) => RequestFraming::Length(length),
-            None if body.is_end_stream() => {
-                // As hyper does: methods that normally carry a body say it is empty.
-                if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
-                    self.buf.extend_from_slice(b"content-length: 0\r\n");
-                }
-                RequestFraming::Empty
+        let framing = if body.is_end_stream() {
+            // As hyper does: methods that normally carry a body say it is empty.
+            if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+                self.buf.extend_from_slice(b"content-length: 0\r\n");
             }
-            None => match body.size_hint().exact() {
-                Some(length) => {
-                    self.buf.extend_from_slice(b"content-length: ");
-                    self.buf
-                        .extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-                    self.buf.extend_from_slice(b"\r\n");
-                    RequestFraming::Length(length)
-                }
-                None => {
-                    self.buf
-                        .extend_from_slice(b"transfer-encoding: chunked\r\n");
-                    RequestFraming::Chunked
-                }
-            },
+            RequestFraming::Empty
+        } else if let Some(length) = body.size_hint().exact() {
+            self.buf.extend_from_slice(b"content-length: ");
+            self.buf
+                .extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            self.buf.extend_from_slice(b"\r\n");
+            RequestFraming::Length(length)
+        } else {
+            self.buf
+                .extend_from_slice(b"transfer-encoding: chunked\r\n");
+            RequestFraming::Chunked
         };
         self.buf.extend_from_slice(b"\r\n");
         Outgoing {
@@ -180,17 +164,6 @@ mod tests {
             b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
         );
         assert_eq!(sized.framing, RequestFraming::Length(3));
-
-        let declared = finished(
-            Method::PUT,
-            &[("content-length", "7")],
-            &Full::new(Bytes::from("abc")),
-        );
-        assert_eq!(
-            &declared.bytes[..],
-            b"PUT /a?b=1 HTTP/1.1\r\ncontent-length: 7\r\n\r\n"
-        );
-        assert_eq!(declared.framing, RequestFraming::Length(7));
 
         let upgrade = finished(
             Method::GET,
