@@ -1,9 +1,12 @@
-//! Project tasks: `cargo xtask strategies | demo | test`. See the README.
+//! Project tasks: `cargo xtask strategies | demo | test | dist`. See the README.
 
 mod c_guest;
 mod component;
+mod dist;
 mod guests;
+mod train;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -15,13 +18,15 @@ fn main() -> ExitCode {
         Some("strategies") => guests::build_all(&root()),
         Some("demo") => demo(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("dist") => dist::build(&root()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  strategies   build every guest component (strategies, examples, test guests)\n  \
                  demo         build everything and run lbhost in front of three demo backends\n  \
-                 test         build everything and run every test (extra args go to cargo test)"
+                 test         build everything and run every test (extra args go to cargo test)\n  \
+                 dist         the production build: target/dist/lbhost, profile-guided (PGO)"
             );
             return ExitCode::from(2);
         }
@@ -45,9 +50,15 @@ fn root() -> PathBuf {
 
 /// Runs `cargo` with `args` in the workspace root.
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_env(args, &[])
+}
+
+/// Runs `cargo` with `args` in the workspace root, with `env` set.
+fn cargo_env(args: &[&str], env: &[(&str, OsString)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(root())
         .status()
         .with_context(|| format!("running {cargo}"))?;
