@@ -764,7 +764,7 @@ def compare_table(results, lbs, conns_list):
                 f"| {fmt_ratio(now['rps'] / before['rps'])} |")
     out = "\n".join(lines)
     if baseline_lines:
-        out += ("\n\nlbhost (target/release) against lbhost-baseline (--baseline-bin): CPU "
+        out += ("\n\nlbhost against lbhost-baseline (--baseline-bin): CPU "
                 "µs/request and the ratios now/before (CPU lower is better, req/s higher).\n\n"
                 "| conns | baseline CPU | lbhost CPU | CPU ratio | req/s ratio |\n"
                 "|---:|---:|---:|---:|---:|\n" + "\n".join(baseline_lines))
@@ -965,8 +965,11 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per LB (default 3)")
     ap.add_argument("--conns", default="64,256", help="client connections (default 64,256)")
     ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default: lbhost, lbhost-native, nginx, haproxy)")
+    ap.add_argument("--pgo", action="store_true",
+                    help="lbhost is the production build, target/dist/lbhost (`cargo xtask dist`, "
+                         "profile-guided), instead of target/release/lbhost")
     ap.add_argument("--baseline-bin", metavar="PATH",
-                    help="another lbhost binary to A/B against target/release/lbhost, as LB "
+                    help="another lbhost binary to A/B against lbhost, as LB "
                          "lbhost-baseline (added to --lbs)")
     ap.add_argument("--scale", action="store_true",
                     help="lbhost alone with 3, 64 and 1000 backends (64 connections)")
@@ -1028,7 +1031,7 @@ def main():
     if not tmp:
         raise SystemExit("bench: run me through bench/run.sh (it owns the temp dir)")
     session = Session(tmp)
-    session.lbhost = ROOT / "target" / "release" / "lbhost"
+    session.lbhost = ROOT / "target" / ("dist" if args.pgo else "release") / "lbhost"
     session.strategy = ROOT / "strategies" / "round_robin.wasm"
     session.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
     for f in [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else []):
@@ -1052,7 +1055,9 @@ def main():
     md = [f"# lbhost side-by-side benchmark — {started}", "",
           f"- machine: {ver['cpu']}, {ver['cores']} cores, Linux {ver['kernel']}; "
           f"load average at start {la:.2f}",
-          f"- lbhost {ver['lbhost']}, binary built {built} (round_robin.wasm); {ver['nginx']}, "
+          f"- lbhost {ver['lbhost']}, {session.lbhost.relative_to(ROOT)}"
+          f"{' (profile-guided: cargo xtask dist)' if args.pgo else ''} built {built} "
+          f"(round_robin.wasm); {ver['nginx']}, "
           f"{ver['haproxy']}, {ver['wrk']}",
           f"- LB on core {args.lb_core} alone, one worker; wrk (-t{args.wrk_threads}), the "
           f"backend nginx (one worker) and this script on core {args.load_core}; "

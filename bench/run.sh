@@ -6,6 +6,7 @@
 #   bench/run.sh --scale                  # lbhost alone with 3, 64, 1000 backends
 #   bench/run.sh --idle-conns 10000       # RSS of 10,000 idle keep-alive connections
 #   bench/run.sh --instructions           # user-space instructions per request (callgrind)
+#   bench/run.sh --pgo                    # lbhost as `cargo xtask dist` builds it (PGO)
 #   bench/run.sh --no-build ...           # skip cargo build / cargo xtask strategies
 #
 # Every other flag goes to bench/lbbench.py. Needs root (or sudo) only to apt-get install
@@ -16,10 +17,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
 build=1
+pgo=0
 args=()
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
+        --pgo) pgo=1; args+=("$a") ;;
         -h|--help) exec python3 "$here/lbbench.py" --help ;;
         *) args+=("$a") ;;
     esac
@@ -47,8 +50,14 @@ fi
 
 # --- build ----------------------------------------------------------------------------------
 if ((build)); then
-    echo "bench: building lbhost (release) and the strategies" >&2
-    (cd "$root" && cargo build --release -p lbhost && cargo xtask strategies) >&2
+    if ((pgo)); then
+        echo "bench: building lbhost with PGO (cargo xtask dist) and the strategies" >&2
+        rustup component add llvm-tools >&2
+        (cd "$root" && cargo xtask dist) >&2
+    else
+        echo "bench: building lbhost (release) and the strategies" >&2
+        (cd "$root" && cargo build --release -p lbhost && cargo xtask strategies) >&2
+    fi
 fi
 
 # --- limits, temp dir, cleanup --------------------------------------------------------------
