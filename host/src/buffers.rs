@@ -4,9 +4,14 @@
 //!
 //! A connection holds a read buffer only while bytes wait in it, and a head buffer only while it
 //! writes one; between uses the buffer goes back here. A worker busy with hundreds of
-//! connections then cycles through a few warm buffers instead of touching one of each
-//! connection's own per request: at 256 client connections, a read buffer per connection cost
-//! 13 % more CPU per request (BENCHMARKS.md).
+//! connections then cycles through warm buffers instead of touching one of each connection's
+//! own per request: at 256 client connections, a read buffer per connection cost 13 % more CPU
+//! per request (BENCHMARKS.md).
+//!
+//! Each kind keeps as many spares as requests were in flight at once, up to [`SPARES`] and
+//! [`SPARE_BYTES`] per worker: with only 16 kept, three requests in four at 256 connections
+//! found no spare and went through malloc's slow path for a read buffer, a head buffer and a
+//! field table (4.6 % more CPU per request).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -27,8 +32,10 @@ pub const READ_MIN: usize = 8 * 1024;
 /// And at most this much, for long bodies.
 pub const READ_MAX: usize = 64 * 1024;
 
-/// Spares kept per kind and worker; more are freed.
-const SPARES: usize = 16;
+/// Spares kept per kind and worker, at most; more are freed.
+const SPARES: usize = 512;
+/// And at most this much memory per kind and worker (512 read buffers of 8 KiB).
+const SPARE_BYTES: usize = 4 << 20;
 /// Head buffers larger than this are not kept.
 const HEAD_MAX: usize = 64 * 1024;
 
@@ -38,10 +45,71 @@ const MAP_MAX: usize = 64;
 const TABLE_MAX: usize = 128;
 
 thread_local! {
-    static READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
-    static TABLES: RefCell<Vec<Vec<(Span, Span)>>> = const { RefCell::new(Vec::new()) };
+    static READS: RefCell<Spares<BytesMut>> = const { RefCell::new(Spares::new()) };
+    static HEADS: RefCell<Spares<Vec<u8>>> = const { RefCell::new(Spares::new()) };
+    static MAPS: RefCell<Spares<HeaderMap>> = const { RefCell::new(Spares::new()) };
+    static TABLES: RefCell<Spares<Vec<(Span, Span)>>> = const { RefCell::new(Spares::new()) };
+}
+
+/// Something kept as a spare, and the memory it holds.
+trait Spare {
+    fn bytes(&self) -> usize;
+}
+
+impl Spare for BytesMut {
+    fn bytes(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Spare for Vec<u8> {
+    fn bytes(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Spare for Vec<(Span, Span)> {
+    fn bytes(&self) -> usize {
+        self.capacity() * std::mem::size_of::<(Span, Span)>()
+    }
+}
+
+impl Spare for HeaderMap {
+    fn bytes(&self) -> usize {
+        // An entry (name, value, links) and its index slot; about, not exactly.
+        self.capacity() * 96
+    }
+}
+
+/// One kind's spares, and the memory they hold (invariant: the sum of their [`Spare::bytes`]).
+struct Spares<T> {
+    items: Vec<T>,
+    bytes: usize,
+}
+
+impl<T: Spare> Spares<T> {
+    const fn new() -> Self {
+        Spares {
+            items: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The spare kept last (the warmest), if any.
+    fn take(&mut self) -> Option<T> {
+        let item = self.items.pop()?;
+        self.bytes -= item.bytes();
+        Some(item)
+    }
+
+    /// Keeps `item` unless [`SPARES`] or [`SPARE_BYTES`] would be passed (then it is freed).
+    fn keep(&mut self, item: T) {
+        let bytes = item.bytes();
+        if self.items.len() < SPARES && self.bytes + bytes <= SPARE_BYTES {
+            self.bytes += bytes;
+            self.items.push(item);
+        }
+    }
 }
 
 /// Reads what `stream` has into `buf`; `Ok(0)` at end of stream. A `buf` short of room gets
@@ -55,7 +123,7 @@ pub fn poll_read(
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_MIN / 4 {
         if buf.is_empty() {
-            if let Some(spare) = READS.with_borrow_mut(Vec::pop) {
+            if let Some(spare) = READS.with_borrow_mut(Spares::take) {
                 *buf = spare;
             }
         }
@@ -81,7 +149,7 @@ pub fn release_read(buf: &mut BytesMut) {
 
 /// A buffer for a head, a spare if there is one.
 pub fn head_buffer() -> Vec<u8> {
-    HEADS.with_borrow_mut(Vec::pop).unwrap_or_default()
+    HEADS.with_borrow_mut(Spares::take).unwrap_or_default()
 }
 
 /// A head buffer goes back to the spares.
@@ -96,7 +164,7 @@ pub fn release_head(mut buf: Vec<u8>) {
 /// An empty header map with room for `fields`, a spare if there is one: a map is two
 /// allocations (its index and its entries), and a request's is built and dropped per request.
 pub fn header_map(fields: usize) -> HeaderMap {
-    let mut map = MAPS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let mut map = MAPS.with_borrow_mut(Spares::take).unwrap_or_default();
     map.reserve(fields);
     map
 }
@@ -113,7 +181,7 @@ pub fn release_header_map(mut map: HeaderMap) {
 
 /// An empty table for where a head's fields sit, a spare if there is one.
 pub fn span_table() -> Vec<(Span, Span)> {
-    TABLES.with_borrow_mut(Vec::pop).unwrap_or_default()
+    TABLES.with_borrow_mut(Spares::take).unwrap_or_default()
 }
 
 /// A field table goes back to the spares.
@@ -125,18 +193,35 @@ pub fn release_span_table(mut table: Vec<(Span, Span)>) {
     keep(&TABLES, table);
 }
 
-/// `item` joins `spares`, unless [`SPARES`] are kept already (then it is freed).
-fn keep<T>(spares: &'static LocalKey<RefCell<Vec<T>>>, item: T) {
-    spares.with_borrow_mut(|spare| {
-        if spare.len() < SPARES {
-            spare.push(item);
-        }
-    });
+/// `item` joins `spares`, unless they are full (then it is freed).
+fn keep<T: Spare>(spares: &'static LocalKey<RefCell<Spares<T>>>, item: T) {
+    spares.with_borrow_mut(|spares| spares.keep(item));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spares_stop_at_their_count_and_their_bytes_and_account_for_what_leaves() {
+        let mut spares = Spares::<Vec<u8>>::new();
+        for _ in 0..SPARES + 10 {
+            spares.keep(Vec::with_capacity(16));
+        }
+        assert_eq!(spares.items.len(), SPARES);
+        assert_eq!(spares.bytes, SPARES * 16);
+        while spares.take().is_some() {}
+        assert_eq!(spares.bytes, 0);
+
+        let big = SPARE_BYTES / 3;
+        for _ in 0..4 {
+            spares.keep(Vec::with_capacity(big));
+        }
+        assert_eq!(spares.items.len(), 3, "the fourth passes the byte budget");
+        assert!(spares.bytes <= SPARE_BYTES);
+        let taken = spares.take().map(|v| v.capacity());
+        assert_eq!(spares.bytes, 2 * taken.unwrap_or(0));
+    }
 
     #[test]
     fn a_released_header_map_comes_back_empty_with_its_room() {
