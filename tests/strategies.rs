@@ -1,5 +1,6 @@
 //! The built-in strategies, driven through the real lbhost: exact rotation, weights, least
-//! connections, consistent IP hashing and uniform randomness.
+//! connections, consistent IP hashing and uniform randomness; and feedback to a strategy that
+//! asks for it.
 
 use std::time::Duration;
 
@@ -228,4 +229,42 @@ async fn random_is_uniform_by_chi_square() {
         chi_square < 27.63,
         "chi-square {chi_square:.2} for {counts:?}"
     );
+}
+
+/// A strategy that asks for feedback hears every backend's answer (`on-response`): this test
+/// guest avoids a backend whose last answer was a server error, so after one 500 from `a` the
+/// requests go to `b`, and back to `a` once `a` is well and `b` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_that_asks_for_feedback_hears_each_answer() {
+    let backends = start_backends(&["a", "b"]).await;
+    backends[0].set_status(500);
+    let mut config = config("round_robin", &backends);
+    config["strategy"] = json!(lbhost_e2e::guest("feedback"));
+    // One worker: the instance that heard the 500 is the one that routes the next request.
+    config["workers"] = json!(1);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+
+    let first = http.get(&lb.url("/")).await;
+    assert_eq!(first.status, 500, "{}", first.text());
+    assert_eq!(first.header("x-backend"), Some("a"));
+    for _ in 0..10 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.header("x-backend"),
+            Some("b"),
+            "feedback did not arrive"
+        );
+    }
+    assert_eq!(hits(&backends), [1, 10]);
+
+    backends[0].set_status(200);
+    backends[1].set_status(503);
+    let failed = http.get(&lb.url("/")).await;
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    assert_eq!(failed.header("x-backend"), Some("b"));
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-backend"), Some("a"));
 }

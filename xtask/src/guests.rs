@@ -15,6 +15,7 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("strategy-random", "strategies/random.wasm"),
     ("example-canary", "examples/canary/canary.wasm"),
     ("guest-hostile", "tests/guests/hostile.wasm"),
+    ("guest-feedback", "tests/guests/feedback.wasm"),
     ("guest-wrong-world", "tests/guests/wrong_world.wasm"),
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
 ];
