@@ -214,10 +214,16 @@ impl Strategies {
 
     /// Tells the active strategy how a backend answered, if it asked to know.
     pub fn feedback(&self, backend: usize, status: u16, latency: Duration) {
-        let loaded = self.active.load();
-        if !loaded.needs.contains(bindings::Needs::FEEDBACK) {
+        // This thread's instance knows whether its strategy asked (most do not): then the
+        // active strategy is not even loaded.
+        let wanted = WARM.with_borrow(|warm| {
+            warm.as_ref()
+                .is_some_and(|w| w.needs.contains(bindings::Needs::FEEDBACK))
+        });
+        if !wanted {
             return;
         }
+        let loaded = self.active.load();
         WARM.with(|cell| {
             let mut warm = cell.borrow_mut();
             let Some(instance) = warm.as_mut().filter(|w| w.strategy_id == loaded.id) else {
