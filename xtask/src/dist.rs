@@ -7,7 +7,7 @@
 //! Three steps, each in its own target directory under `target/pgo/` so the ordinary release
 //! build stays as it is:
 //! 1. build lbhost instrumented (`-Cprofile-generate`);
-//! 2. run it in front of three demo backends under HTTP/1.1 keep-alive load ([`crate::train`]);
+//! 2. run it in front of three demo backends under HTTP/1.1 and HTTP/2 load ([`crate::train`]);
 //!    every lbhost process writes its counts when it exits;
 //! 3. merge the counts with `llvm-profdata` and build lbhost again with them (`-Cprofile-use`).
 //!
