@@ -12,7 +12,8 @@
 //! 3. merge the counts with `llvm-profdata` and build lbhost again with them (`-Cprofile-use`).
 //!
 //! The result is `target/dist/lbhost`, with the built-in strategies beside it in
-//! `target/dist/strategies/`.
+//! `target/dist/strategies/`. HTTP/2 clients cost more CPU with it than with the plain build,
+//! although the training includes them (README, BENCHMARKS.md).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -58,8 +59,9 @@ pub fn build(root: &Path) -> Result<()> {
         TRAINING,
     )?;
     eprintln!(
-        "xtask dist: {} requests in the training run ({} answered with an error status)",
-        trained.requests, trained.failed
+        "xtask dist: {} requests in the training run, {} of them over HTTP/2 ({} answered \
+         with an error status)",
+        trained.requests, trained.h2_requests, trained.failed
     );
 
     let merged = pgo.join("merged.profdata");

@@ -22,14 +22,16 @@ use anyhow::{bail, Context, Result};
 /// HTTP/1.1 client connections of the load.
 const H1_CONNECTIONS: usize = 48;
 /// HTTP/2 client connections, and the requests each keeps in flight.
-const H2_CONNECTIONS: usize = 8;
-const H2_STREAMS: usize = 16;
+const H2_CONNECTIONS: usize = 4;
+const H2_STREAMS: usize = 8;
 
 /// What the training load got.
 #[derive(Debug, Default)]
 pub struct Totals {
     /// Responses read whole.
     pub requests: u64,
+    /// Of those, over HTTP/2.
+    pub h2_requests: u64,
     /// Of those, answered with a status other than 2xx.
     pub failed: u64,
     /// Connections that broke (I/O errors, unparsable answers).
@@ -192,6 +194,7 @@ fn wait_for_exit(mut child: Child, limit: Duration) -> Result<std::process::Exit
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
+    h2_requests: AtomicU64,
     failed: AtomicU64,
     broken: AtomicU64,
 }
@@ -199,6 +202,7 @@ struct Counters {
 /// One client connection of the load, either protocol: each round sends and reads one or more
 /// requests and says how many got a 2xx and how many did not.
 trait Client: Sized {
+    const HTTP2: bool;
     fn open(addr: SocketAddr) -> io::Result<Self>;
     fn round(&mut self, n: u64) -> io::Result<(u64, u64)>;
     /// The server ended the connection with the last response.
@@ -206,6 +210,8 @@ trait Client: Sized {
 }
 
 impl Client for h1::Conn {
+    const HTTP2: bool = false;
+
     fn open(addr: SocketAddr) -> io::Result<Self> {
         h1::Conn::open(addr)
     }
@@ -225,6 +231,8 @@ impl Client for h1::Conn {
 }
 
 impl Client for h2::Conn {
+    const HTTP2: bool = true;
+
     fn open(addr: SocketAddr) -> io::Result<Self> {
         h2::Conn::open(addr)
     }
@@ -262,6 +270,7 @@ fn load(addr: SocketAddr, duration: Duration) -> Result<Totals> {
     }
     Ok(Totals {
         requests: counters.requests.load(Ordering::Relaxed),
+        h2_requests: counters.h2_requests.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         broken: counters.broken.load(Ordering::Relaxed),
     })
@@ -280,6 +289,11 @@ fn drive<C: Client>(addr: SocketAddr, deadline: Instant, seed: u64, counters: &C
         match result {
             Ok((ok, failed)) => {
                 counters.requests.fetch_add(ok + failed, Ordering::Relaxed);
+                if C::HTTP2 {
+                    counters
+                        .h2_requests
+                        .fetch_add(ok + failed, Ordering::Relaxed);
+                }
                 counters.failed.fetch_add(failed, Ordering::Relaxed);
                 if conn.as_ref().is_some_and(C::closed) {
                     conn = None;
