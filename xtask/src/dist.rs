@@ -12,8 +12,8 @@
 //! 3. merge the counts with `llvm-profdata` and build lbhost again with them (`-Cprofile-use`).
 //!
 //! The result is `target/dist/lbhost`, with the built-in strategies beside it in
-//! `target/dist/strategies/`. HTTP/2 clients cost more CPU with it than with the plain build,
-//! although the training includes them (README, BENCHMARKS.md).
+//! `target/dist/strategies/`. What PGO does for HTTP/2 clients depends on the training's mix
+//! more than for HTTP/1.1 (README, BENCHMARKS.md).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
