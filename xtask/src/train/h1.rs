@@ -1,6 +1,6 @@
 //! The training load's HTTP/1.1 client: blocking, keep-alive, whole responses.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -97,15 +97,8 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes into the buffer; an error at the end of the connection.
     fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
+        super::read_more(&mut self.stream, &mut self.buf)
     }
 }
 

@@ -3,7 +3,7 @@
 //! requests are encoded with HPACK literals (no table, no Huffman), and of a response only the
 //! first field is read, which a server encodes as an indexed `:status`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -143,13 +143,7 @@ impl Conn {
     }
 
     fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
+        super::read_more(&mut self.stream, &mut self.buf)
     }
 }
 

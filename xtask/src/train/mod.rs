@@ -9,8 +9,8 @@
 mod h1;
 mod h2;
 
-use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -306,6 +306,18 @@ fn drive<C: Client>(addr: SocketAddr, deadline: Instant, seed: u64, counters: &C
             }
         }
     }
+}
+
+/// Reads what `stream` has into `buf` (for both clients); an error at the end of the
+/// connection.
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = stream.read(&mut chunk)?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// The `n`th request of a connection: mostly small GETs (a quarter with a browser's fields),
