@@ -24,9 +24,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, cargo_env, guests, train};
 
-/// The built-in strategies shipped beside the binary.
-const STRATEGIES: &[&str] = &["round_robin", "weighted", "least_conn", "ip_hash", "random"];
-
 /// How long the training load runs.
 const TRAINING: Duration = Duration::from_secs(8);
 
@@ -103,12 +100,11 @@ pub fn build(root: &Path) -> Result<()> {
     std::fs::create_dir_all(dist.join("strategies"))
         .with_context(|| format!("creating {}", dist.display()))?;
     copy(&optimized.join("release/lbhost"), &dist.join("lbhost"))?;
-    for name in STRATEGIES {
-        let file = format!("{name}.wasm");
-        copy(
-            &root.join("strategies").join(&file),
-            &dist.join("strategies").join(&file),
-        )?;
+    // The built-in strategies: the guests built into `strategies/`.
+    for (_, out) in guests::RUST_GUESTS {
+        if let Some(file) = out.strip_prefix("strategies/") {
+            copy(&root.join(out), &dist.join("strategies").join(file))?;
+        }
     }
     eprintln!(
         "xtask dist: built {} (and its strategies in {})",
