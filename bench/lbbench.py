@@ -349,7 +349,7 @@ class LbHost(LB):
         cfg = {
             "listen": f"127.0.0.1:{self.port}",
             "admin": f"127.0.0.1:{self.admin_port}",
-            "strategy": str(self.session.strategy),
+            "strategy": str(self.strategy()),
             "backends": [{"url": f"http://127.0.0.1:{p}"} for p in self.backends.ports],
             "workers": 1,
             "shutdown_timeout": "1s",
@@ -360,6 +360,9 @@ class LbHost(LB):
         path = self.dir / "lbhost.json"
         path.write_text(json.dumps(cfg, indent=1))
         return [str(self.session.lbhost), "--config", str(path), "--workers", "1"]
+
+    def strategy(self):
+        return self.session.strategy
 
     def env(self):
         e = dict(os.environ)
@@ -376,6 +379,15 @@ class LbHostNative(LbHost):
         e = super().env()
         e["LBHOST_BENCH_NATIVE_SELECTOR"] = "1"
         return e
+
+
+class LbHostFloor(LbHost):
+    """lbhost with bench/call_floor.wasm, the cheapest strategy the contract allows (round-robin
+    on the raw WIT bindings, no SDK): against lbhost-native it prices the guest call itself."""
+    name = "lbhost-floor"
+
+    def strategy(self):
+        return self.session.floor_strategy
 
 
 class LbHostBaseline(LbHost):
@@ -485,7 +497,7 @@ backend be
         return ["haproxy", "-db", "-f", str(path)]
 
 
-LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative,
+LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative, "lbhost-floor": LbHostFloor,
               "lbhost-baseline": LbHostBaseline, "nginx": Nginx,
               "haproxy": HAProxy}
 
@@ -753,9 +765,12 @@ def compare_table(results, lbs, conns_list):
                 f"| {fmt_ratio(lh['rps'] / best_rps)} | {fmt_ratio(lh['p99_ms'] / best_p99)} |")
         if "lbhost" in med_by_lb and "lbhost-native" in med_by_lb:
             native = med_by_lb["lbhost-native"]["cpu_us_per_req"]
-            wasm_cost.append(
-                f"| {conns} | {fmt(med_by_lb['lbhost']['cpu_us_per_req'], 1)} | {fmt(native, 1)} "
-                f"| {fmt_ratio(med_by_lb['lbhost']['cpu_us_per_req'] / native)} |")
+            wasm = med_by_lb["lbhost"]["cpu_us_per_req"]
+            floor = med_by_lb.get("lbhost-floor", {}).get("cpu_us_per_req")
+            floor_cols = (f" {fmt(floor, 1)} | {fmt_ratio(floor / native)} |"
+                          if floor is not None else "")
+            wasm_cost.append(f"| {conns} | {fmt(wasm, 1)} | {fmt(native, 1)} "
+                             f"| {fmt_ratio(wasm / native)} |{floor_cols}")
         if "lbhost" in med_by_lb and "lbhost-baseline" in med_by_lb:
             now, before = med_by_lb["lbhost"], med_by_lb["lbhost-baseline"]
             baseline_lines.append(
@@ -769,9 +784,16 @@ def compare_table(results, lbs, conns_list):
                 "| conns | baseline CPU | lbhost CPU | CPU ratio | req/s ratio |\n"
                 "|---:|---:|---:|---:|---:|\n" + "\n".join(baseline_lines))
     if wasm_cost:
+        head, rule = "| conns | wasm | native | ratio |", "|---:|---:|---:|---:|"
+        if "lbhost-floor" in lbs:
+            head += " call floor | floor ratio |"
+            rule += "---:|---:|"
         out += ("\n\nWhat the wasm strategy costs: lbhost (round_robin.wasm) against lbhost with "
-                "the host's own round-robin (LBHOST_BENCH_NATIVE_SELECTOR=1), CPU µs/request.\n\n"
-                "| conns | wasm | native | ratio |\n|---:|---:|---:|---:|\n" + "\n".join(wasm_cost))
+                "the host's own round-robin (LBHOST_BENCH_NATIVE_SELECTOR=1), CPU µs/request"
+                + ("; the call floor is lbhost-floor (bench/call_floor.wasm: round-robin on the "
+                   "raw bindings, no SDK), what any guest call costs"
+                   if "lbhost-floor" in lbs else "") + ".\n\n"
+                + head + "\n" + rule + "\n" + "\n".join(wasm_cost))
     if ratio_lines:
         out += ("\n\nlbhost vs the better of nginx/HAProxy per column (medians): CPU/request "
                 "and p99 (lower is better), throughput (higher is better).\n\n"
@@ -964,7 +986,8 @@ def main():
                     "(default 1s; 0 to skip)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per LB (default 3)")
     ap.add_argument("--conns", default="64,256", help="client connections (default 64,256)")
-    ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default: lbhost, lbhost-native, nginx, haproxy)")
+    ap.add_argument("--lbs", default=",".join(LB_NAMES), help="which LBs (default: lbhost, lbhost-native, nginx, haproxy; "
+                         "also lbhost-floor: the cheapest guest, bench/call_floor.wasm)")
     ap.add_argument("--pgo", action="store_true",
                     help="lbhost is the production build, target/dist/lbhost (`cargo xtask dist`, "
                          "profile-guided), instead of target/release/lbhost")
@@ -1033,8 +1056,12 @@ def main():
     session = Session(tmp)
     session.lbhost = ROOT / "target" / ("dist" if args.pgo else "release") / "lbhost"
     session.strategy = ROOT / "strategies" / "round_robin.wasm"
+    session.floor_strategy = ROOT / "bench" / "call_floor.wasm"
     session.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
-    for f in [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else []):
+    needed = [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else [])
+    if "lbhost-floor" in args.lbs + args.instr_lbs:
+        needed.append(session.floor_strategy)
+    for f in needed:
         if not f.exists():
             raise SystemExit(f"bench: {f} missing (run without --no-build)")
 

@@ -6,17 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use demo_backend::Backend;
-use lbhost_e2e::{config, guest, start_backends, Http, Lb, Scratch};
+use lbhost_e2e::{config, guest, metric, start_backends, Http, Lb, Scratch};
 use serde_json::{json, Value};
-
-/// A metric's value from the text exposition (first sample whose line starts with `series`).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// `clients` keep-alive clients sending `each` GETs; every answer must be a 200 from a backend.
 /// Returns the latencies, sorted.

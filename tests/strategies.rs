@@ -1,11 +1,12 @@
 //! The built-in strategies, driven through the real lbhost: exact rotation, weights, least
 //! connections, consistent IP hashing and uniform randomness; and feedback to a strategy that
-//! asks for it.
+//! asks for it. And the benchmark's call floor, which must route by itself for its figure to mean
+//! anything.
 
 use std::time::Duration;
 
 use demo_backend::Backend;
-use lbhost_e2e::{config, start_backends, wait_until, Http, Lb};
+use lbhost_e2e::{bench_guest, config, metric_total, start_backends, wait_until, Http, Lb};
 use serde_json::{json, Value};
 
 /// Requests each backend has received.
@@ -267,4 +268,30 @@ async fn a_strategy_that_asks_for_feedback_hears_each_answer() {
     let reply = http.get(&lb.url("/")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("x-backend"), Some("a"));
+}
+
+/// The benchmark's call floor (`bench/call_floor.wasm`: round-robin on the raw WIT bindings,
+/// without the SDK) routes by itself: exact shares over the backends it may choose, a drained
+/// one skipped, and not one request left to the host's fallback, whose round-robin would give
+/// the same shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmarks_call_floor_routes_by_itself() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let mut config = config("round_robin", &backends);
+    config["strategy"] = json!(bench_guest("call_floor"));
+    set_per_backend(&mut config, "weight", &[json!(1), json!(0), json!(1)]);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for _ in 0..200 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(hits(&backends), [100, 0, 100]);
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric_total(&metrics, "lbhost_strategy_fallbacks_total{"),
+        0.0,
+        "the fallback served requests:\n{metrics}"
+    );
+    assert_eq!(metric_total(&metrics, "lbhost_strategy_faults_total{"), 0.0);
 }

@@ -41,3 +41,20 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A metric's value from the Prometheus text exposition `text`: the first sample whose line
+/// starts with `series`, 0 when there is none (a counter never incremented is not exported).
+pub fn metric(text: &str, series: &str) -> f64 {
+    samples(text, series).next().unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` in `text`, whatever its labels.
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    samples(text, name).sum()
+}
+
+fn samples<'t>(text: &'t str, series: &'t str) -> impl Iterator<Item = f64> + 't {
+    text.lines()
+        .filter(move |l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -20,8 +20,8 @@ mod lb;
 mod paths;
 mod raw;
 
-pub use fixtures::{config, start_backends, wait_until};
+pub use fixtures::{config, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
-pub use paths::{guest, lbhost_bin, strategy, workspace_root};
+pub use paths::{bench_guest, guest, lbhost_bin, strategy, workspace_root};
 pub use raw::RawBackend;

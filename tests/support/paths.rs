@@ -41,6 +41,11 @@ pub fn guest(name: &str) -> String {
     component("tests/guests", name)
 }
 
+/// The absolute path of the benchmark's guest component `<root>/bench/<name>.wasm`.
+pub fn bench_guest(name: &str) -> String {
+    component("bench", name)
+}
+
 /// `<root>/<folder>/<name>.wasm`, built by `cargo xtask strategies`.
 fn component(folder: &str, name: &str) -> String {
     let path = workspace_root().join(folder).join(format!("{name}.wasm"));
