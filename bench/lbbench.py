@@ -350,6 +350,7 @@ class LbHost(LB):
             "listen": f"127.0.0.1:{self.port}",
             "admin": f"127.0.0.1:{self.admin_port}",
             "strategy": str(self.strategy()),
+            "strategy_config": self.strategy_config(),
             "backends": [{"url": f"http://127.0.0.1:{p}"} for p in self.backends.ports],
             "workers": 1,
             "shutdown_timeout": "1s",
@@ -363,6 +364,9 @@ class LbHost(LB):
 
     def strategy(self):
         return self.session.strategy
+
+    def strategy_config(self):
+        return self.session.strategy_config
 
     def env(self):
         e = dict(os.environ)
@@ -388,6 +392,9 @@ class LbHostFloor(LbHost):
 
     def strategy(self):
         return self.session.floor_strategy
+
+    def strategy_config(self):
+        return {}
 
 
 class LbHostBaseline(LbHost):
@@ -726,7 +733,7 @@ def noisy_mark(rows):
     return ", ".join(marks) or "ok"
 
 
-def compare_table(results, lbs, conns_list):
+def compare_table(results, lbs, conns_list, strategy="round_robin.wasm"):
     lines = [
         "| conns | LB | req/s | p50 ms | p99 ms | LB CPU µs/req | LB core % | RSS idle MiB "
         "| RSS load MiB | new upstream conns | errors | noise |",
@@ -788,7 +795,7 @@ def compare_table(results, lbs, conns_list):
         if "lbhost-floor" in lbs:
             head += " call floor | floor ratio |"
             rule += "---:|---:|"
-        out += ("\n\nWhat the wasm strategy costs: lbhost (round_robin.wasm) against lbhost with "
+        out += (f"\n\nWhat the wasm strategy costs: lbhost ({strategy}) against lbhost with "
                 "the host's own round-robin (LBHOST_BENCH_NATIVE_SELECTOR=1), CPU µs/request"
                 + ("; the call floor is lbhost-floor (bench/call_floor.wasm: round-robin on the "
                    "raw bindings, no SDK), what any guest call costs"
@@ -991,6 +998,11 @@ def main():
     ap.add_argument("--pgo", action="store_true",
                     help="lbhost is the production build, target/dist/lbhost (`cargo xtask dist`, "
                          "profile-guided), instead of target/release/lbhost")
+    ap.add_argument("--strategy", metavar="PATH", default=str(ROOT / "strategies" / "round_robin.wasm"),
+                    help="the strategy lbhost runs (default strategies/round_robin.wasm): price "
+                         "your own against lbhost-native and lbhost-floor")
+    ap.add_argument("--strategy-config", metavar="JSON", default="{}",
+                    help="its strategy_config object (default {})")
     ap.add_argument("--baseline-bin", metavar="PATH",
                     help="another lbhost binary to A/B against lbhost, as LB "
                          "lbhost-baseline (added to --lbs)")
@@ -1055,7 +1067,10 @@ def main():
         raise SystemExit("bench: run me through bench/run.sh (it owns the temp dir)")
     session = Session(tmp)
     session.lbhost = ROOT / "target" / ("dist" if args.pgo else "release") / "lbhost"
-    session.strategy = ROOT / "strategies" / "round_robin.wasm"
+    session.strategy = Path(args.strategy).resolve()
+    session.strategy_config = json.loads(args.strategy_config)
+    if not isinstance(session.strategy_config, dict):
+        raise SystemExit("bench: --strategy-config must be a JSON object")
     session.floor_strategy = ROOT / "bench" / "call_floor.wasm"
     session.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
     needed = [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else [])
@@ -1084,7 +1099,7 @@ def main():
           f"load average at start {la:.2f}",
           f"- lbhost {ver['lbhost']}, {session.lbhost.relative_to(ROOT)}"
           f"{' (profile-guided: cargo xtask dist)' if args.pgo else ''} built {built} "
-          f"(round_robin.wasm); {ver['nginx']}, "
+          f"({session.strategy.name}); {ver['nginx']}, "
           f"{ver['haproxy']}, {ver['wrk']}",
           f"- LB on core {args.lb_core} alone, one worker; wrk (-t{args.wrk_threads}), the "
           f"backend nginx (one worker) and this script on core {args.load_core}; "
@@ -1121,7 +1136,7 @@ def main():
             mark_slow(results)
             all_runs += results
             md += ["## Side by side (3 backends, round-robin, upstream keep-alive)", "",
-                   compare_table(results, args.lbs, args.conns_list), ""]
+                   compare_table(results, args.lbs, args.conns_list, session.strategy.name), ""]
         if args.scale:
             counts = [int(x) for x in args.scale_backends.split(",") if x]
             backends = Backends(session, ports, args.load_core, max(counts),
