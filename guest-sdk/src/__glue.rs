@@ -25,34 +25,19 @@ pub use bindings::lb::strategy::types::{
 };
 
 /// One instance's state: the strategy and the backend set it was last given.
-struct State {
-    strategy: Box<dyn ErasedStrategy>,
+pub struct State<S> {
+    strategy: S,
     set: BackendSet,
 }
 
-trait ErasedStrategy {
-    fn backends_changed(&mut self, set: &BackendSet);
-    fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize>;
-    fn on_response(&mut self, backend: usize, status: u16, latency: Duration);
-}
+/// Where [`crate::export_strategy!`] keeps an instance's state: a thread-local of the strategy's
+/// own type, so that `select` calls the strategy directly (no `dyn`) and inlines it.
+pub type Slot<S> = std::thread::LocalKey<RefCell<Option<State<S>>>>;
 
-impl<S: Strategy> ErasedStrategy for S {
-    fn backends_changed(&mut self, set: &BackendSet) {
-        Strategy::backends_changed(self, set)
-    }
-    fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize> {
-        Strategy::select(self, backends, request)
-    }
-    fn on_response(&mut self, backend: usize, status: u16, latency: Duration) {
-        Strategy::on_response(self, backend, status, latency)
-    }
-}
-
-thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
-}
-
-pub fn configure<S: Strategy>(params: Vec<(String, String)>) -> Result<WitNeeds, String> {
+pub fn configure<S: Strategy>(
+    slot: &'static Slot<S>,
+    params: Vec<(String, String)>,
+) -> Result<WitNeeds, String> {
     let strategy = S::configure(&Params::new(params))?;
     let needs = strategy.needs();
     let mut flags = WitNeeds::empty();
@@ -65,16 +50,14 @@ pub fn configure<S: Strategy>(params: Vec<(String, String)>) -> Result<WitNeeds,
     if needs.feedback {
         flags |= WitNeeds::FEEDBACK;
     }
-    STATE.with(|s| {
-        *s.borrow_mut() = Some(State {
-            strategy: Box::new(strategy),
-            set: BackendSet::default(),
-        })
-    });
+    slot.set(Some(State {
+        strategy,
+        set: BackendSet::default(),
+    }));
     Ok(flags)
 }
 
-pub fn backends_changed(backends: Vec<WitBackend>) {
+pub fn backends_changed<S: Strategy>(slot: &'static Slot<S>, backends: Vec<WitBackend>) {
     let set = BackendSet::new(
         backends
             .into_iter()
@@ -87,18 +70,22 @@ pub fn backends_changed(backends: Vec<WitBackend>) {
             })
             .collect(),
     );
-    STATE.with(|s| {
-        if let Some(state) = s.borrow_mut().as_mut() {
+    slot.with_borrow_mut(|state| {
+        if let Some(state) = state.as_mut() {
             state.strategy.backends_changed(&set);
             state.set = set;
         }
     });
 }
 
-pub fn select(ctx: WitContext, request: &WitRequest) -> Option<u32> {
-    STATE.with(|s| {
-        let mut guard = s.borrow_mut();
-        let state = guard.as_mut()?;
+#[inline]
+pub fn select<S: Strategy>(
+    slot: &'static Slot<S>,
+    ctx: WitContext,
+    request: &WitRequest,
+) -> Option<u32> {
+    slot.with_borrow_mut(|state| {
+        let state = state.as_mut()?;
         let view = Backends {
             set: &state.set,
             sequence: ctx.sequence,
@@ -112,9 +99,14 @@ pub fn select(ctx: WitContext, request: &WitRequest) -> Option<u32> {
     })
 }
 
-pub fn on_response(backend: u32, status: u16, latency_us: u32) {
-    STATE.with(|s| {
-        if let Some(state) = s.borrow_mut().as_mut() {
+pub fn on_response<S: Strategy>(
+    slot: &'static Slot<S>,
+    backend: u32,
+    status: u16,
+    latency_us: u32,
+) {
+    slot.with_borrow_mut(|state| {
+        if let Some(state) = state.as_mut() {
             state.strategy.on_response(
                 backend as usize,
                 status,

@@ -46,11 +46,13 @@ impl BackendSet {
     }
 
     /// All backends, eligible or not, in the host's order.
+    #[inline]
     pub fn all(&self) -> &[Backend] {
         &self.backends
     }
 
     /// Indices of the eligible backends with a weight above 0, ascending.
+    #[inline]
     pub fn eligible(&self) -> &[usize] {
         &self.eligible
     }
@@ -79,43 +81,51 @@ pub struct Backends<'a> {
 
 impl<'a> Backends<'a> {
     /// The backend set.
+    #[inline]
     pub fn set(&self) -> &'a BackendSet {
         self.set
     }
 
     /// Backend `index`, if in range.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&'a Backend> {
         self.set.backends.get(index)
     }
 
     /// A sequence number shared by all worker threads: one more for every `select` call.
+    #[inline]
     pub fn sequence(&self) -> u64 {
         self.sequence
     }
 
     /// 64 fresh random bits for this call.
+    #[inline]
     pub fn random(&self) -> u64 {
         self.random
     }
 
     /// Requests in flight to backend `index` (0 unless the strategy asked for
     /// [`crate::Needs::in_flight`]).
+    #[inline]
     pub fn in_flight(&self, index: usize) -> u32 {
         self.in_flight.get(index).copied().unwrap_or(0)
     }
 
     /// Moving average of backend `index`'s response time in microseconds, if the strategy asked
     /// for [`crate::Needs::latency`] and the host has measured one.
+    #[inline]
     pub fn latency_ewma_us(&self, index: usize) -> Option<u32> {
         self.latency_ewma_us.get(index).copied()
     }
 
     /// Whether backend `index` was already tried for this request.
+    #[inline]
     pub fn is_excluded(&self, index: usize) -> bool {
         !self.exclude.is_empty() && self.exclude.iter().any(|&e| e as usize == index)
     }
 
     /// Whether backend `index` may be chosen: eligible, weight above 0, not already tried.
+    #[inline]
     pub fn is_candidate(&self, index: usize) -> bool {
         self.set
             .backends
@@ -137,6 +147,7 @@ impl<'a> Backends<'a> {
     /// The candidate at position `n` modulo the number of eligible backends, skipping forward past
     /// excluded ones. `rotate(sequence())` is exact round-robin; `rotate(random())` is uniform.
     /// O(1) unless backends are excluded.
+    #[inline]
     pub fn rotate(&self, n: u64) -> Option<usize> {
         let eligible = &self.set.eligible;
         if eligible.is_empty() {
@@ -148,6 +159,7 @@ impl<'a> Backends<'a> {
 
     /// The first entry of `order` at or after position `start` (wrapping) that is a candidate.
     /// Use it with a precomputed order such as a weighted sequence.
+    #[inline]
     pub fn first_candidate_from(&self, order: &[usize], start: usize) -> Option<usize> {
         let len = order.len();
         (0..len)

@@ -99,25 +99,30 @@ macro_rules! export_strategy {
     ($strategy:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            ::std::thread_local! {
+                static STATE: ::std::cell::RefCell<
+                    ::std::option::Option<$crate::__glue::State<$strategy>>,
+                > = const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
             struct __LbhostStrategy;
             impl $crate::__glue::Guest for __LbhostStrategy {
                 fn configure(
                     params: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::std::result::Result<$crate::__glue::WitNeeds, ::std::string::String>
                 {
-                    $crate::__glue::configure::<$strategy>(params)
+                    $crate::__glue::configure(&STATE, params)
                 }
                 fn backends_changed(backends: ::std::vec::Vec<$crate::__glue::WitBackend>) {
-                    $crate::__glue::backends_changed(backends)
+                    $crate::__glue::backends_changed(&STATE, backends)
                 }
                 fn select(
                     ctx: $crate::__glue::WitContext,
                     request: &$crate::__glue::WitRequest,
                 ) -> ::std::option::Option<u32> {
-                    $crate::__glue::select(ctx, request)
+                    $crate::__glue::select(&STATE, ctx, request)
                 }
                 fn on_response(backend: u32, status: u16, latency_us: u32) {
-                    $crate::__glue::on_response(backend, status, latency_us)
+                    $crate::__glue::on_response(&STATE, backend, status, latency_us)
                 }
             }
             $crate::__glue::bindings::__export_balancer!(

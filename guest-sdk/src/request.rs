@@ -29,6 +29,7 @@ impl std::fmt::Debug for Request<'_> {
 
 impl<'a> Request<'a> {
     #[cfg(target_arch = "wasm32")]
+    #[inline]
     pub(crate) fn host(request: &'a crate::__glue::WitRequest) -> Self {
         Request {
             inner: Inner::Host(request),
