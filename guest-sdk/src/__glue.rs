@@ -78,7 +78,6 @@ pub fn backends_changed<S: Strategy>(slot: &'static Slot<S>, backends: Vec<WitBa
     });
 }
 
-#[inline]
 pub fn select<S: Strategy>(
     slot: &'static Slot<S>,
     ctx: WitContext,
