@@ -108,7 +108,9 @@ pub(super) async fn serve(
     let service = service_fn(move |request: http::Request<Incoming>| {
         let (parts, body) = request.into_parts();
         let head = ClientHead::from_parts(parts);
-        let answer = Arc::clone(&proxy).handle(head, body, peer, None);
+        // Boxed: hyper spawns a task per stream and moves its future several times on the way
+        // in (and again when it completes); the proxy's future is several KiB, a box is a word.
+        let answer = Box::pin(Arc::clone(&proxy).handle(head, body, peer, None));
         async move { Ok::<_, Infallible>(http2_head(answer.await?)) }
     });
     let connection = boxed(|| {
