@@ -66,7 +66,13 @@ pub fn with_header_map(mut response: Response<ProxyBody>) -> Result<Response<Pro
     let fields = response.body_mut().take_fields();
     if !fields.is_empty() {
         let map = fields.header_map()?;
-        response.headers_mut().extend(map);
+        let headers = response.headers_mut();
+        if headers.is_empty() {
+            // The usual case: no field was added to the backend's (one map, not two).
+            *headers = map;
+        } else {
+            headers.extend(map);
+        }
     }
     Ok(response)
 }

@@ -83,7 +83,20 @@ impl RawFields {
 
     /// The fields as a header map (its values share the head's buffer).
     pub fn header_map(&self) -> Result<HeaderMap, BadField> {
-        let mut headers = HeaderMap::new();
+        // Sized up front: growing a header map rehashes what it holds.
+        let lines: usize = self
+            .runs
+            .iter()
+            .chain(&self.length)
+            .map(|run| {
+                1 + run
+                    .bytes(&self.head)
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+            })
+            .sum();
+        let mut headers = HeaderMap::with_capacity(lines);
         for run in self.runs.iter().chain(&self.length) {
             let run = run.shared(&self.head);
             for line in run.split(|&b| b == b'\n') {
