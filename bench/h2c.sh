@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# HTTP/2 clients (h2c, prior knowledge) through lbhost, nginx and HAProxy, with h2load: a
+# smaller harness than bench/run.sh (no noise guard, no RSS), for the HTTP/2 path. Same setup:
+# the LB alone on core 0 with one worker, h2load and the backend nginx on core 1, upstream
+# HTTP/1.1 keep-alive to three backends, round-robin, everything on 127.0.0.1.
+#
+#   bench/h2c.sh                       # 16 clients x 8 streams and 64 x 1, 3 reps, 5 s each
+#   REPS=5 SECONDS_PER_RUN=10 bench/h2c.sh
+#   LBHOST=target/release/lbhost bench/h2c.sh   # another lbhost build (default target/dist/lbhost)
+#
+# Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
+# req/s. Runs are interleaved (lbhost, nginx, HAProxy, lbhost, ...). Take figures from a quiet
+# machine only. Installs nginx-light, haproxy and nghttp2-client when missing (needs root).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+lbhost="${LBHOST:-$root/target/dist/lbhost}"
+strategy="$root/strategies/round_robin.wasm"
+reps="${REPS:-3}"
+secs="${SECONDS_PER_RUN:-5}"
+loads=("16 8" "64 1")
+port=18480
+be=(18481 18482 18483)
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+for f in "$lbhost" "$strategy"; do
+    [ -e "$f" ] || { echo "h2c: $f missing (cargo xtask dist, or LBHOST=target/release/lbhost after cargo xtask strategies)" >&2; exit 1; }
+done
+
+tmp="$(mktemp -d /tmp/lbh2c.XXXXXX)"
+cleanup() {
+    pkill -f -- "$tmp" 2>/dev/null || true
+    sleep 0.3
+    pkill -KILL -f -- "$tmp" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# nginx's temp paths and pid file, in directory $1
+nginx_paths() {
+    echo "pid $1/nginx.pid; error_log $1/error.log warn;"
+}
+nginx_temp() {
+    echo "access_log off; client_body_temp_path $1/b; proxy_temp_path $1/p; fastcgi_temp_path $1/f; uwsgi_temp_path $1/u; scgi_temp_path $1/s;"
+}
+
+mkdir -p "$tmp/be"
+cat >"$tmp/be/nginx.conf" <<EOF
+worker_processes 1; $(nginx_paths "$tmp/be")
+events { worker_connections 4096; }
+http { $(nginx_temp "$tmp/be") keepalive_requests 100000000;
+  server { listen 127.0.0.1:${be[0]}; listen 127.0.0.1:${be[1]}; listen 127.0.0.1:${be[2]};
+           location / { return 200 "ok"; } } }
+EOF
+taskset -c 1 nginx -p "$tmp/be" -c "$tmp/be/nginx.conf" -g "daemon off;" 2>/dev/null &
+
+start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
+    local d="$tmp/$1"
+    mkdir -p "$d"
+    case $1 in
+    lbhost)
+        cat >"$d/cfg.json" <<EOF
+{"listen": "127.0.0.1:$port", "admin": "127.0.0.1:$((port + 10))", "strategy": "$strategy",
+ "workers": 1, "access_log": false,
+ "backends": [{"url": "http://127.0.0.1:${be[0]}"}, {"url": "http://127.0.0.1:${be[1]}"},
+              {"url": "http://127.0.0.1:${be[2]}"}]}
+EOF
+        RUST_LOG=warn taskset -c 0 "$lbhost" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
+        ;;
+    nginx)
+        cat >"$d/nginx.conf" <<EOF
+worker_processes 1; $(nginx_paths "$d")
+events { worker_connections 4096; }
+http { $(nginx_temp "$d") keepalive_requests 100000000; http2_max_requests 100000000;
+  upstream be { server 127.0.0.1:${be[0]}; server 127.0.0.1:${be[1]}; server 127.0.0.1:${be[2]};
+                keepalive 256; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$port http2;
+           location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+        taskset -c 0 nginx -p "$d" -c "$d/nginx.conf" -g "daemon off;" >"$d/log" 2>&1 &
+        ;;
+    haproxy)
+        cat >"$d/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$port proto h2
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:${be[0]}
+  server b2 127.0.0.1:${be[1]}
+  server b3 127.0.0.1:${be[2]}
+EOF
+        taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$d/log" 2>&1 &
+        ;;
+    esac
+    local main=$!
+    for _ in $(seq 1 100); do
+        h2load -n 1 -c 1 "http://127.0.0.1:$port/" 2>/dev/null | grep -q "1 succeeded" && break
+        sleep 0.1
+    done
+    pids="$main $( (pgrep -P "$main" || true) | tr "\n" " ")"
+}
+
+cpu_ticks() {
+    local sum=0 p
+    for p in $pids; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$sum"
+}
+
+results="$tmp/results"
+for rep in $(seq 1 "$reps"); do
+    for lb in lbhost nginx haproxy; do
+        start_lb "$lb"
+        for load in "${loads[@]}"; do
+            read -r c m <<<"$load"
+            taskset -c 1 h2load -c "$c" -m "$m" -D 1 "http://127.0.0.1:$port/" >/dev/null 2>&1
+            t0=$(cpu_ticks)
+            out=$(taskset -c 1 h2load -c "$c" -m "$m" -D "$secs" "http://127.0.0.1:$port/" 2>&1)
+            t1=$(cpu_ticks)
+            ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+            failed=$(echo "$out" | awk '/^requests:/ {print $10 + $12}')
+            rps=$(echo "$out" | awk '/^finished in/ {print $4}')
+            hz=$(getconf CLK_TCK)
+            us=$(python3 -c "print(($t1 - $t0) * 1e6 / $hz / max($ok, 1))")
+            echo "$lb ${c}x$m $us $rps $failed" >>"$results"
+            printf 'rep %s %-8s %sx%s: %8.0f req/s  %5.2f µs/req  failed %s\n' \
+                "$rep" "$lb" "$c" "$m" "$rps" "$us" "$failed" >&2
+        done
+        kill $pids 2>/dev/null || true
+        wait $pids 2>/dev/null || true
+    done
+done
+
+python3 - "$results" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("| clients x streams | LB | req/s | LB CPU µs/req | failed |")
+print("|---|---|---:|---:|---:|")
+for load in dict.fromkeys(r[1] for r in rows):
+    for lb in ("lbhost", "nginx", "haproxy"):
+        rs = [r for r in rows if r[0] == lb and r[1] == load]
+        if rs:
+            print(f"| {load} | {lb} | {statistics.median(float(r[3]) for r in rs):,.0f} "
+                  f"| {statistics.median(float(r[2]) for r in rs):.2f} "
+                  f"| {sum(int(float(r[4])) for r in rs)} |")
+EOF
