@@ -96,7 +96,9 @@ impl RawFields {
                     .count()
             })
             .sum();
-        let mut headers = HeaderMap::with_capacity(lines);
+        // A head holds at most MAX_HEADERS fields; the cap also keeps with_capacity (which
+        // panics above 32,768) safe whatever the bytes say.
+        let mut headers = HeaderMap::with_capacity(lines.min(super::MAX_HEADERS));
         for run in self.runs.iter().chain(&self.length) {
             let run = run.shared(&self.head);
             for line in run.split(|&b| b == b'\n') {
