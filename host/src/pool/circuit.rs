@@ -101,7 +101,7 @@ impl Circuit {
             CircuitState::HalfOpen => {
                 match self
                     .probes_left
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .try_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 {
                     Ok(before) => Admission::Probe { last: before == 1 },
                     Err(_) => Admission::Refused,

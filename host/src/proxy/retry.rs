@@ -65,7 +65,7 @@ impl RetryBudget {
         let earned = (config.budget_percent * TOKEN as f64 / 100.0) as i64;
         let _ = self
             .balance
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+            .try_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
                 Some(b.saturating_add(earned).min(cap))
             });
     }
@@ -88,12 +88,12 @@ impl RetryBudget {
             let flowed = ((now - last) as f64 * config.min_per_second * 1000.0) as i64;
             let _ = self
                 .balance
-                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                .try_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
                     Some(b.saturating_add(flowed).min(cap))
                 });
         }
         self.balance
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+            .try_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
                 (b >= TOKEN).then_some(b - TOKEN)
             })
             .is_ok()
