@@ -14,9 +14,7 @@ use anyhow::{bail, Context, Result};
 use wasmparser::{Parser, Payload};
 
 use crate::component;
-
-/// The Debian packages that provide the C toolchain for wasm.
-const APT_PACKAGES: &str = "clang lld wasi-libc libclang-rt-14-dev-wasm32";
+use crate::setup::C_PACKAGES;
 
 /// The example's directory, relative to the workspace root.
 const DIR: &str = "examples/c_strategy";
@@ -92,7 +90,10 @@ fn check_bindings_fresh(root: &Path, dir: &Path) -> Result<()> {
 
 /// Fails with the packages to install when clang, wasm-ld or the wasm32 builtins are missing.
 fn check_toolchain(clang: &str) -> Result<()> {
-    let hint = format!("install the C toolchain for wasm: apt-get install {APT_PACKAGES}");
+    let hint = format!(
+        "install the C toolchain for wasm: apt-get install {}",
+        C_PACKAGES.join(" ")
+    );
     let query = |flag: &str| -> Result<String> {
         let output = Command::new(clang)
             .args(["--target=wasm32-wasi", flag])
@@ -134,7 +135,8 @@ fn wasi_sysroot() -> Result<Option<PathBuf>> {
     bail!(
         "wasi-libc not found (neither /usr/share/wasi-sysroot nor /usr/lib/wasm32-wasi; \
          set WASI_SYSROOT to use another); install the C toolchain for wasm: \
-         apt-get install {APT_PACKAGES}"
+         apt-get install {}",
+        C_PACKAGES.join(" ")
     )
 }
 

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, cargo_env, guests, train};
+use crate::{cargo, cargo_env, guests, setup, train};
 
 /// How long the training load runs.
 const TRAINING: Duration = Duration::from_secs(8);
 
 /// Builds `target/dist/lbhost` with PGO.
 pub fn build(root: &Path) -> Result<()> {
-    let profdata = llvm_profdata()?;
+    let profdata = setup::for_dist()?;
     guests::build_all(root)?;
     cargo(&["build", "--release", "-p", "demo-backend"])?;
 
@@ -100,11 +100,11 @@ pub fn build(root: &Path) -> Result<()> {
     std::fs::create_dir_all(dist.join("strategies"))
         .with_context(|| format!("creating {}", dist.display()))?;
     copy(&optimized.join("release/lbhost"), &dist.join("lbhost"))?;
-    // The built-in strategies: the guests built into `strategies/`.
-    for (_, out) in guests::RUST_GUESTS {
-        if let Some(file) = out.strip_prefix("strategies/") {
-            copy(&root.join(out), &dist.join("strategies").join(file))?;
-        }
+    for (_, out) in guests::STRATEGIES {
+        let file = Path::new(out)
+            .file_name()
+            .context("a strategy's path names no file")?;
+        copy(&root.join(out), &dist.join("strategies").join(file))?;
     }
     eprintln!(
         "xtask dist: built {} (and its strategies in {})",
@@ -148,39 +148,6 @@ fn profile_files(dir: &Path) -> Result<Vec<PathBuf>> {
         );
     }
     Ok(files)
-}
-
-/// `llvm-profdata` of the active toolchain (rustup's `llvm-tools` component).
-fn llvm_profdata() -> Result<PathBuf> {
-    let sysroot = rustc(&["--print", "sysroot"])?;
-    let version = rustc(&["-vV"])?;
-    let host = version
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .context("rustc -vV names no host")?;
-    let tool = Path::new(sysroot.trim())
-        .join("lib/rustlib")
-        .join(host.trim())
-        .join("bin/llvm-profdata");
-    if !tool.exists() {
-        bail!(
-            "{} is missing: install it with `rustup component add llvm-tools`",
-            tool.display()
-        );
-    }
-    Ok(tool)
-}
-
-fn rustc(args: &[&str]) -> Result<String> {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(&rustc)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {rustc}"))?;
-    if !out.status.success() {
-        bail!("{rustc} {} failed ({})", args.join(" "), out.status);
-    }
-    String::from_utf8(out.stdout).context("rustc printed something that is not UTF-8")
 }
 
 /// Removes the `lbhost-*.profdata` files of earlier runs from `dir`.

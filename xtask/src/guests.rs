@@ -1,18 +1,23 @@
-//! Builds every guest component of the repository from its crate (or C source).
+//! Builds the guest components of the repository from their crates (or C source).
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::{cargo, component};
+use crate::setup::WASM_TARGET;
+use crate::{c_guest, cargo, component};
 
-/// Rust guest crates: (package, output path relative to the workspace root).
-pub const RUST_GUESTS: &[(&str, &str)] = &[
+/// The built-in strategies: (package, output path relative to the workspace root).
+pub const STRATEGIES: &[(&str, &str)] = &[
     ("strategy-round-robin", "strategies/round_robin.wasm"),
     ("strategy-weighted", "strategies/weighted.wasm"),
     ("strategy-least-conn", "strategies/least_conn.wasm"),
     ("strategy-ip-hash", "strategies/ip_hash.wasm"),
     ("strategy-random", "strategies/random.wasm"),
+];
+
+/// The other Rust guests: the example strategy, the tests' guests and the bench's call floor.
+const OTHER_RUST_GUESTS: &[(&str, &str)] = &[
     ("example-canary", "examples/canary/canary.wasm"),
     ("guest-hostile", "tests/guests/hostile.wasm"),
     ("guest-feedback", "tests/guests/feedback.wasm"),
@@ -21,19 +26,29 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 
-/// Builds all guest crates for wasm32-unknown-unknown and wraps each into a component.
+/// Builds the built-in strategies: all the demo runs, and it needs only Rust.
+pub fn build_strategies(root: &Path) -> Result<()> {
+    build_rust(root, STRATEGIES)
+}
+
+/// Builds every guest: the Rust ones, and the C example strategy (which needs clang).
 pub fn build_all(root: &Path) -> Result<()> {
-    let mut args = vec!["build", "--release", "--target", "wasm32-unknown-unknown"];
-    for (package, _) in RUST_GUESTS {
+    build_rust(root, &[STRATEGIES, OTHER_RUST_GUESTS].concat())?;
+    c_guest::build(root)
+}
+
+/// Builds `guests` for wasm32-unknown-unknown and wraps each into a component.
+fn build_rust(root: &Path, guests: &[(&str, &str)]) -> Result<()> {
+    let mut args = vec!["build", "--release", "--target", WASM_TARGET];
+    for (package, _) in guests {
         args.extend(["-p", package]);
     }
     cargo(&args)?;
-    let target = root.join("target/wasm32-unknown-unknown/release");
-    for (package, out) in RUST_GUESTS {
+    let target = root.join("target").join(WASM_TARGET).join("release");
+    for (package, out) in guests {
         let core = target.join(format!("{}.wasm", package.replace('-', "_")));
         component::wrap(&core, &root.join(out))?;
     }
-    eprintln!("xtask: built {} components", RUST_GUESTS.len());
-    crate::c_guest::build(root)?;
+    eprintln!("xtask: built {} components", guests.len());
     Ok(())
 }

@@ -4,6 +4,7 @@ mod c_guest;
 mod component;
 mod dist;
 mod guests;
+mod setup;
 mod train;
 
 use std::ffi::OsString;
@@ -15,7 +16,7 @@ use anyhow::{bail, Context, Result};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("strategies") => guests::build_all(&root()),
+        Some("strategies") => setup::for_guests().and_then(|()| guests::build_all(&root())),
         Some("demo") => demo(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("dist") => dist::build(&root()),
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  strategies   build every guest component (strategies, examples, test guests)\n  \
-                 demo         build everything and run lbhost in front of three demo backends\n  \
+                 demo         build lbhost and the strategies, run it in front of three demo backends\n  \
                  test         build everything and run every test (extra args go to cargo test)\n  \
                  dist         the production build: target/dist/lbhost, profile-guided (PGO)"
             );
@@ -68,8 +69,10 @@ fn cargo_env(args: &[&str], env: &[(&str, OsString)]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the components and the host, then runs every test of the workspace.
+/// Installs what the tests need, builds the components and the host, then runs every test of the
+/// workspace.
 fn test(extra: &[String]) -> Result<()> {
+    setup::for_tests()?;
     guests::build_all(&root())?;
     cargo(&["build", "--release", "--workspace", "--bins"])?;
     let mut args = vec!["test", "--release", "--workspace"];
@@ -77,9 +80,11 @@ fn test(extra: &[String]) -> Result<()> {
     cargo(&args)
 }
 
-/// Builds everything and runs lbhost in front of three demo backends until Ctrl-C.
+/// Builds lbhost and the built-in strategies, then runs lbhost in front of three demo backends
+/// until Ctrl-C.
 fn demo(extra: &[String]) -> Result<()> {
-    guests::build_all(&root())?;
+    setup::for_demo()?;
+    guests::build_strategies(&root())?;
     // The same build as `test`, so both share one compiled wasmtime.
     cargo(&["build", "--release", "--workspace", "--bins"])?;
     // The demo's active strategy: a copy, so swapping it leaves the built-in files alone.
