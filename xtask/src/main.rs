@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask strategies | demo | test | dist`. See the README.
 
 mod c_guest;
+mod children;
 mod component;
 mod dist;
 mod guests;
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
+
+use children::Children;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -81,7 +84,7 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 /// Builds lbhost and the built-in strategies, then runs lbhost in front of three demo backends
-/// until Ctrl-C.
+/// until it exits or xtask is stopped (Ctrl-C, SIGTERM); they all stop with xtask.
 fn demo(extra: &[String]) -> Result<()> {
     setup::for_demo()?;
     guests::build_strategies(&root())?;
@@ -95,14 +98,17 @@ fn demo(extra: &[String]) -> Result<()> {
     )
     .context("copying strategies/round_robin.wasm to strategies/active.wasm")?;
     let bin = root().join("target/release");
-    let mut children = Vec::new();
+    let mut children = Children::new();
     for (name, port) in [("alpha", 9001), ("beta", 9002), ("gamma", 9003)] {
-        children.push(
-            Command::new(bin.join("demo-backend"))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
-                .spawn()
-                .context("starting demo-backend")?,
-        );
+        children.spawn(
+            name,
+            Command::new(bin.join("demo-backend")).args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--name",
+                name,
+            ]),
+        )?;
     }
     println!(
         "\nlbhost demo: three backends on 127.0.0.1:9001-9003, proxy on 127.0.0.1:8080\n\
@@ -114,18 +120,21 @@ fn demo(extra: &[String]) -> Result<()> {
          curl -s -XPOST localhost:9901/strategy -d '{{\"name\": \"weighted\"}}'\n\
          Ctrl-C stops everything.\n"
     );
-    let status = Command::new(bin.join("lbhost"))
-        .args(["--config", "examples/demo.json"])
-        .args(extra)
-        .current_dir(root())
-        .status();
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
+    children.spawn(
+        "lbhost",
+        Command::new(bin.join("lbhost"))
+            .args(["--config", "examples/demo.json"])
+            .args(extra)
+            .current_dir(root()),
+    )?;
+    let status = children.wait_for("lbhost")?;
+    if status.is_none() {
+        eprintln!("xtask: stopping lbhost and the demo backends");
     }
-    let status = status.context("starting lbhost")?;
-    if !status.success() {
-        bail!("lbhost exited with {status}");
+    // Stops the backends (and lbhost, after a signal) and waits for them.
+    drop(children);
+    match status {
+        Some(status) if !status.success() => bail!("lbhost exited with {status}"),
+        _ => Ok(()),
     }
-    Ok(())
 }
