@@ -124,10 +124,12 @@ fn debian_packages(packages: &[&str]) -> Result<()> {
     }
     eprintln!("xtask: installing the missing Debian packages: {list} (apt-get install)");
     run(Command::new("apt-get").args(["update", "-qq"]))?;
+    // dpkg's progress goes to stdout even with -qq; errors go to stderr.
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null()))
 }
 
 /// Whether `package` is installed, or `None` where dpkg-query cannot run. `dpkg -s` is not
