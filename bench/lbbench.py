@@ -101,6 +101,11 @@ def system_busy_ticks():
     return user + nice + system + steal, softirq
 
 
+def pinned(core, argv):
+    """`argv` run on CPU `core` (taskset), or unpinned when `core` is None (--shared)."""
+    return argv if core is None else ["taskset", "-c", str(core)] + argv
+
+
 def core_busy_ticks(cores):
     """Busy ticks (everything but idle and iowait) of the given CPUs, from /proc/stat."""
     out = {}
@@ -187,7 +192,7 @@ class Session:
     def spawn(self, name, argv, core, env=None):
         logf = open(self.tmp / f"{name}.log", "ab")
         p = subprocess.Popen(
-            ["taskset", "-c", str(core)] + argv,
+            pinned(core, argv),
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             cwd=self.tmp, env=env, start_new_session=True)
         logf.close()
@@ -352,7 +357,6 @@ class LbHost(LB):
             "strategy": str(self.strategy()),
             "strategy_config": self.strategy_config(),
             "backends": [{"url": f"http://127.0.0.1:{p}"} for p in self.backends.ports],
-            "workers": 1,
             "shutdown_timeout": "1s",
             "access_log": False,
         }
@@ -360,7 +364,9 @@ class LbHost(LB):
             cfg["timeouts"] = {"header_read": self.idle_timeout}
         path = self.dir / "lbhost.json"
         path.write_text(json.dumps(cfg, indent=1))
-        return [str(self.session.lbhost), "--config", str(path), "--workers", "1"]
+        # --shared: `workers` unset, one per core, as most users run it
+        workers = [] if self.session.shared else ["--workers", "1"]
+        return [str(self.session.lbhost), "--config", str(path)] + workers
 
     def strategy(self):
         return self.session.strategy
@@ -430,7 +436,7 @@ class Nginx(LB):
         ) if self.forwarded else ""
         conf = f"""
 {single}
-worker_processes 1;
+worker_processes {self.session.workers};
 worker_rlimit_nofile 65536;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -480,7 +486,7 @@ class HAProxy(LB):
         ) if self.forwarded else ""
         conf = f"""
 global
-  nbthread 1
+  nbthread {self.session.workers}
 
 defaults
   mode http
@@ -546,8 +552,8 @@ def parse_wrk(out):
 
 def run_wrk(args, port, conns, duration, core, latency=True):
     """Runs wrk to completion (bounded), returns (stdout, cpu ticks wrk used)."""
-    argv = ["taskset", "-c", str(core), "wrk", "-t", str(args.wrk_threads), "-c", str(conns),
-            "-d", duration, "--timeout", "2s"]
+    argv = pinned(core, ["wrk", "-t", str(args.wrk_threads), "-c", str(conns),
+                         "-d", duration, "--timeout", "2s"])
     if latency:
         argv.append("--latency")
     argv.append(f"http://127.0.0.1:{port}/")
@@ -607,7 +613,7 @@ class RssSampler(threading.Thread):
 def core_probe_ms(core):
     """Wall time, in ms, of a fixed piece of work (SHA-256 of 16 MiB, best of 3) on `core`."""
     old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, old if core is None else {core})
     try:
         best = float("inf")
         for _ in range(3):
@@ -677,8 +683,9 @@ def measure(args, session, lb, backends, conns):
         # the slower of the two probes around the run; "slow" is set by mark_slow
         "probe_ms": max(probe_before, probe_after), "slow": False,
         # whole-core busy fractions: a load core near 100% means wrk/backends were the limit
-        "lb_core_busy": (cores1[args.lb_core] - cores0[args.lb_core]) / CLK_TCK / wall,
-        "load_core_busy": (cores1[args.load_core] - cores0[args.load_core]) / CLK_TCK / wall,
+        "lb_core_busy": (cores1.get(args.lb_core, 0) - cores0.get(args.lb_core, 0)) / CLK_TCK / wall,
+        "load_core_busy": (cores1.get(args.load_core, 0) - cores0.get(args.load_core, 0)) / CLK_TCK
+        / wall,
         "non2xx": w["non2xx"], "socket_errors": w["socket_errors"],
         "socket_errors_text": w["socket_errors_text"],
         "lb_alive_after": alive, "wall_s": wall,
@@ -1029,6 +1036,10 @@ def main():
                     help="nginx and HAProxy add X-Forwarded-For/-Proto/-Host and Forwarded and "
                          "keep the client's Host, as lbhost does by default (same request to "
                          "the backends from every LB)")
+    ap.add_argument("--shared", action="store_true",
+                    help="the way most users run an LB: one worker per core (lbhost `workers` "
+                         "unset, nginx worker_processes 2, HAProxy nbthread 2) and nothing "
+                         "pinned: the LB, wrk, the backends and this script share every core")
     ap.add_argument("--lb-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--wrk-threads", type=int, default=1)
@@ -1058,14 +1069,19 @@ def main():
     if args.reps < 1:
         raise SystemExit("bench: --reps must be >= 1")
 
-    if os.cpu_count() < 2 or args.lb_core == args.load_core:
+    if args.shared:
+        args.lb_core = args.load_core = None
+    elif os.cpu_count() < 2 or args.lb_core == args.load_core:
         raise SystemExit("bench: needs two distinct cores (--lb-core, --load-core)")
-    os.sched_setaffinity(0, {args.load_core})  # this script stays off the LB's core
+    else:
+        os.sched_setaffinity(0, {args.load_core})  # this script stays off the LB's core
 
     tmp = os.environ.get("BENCH_TMP")
     if not tmp:
         raise SystemExit("bench: run me through bench/run.sh (it owns the temp dir)")
     session = Session(tmp)
+    session.shared = args.shared
+    session.workers = os.cpu_count() if args.shared else 1
     session.lbhost = ROOT / "target" / ("dist" if args.pgo else "release") / "lbhost"
     session.strategy = Path(args.strategy).resolve()
     session.strategy_config = json.loads(args.strategy_config)
@@ -1101,8 +1117,11 @@ def main():
           f"{' (profile-guided: cargo xtask dist)' if args.pgo else ''} built {built} "
           f"({session.strategy.name}); {ver['nginx']}, "
           f"{ver['haproxy']}, {ver['wrk']}",
-          f"- LB on core {args.lb_core} alone, one worker; wrk (-t{args.wrk_threads}), the "
-          f"backend nginx (one worker) and this script on core {args.load_core}; "
+          (f"- shared cores: each LB with {session.workers} workers, nothing pinned; wrk "
+           f"(-t{args.wrk_threads}), the backend nginx (one worker) and this script on the same "
+           "cores; " if args.shared else
+           f"- LB on core {args.lb_core} alone, one worker; wrk (-t{args.wrk_threads}), the "
+           f"backend nginx (one worker) and this script on core {args.load_core}; ") +
           f"wrk -d {wrk_seconds(args.duration_s)} after a {wrk_seconds(args.warmup_s)} warm-up "
           f"(none if 0); {args.reps} repetition(s), LBs interleaved; medians shown", ""]
     all_runs = []
