@@ -9,12 +9,16 @@
 //! | `GET /healthz` | `ok` while lbhost serves |
 //! | `POST /reload` | re-read the config file |
 //! | `POST /strategy` | switch to a strategy of `strategies_dir` |
+//!
+//! The two `POST` routes change the balancer: [`auth`] says who may call them.
 
+mod auth;
 mod page;
 mod scrape;
 mod status;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -29,6 +33,8 @@ use tokio::net::TcpListener;
 use crate::proxy::{local_response, Proxy, ProxyBody};
 use crate::reload::{ReloadError, Reloader};
 
+pub use auth::read_token;
+
 /// Largest admin request body read (a strategy switch is a few bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -40,11 +46,18 @@ struct Admin {
     scraper: scrape::Scraper,
     /// When the admin listener started (about when lbhost started).
     started: std::time::Instant,
+    /// The address the admin listener is bound to (loopback or not decides who may `POST`).
+    address: SocketAddr,
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
+    let address = match listener.local_addr() {
+        Ok(address) => address,
+        Err(_) => proxy.config.load().admin,
+    };
     let admin = Arc::new(Admin {
+        address,
         proxy,
         reloader,
         scraper: scrape::Scraper::default(),
@@ -68,6 +81,17 @@ async fn route(
     admin: Arc<Admin>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let changes = matches!(
+        (request.method(), request.uri().path()),
+        (&Method::POST, "/reload" | "/strategy")
+    );
+    if changes {
+        let token_file = admin.proxy.config.load().admin_token_file.clone();
+        let verdict = auth::authorize(request.headers(), admin.address, token_file.as_deref());
+        if let Err(refusal) = verdict {
+            return Ok(refused(&admin, refusal, request.uri().path()));
+        }
+    }
     let response = match (request.method(), request.uri().path()) {
         (&Method::POST, "/reload") => outcome(admin.reloader.reload_config("admin").await),
         (&Method::POST, "/strategy") => switch_strategy(&admin.reloader, request).await,
@@ -132,6 +156,40 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     outcome(reloader.switch_strategy(path, params, "admin").await)
+}
+
+/// The answer to a mutating request that [`auth`] refused; counted and logged, without the
+/// token.
+fn refused(admin: &Admin, refusal: auth::Refusal, route: &str) -> Response<ProxyBody> {
+    admin
+        .proxy
+        .metrics
+        .admin_refused
+        .with_label_values(&[refusal.reason()])
+        .inc();
+    tracing::warn!(route, reason = refusal.reason(), "admin request refused");
+    let (status, message) = match refusal {
+        auth::Refusal::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs `Authorization: Bearer <token>` (admin_token_file)",
+        ),
+        auth::Refusal::NoToken => (
+            StatusCode::FORBIDDEN,
+            "the admin listener is not on loopback and no admin_token_file is set",
+        ),
+        auth::Refusal::TokenUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin token file cannot be read",
+        ),
+    };
+    let mut response = json_error(status, message);
+    if refusal == auth::Refusal::Unauthorized {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"lbhost-admin\""),
+        );
+    }
+    response
 }
 
 /// 200 `{"result":"applied"}`, or 422 with the reason.

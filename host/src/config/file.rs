@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub sandbox: FileSandbox,
     pub shutdown_timeout: Option<String>,
     pub access_log: Option<bool>,
+    pub admin_token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// One log line per request.
     pub access_log: bool,
+    /// A file holding the bearer token that `POST /reload` and `POST /strategy` require
+    /// (read at each such request, so a rotated secret applies at once). Without it, those
+    /// endpoints answer only on a loopback admin address.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// One backend.

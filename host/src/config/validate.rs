@@ -44,6 +44,15 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     if admin == listen {
         return Err(ConfigError::field("admin", "must differ from listen"));
     }
+    let admin_token_file = match &file.admin_token_file {
+        Some(path) => {
+            let path = base.join(path);
+            crate::admin::read_token(&path)
+                .map_err(|reason| ConfigError::field("admin_token_file", &reason))?;
+            Some(path)
+        }
+        None => None,
+    };
     let strategy = base.join(
         file.strategy
             .as_deref()
@@ -171,6 +180,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         sandbox,
         shutdown_timeout: duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s")?,
         access_log: file.access_log.unwrap_or(false),
+        admin_token_file,
     })
 }
 

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounter,
     /// `lbhost_rate_limited_total`: requests answered 429.
     pub rate_limited: IntCounter,
+    /// `lbhost_admin_refused_total{reason}`: mutating admin requests refused, `unauthorized`
+    /// (no or a wrong bearer token) or `no_token` (admin off loopback, no `admin_token_file`).
+    pub admin_refused: IntCounterVec,
     /// `lbhost_upstream_connections_total{backend, kind}`: `opened` or `reused`.
     pub upstream_connections: IntCounterVec,
     /// `lbhost_client_connections{state}`: open client connections, `serving` (held by the
@@ -199,6 +202,11 @@ impl Metrics {
             )?,
             retry_budget_exhausted,
             rate_limited,
+            admin_refused: counter(
+                "lbhost_admin_refused_total",
+                "Mutating admin requests refused, by reason (unauthorized, no_token)",
+                &["reason"],
+            )?,
             upstream_connections: counter(
                 "lbhost_upstream_connections_total",
                 "Upstream connections by kind (opened, reused)",
