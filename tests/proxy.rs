@@ -390,6 +390,53 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_drain_delay_healthz_fails_first_while_traffic_is_still_served() {
+    let backends = start_backends(&["a"]).await;
+    let mut cfg = config("round_robin", &backends);
+    cfg["drain_delay"] = json!("2s");
+    let mut lb = Lb::start(cfg).await;
+    let http = Http::new();
+    assert_eq!(http.get(&lb.admin_url("/healthz")).await.status, 200);
+
+    lb.terminate();
+    let signalled = Instant::now();
+    let deadline = signalled + Duration::from_secs(1);
+    let mut health = http.get(&lb.admin_url("/healthz")).await;
+    while health.status == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still 200 1 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        health = http.get(&lb.admin_url("/healthz")).await;
+    }
+    assert_eq!(health.status, 503);
+    assert_eq!(health.text(), "draining\n");
+    // Within the delay, new connections are still accepted and served.
+    let mut served = 0;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        let reply = lbhost_e2e::get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served > 5,
+        "{served} requests served during the drain delay"
+    );
+    let status = lb
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("lbhost exits after the drain delay");
+    assert!(status.success(), "lbhost exited with {status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "lbhost stopped before its drain delay ({:?})",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_pooled() {
     let backends = start_backends(&["a"]).await;
     let lb = Lb::start(config("round_robin", &backends)).await;

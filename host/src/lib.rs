@@ -22,7 +22,9 @@ pub mod upstream;
 pub mod watch;
 pub mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -93,11 +95,18 @@ pub async fn run(
         }
     };
     watch::on_sighup(Arc::clone(&reloader));
-    let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&proxy), reloader));
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&proxy),
+        reloader,
+        Arc::clone(&draining),
+    ));
     let listener = listener
         .into_std()
         .with_context(|| format!("listen {}", config.listen))?;
-    let drained = server::serve(listener, proxy, &config, shutdown_signal()).await;
+    let stop = stop_after_drain_delay(Arc::clone(&proxy), draining);
+    let drained = server::serve(listener, proxy, &config, stop).await;
     admin.abort();
     drop(watcher);
     if drained? {
@@ -106,6 +115,23 @@ pub async fn run(
         tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timeout: some requests were cut");
     }
     Ok(())
+}
+
+/// Resolves when lbhost should stop accepting: `drain_delay` after SIGTERM or SIGINT (a second
+/// signal cuts the delay short). From the first signal on, `draining` is set, and with it
+/// `GET /healthz` fails while traffic is still served.
+async fn stop_after_drain_delay(proxy: Arc<Proxy>, draining: Arc<AtomicBool>) {
+    shutdown_signal().await;
+    draining.store(true, Ordering::Relaxed);
+    // The running config's: a reload may have changed it since start.
+    let delay = proxy.config.load().drain_delay;
+    if delay > Duration::ZERO {
+        tracing::info!(?delay, "draining: /healthz fails, still serving");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown_signal() => tracing::info!("second signal: drain delay cut short"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

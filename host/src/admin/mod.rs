@@ -6,7 +6,7 @@
 //! | `GET /` | the status page (one self-contained HTML file polling `/status`) |
 //! | `GET /status` | the balancer's state as JSON ([`status`]) |
 //! | `GET /metrics` | Prometheus text exposition ([`scrape`]) |
-//! | `GET /healthz` | `ok` while lbhost serves |
+//! | `GET /healthz` | `ok` while lbhost serves; 503 `draining` from SIGTERM on |
 //! | `POST /reload` | re-read the config file |
 //! | `POST /strategy` | switch to a strategy of `strategies_dir` |
 //!
@@ -19,6 +19,7 @@ mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -48,16 +49,25 @@ struct Admin {
     started: std::time::Instant,
     /// The address the admin listener is bound to (loopback or not decides who may `POST`).
     address: SocketAddr,
+    /// Set on SIGTERM: `GET /healthz` fails from then on (see `drain_delay`).
+    draining: Arc<AtomicBool>,
 }
 
-/// Serves the admin API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
+/// Serves the admin API on `listener` until the task is dropped. `GET /healthz` fails once
+/// `draining` is set.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    draining: Arc<AtomicBool>,
+) {
     let address = match listener.local_addr() {
         Ok(address) => address,
         Err(_) => proxy.config.load().admin,
     };
     let admin = Arc::new(Admin {
         address,
+        draining,
         proxy,
         reloader,
         scraper: scrape::Scraper::default(),
@@ -95,6 +105,11 @@ async fn route(
     let response = match (request.method(), request.uri().path()) {
         (&Method::POST, "/reload") => outcome(admin.reloader.reload_config("admin").await),
         (&Method::POST, "/strategy") => switch_strategy(&admin.reloader, request).await,
+        (&Method::GET, "/healthz") if admin.draining.load(Ordering::Relaxed) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,

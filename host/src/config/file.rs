@@ -33,6 +33,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub sandbox: FileSandbox,
     pub shutdown_timeout: Option<String>,
+    pub drain_delay: Option<String>,
     pub access_log: Option<bool>,
     pub admin_token_file: Option<String>,
 }

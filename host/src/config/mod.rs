@@ -55,6 +55,9 @@ pub struct Config {
     pub sandbox: Sandbox,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long lbhost keeps accepting and serving while `GET /healthz` already
+    /// fails, so that a load balancer or Kubernetes takes it out of rotation first (default 0).
+    pub drain_delay: Duration,
     /// One log line per request.
     pub access_log: bool,
     /// A file holding the bearer token that `POST /reload` and `POST /strategy` require

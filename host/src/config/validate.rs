@@ -179,6 +179,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         trusted_proxies,
         sandbox,
         shutdown_timeout: duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s")?,
+        drain_delay: duration("drain_delay", file.drain_delay.as_deref(), "0s")?,
         access_log: file.access_log.unwrap_or(false),
         admin_token_file,
     })
