@@ -5,6 +5,10 @@
 //! (matching a path touches the filesystem): the workers hear only of the two files that matter,
 //! not of a log written next to the config. Bursts are debounced: a reload runs once the file has
 //! been quiet for [`DEBOUNCE`].
+//!
+//! A Kubernetes ConfigMap or Secret volume is updated by pointing its `..data` symlink at a new
+//! folder in one rename; the files are symlinks through `..data`, so no event names them. A
+//! change of `..data` beside a watched file counts as a change of that file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use crate::reload::Reloader;
 
 /// Quiet time after the last event before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// The symlink Kubernetes' atomic writer swaps to update a mounted ConfigMap or Secret.
+const KUBERNETES_DATA: &str = "..data";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
@@ -36,7 +43,7 @@ pub fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
             return;
         }
         for path in event.paths {
-            if let Some(target) = target_of(&sorter, &path) {
+            for target in targets_of(&sorter, &path).into_iter().flatten() {
                 let _ = tx.send(target);
             }
         }
@@ -73,20 +80,28 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
     });
 }
 
-/// Which watched file `path` is, if any. Runs on the watcher's thread.
-fn target_of(reloader: &Reloader, path: &Path) -> Option<Target> {
+/// Which watched files an event on `path` changes: the file it names, or every watched file
+/// beside a Kubernetes `..data` symlink. Runs on the watcher's thread.
+fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     let config = reloader.config_path();
     let strategy = reloader.active_strategy_path();
     let name = path.file_name();
+    if name == Some(std::ffi::OsStr::new(KUBERNETES_DATA)) {
+        let dir = parent_dir(path);
+        return [
+            (dir == parent_dir(config)).then_some(Target::Config),
+            (dir == parent_dir(&strategy)).then_some(Target::Strategy),
+        ];
+    }
     if name != config.file_name() && name != strategy.file_name() {
-        return None;
+        return [None, None];
     }
     if same_file(path, config) {
-        Some(Target::Config)
+        [Some(Target::Config), None]
     } else if same_file(path, &strategy) {
-        Some(Target::Strategy)
+        [Some(Target::Strategy), None]
     } else {
-        None
+        [None, None]
     }
 }
 

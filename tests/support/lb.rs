@@ -135,6 +135,17 @@ impl Lb {
         unreachable!("the loop returns or panics")
     }
 
+    /// Starts `lbhost --config <config_path>` on a config file the test laid out itself (say,
+    /// behind symlinks), whose `listen` and `admin` are the given addresses, and waits until it
+    /// is ready.
+    pub async fn start_from_file(config_path: &Path, listen: SocketAddr, admin: SocketAddr) -> Lb {
+        let mut lb = Lb::spawn_at(Scratch::new(), config_path, listen, admin, &[]);
+        match lb.wait_ready().await {
+            Ready::Yes => lb,
+            Ready::PortTaken => panic!("lbhost could not bind its listeners; its log is below"),
+        }
+    }
+
     /// Starts lbhost on `config`; also says whether the harness picked any of its ports.
     fn spawn(mut config: Value, args: &[&str]) -> (Lb, bool) {
         let scratch = Scratch::new();
@@ -145,6 +156,18 @@ impl Lb {
         let (admin, picked_admin) = address(fields, "admin");
         let config_text = serde_json::to_vec_pretty(&config).expect("JSON serializes");
         let config_path = scratch.write("config.json", config_text);
+        let lb = Lb::spawn_at(scratch, &config_path, listen, admin, args);
+        (lb, picked_listen || picked_admin)
+    }
+
+    /// Starts `lbhost --config <config_path> <args>`, logging into `scratch`.
+    fn spawn_at(
+        scratch: Scratch,
+        config_path: &Path,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+    ) -> Lb {
         let log = scratch.path().join("lbhost.log");
         let log_file =
             File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
@@ -152,7 +175,7 @@ impl Lb {
         let mut command = Command::new(lbhost_bin());
         command
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .args(args)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -164,15 +187,14 @@ impl Lb {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", lbhost_bin().display()));
         let pid = child.id().expect("a child that was just spawned has a pid");
-        let lb = Lb {
+        Lb {
             child,
             pid,
             listen,
             admin,
             log,
             scratch,
-        };
-        (lb, picked_listen || picked_admin)
+        }
     }
 
     /// Runs `lbhost <args>` to completion (at most 20 s), without any `LBHOST_*` or `RUST_LOG`
