@@ -5,6 +5,7 @@ mod children;
 mod component;
 mod dist;
 mod guests;
+mod manifests;
 mod setup;
 mod train;
 
@@ -72,10 +73,11 @@ fn cargo_env(args: &[&str], env: &[(&str, OsString)]) -> Result<()> {
     Ok(())
 }
 
-/// Installs what the tests need, builds the components and the host, then runs every test of the
-/// workspace.
+/// Installs what the tests need, checks the Kubernetes manifests, builds the components and the
+/// host, then runs every test of the workspace.
 fn test(extra: &[String]) -> Result<()> {
     setup::for_tests()?;
+    manifests::check(&root())?;
     guests::build_all(&root())?;
     cargo(&["build", "--release", "--workspace", "--bins"])?;
     let mut args = vec!["test", "--release", "--workspace"];
