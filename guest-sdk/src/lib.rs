@@ -29,6 +29,7 @@
 
 mod backends;
 pub mod hash;
+mod key;
 mod params;
 mod rendezvous;
 mod request;
@@ -37,6 +38,7 @@ pub mod testing;
 mod weighted;
 
 pub use backends::{Backend, BackendSet, Backends};
+pub use key::{query_value, KeySource};
 pub use params::Params;
 pub use rendezvous::RendezvousTable;
 pub use request::Request;

@@ -81,6 +81,18 @@ impl TestRequest {
         self
     }
 
+    /// This request with path `path` (without the query).
+    pub fn with_path(mut self, path: &str) -> Self {
+        self.path = path.to_string();
+        self
+    }
+
+    /// This request with query string `query` (without `?`).
+    pub fn with_query(mut self, query: &str) -> Self {
+        self.query = Some(query.to_string());
+        self
+    }
+
     /// This request with cookie `name=value`.
     pub fn with_cookie(mut self, name: &str, value: &str) -> Self {
         self.cookies.push((name.to_string(), value.to_string()));
