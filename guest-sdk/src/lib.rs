@@ -30,6 +30,8 @@
 mod backends;
 pub mod hash;
 mod key;
+mod least_request;
+mod p2c;
 mod params;
 mod rendezvous;
 mod request;
@@ -39,6 +41,8 @@ mod weighted;
 
 pub use backends::{Backend, BackendSet, Backends};
 pub use key::{query_value, KeySource};
+pub use least_request::LeastRequest;
+pub use p2c::power_of_two_choices;
 pub use params::Params;
 pub use rendezvous::RendezvousTable;
 pub use request::Request;
