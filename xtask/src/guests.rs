@@ -13,6 +13,7 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("strategy-least-conn", "strategies/least_conn.wasm"),
     ("strategy-ip-hash", "strategies/ip_hash.wasm"),
     ("strategy-random", "strategies/random.wasm"),
+    ("strategy-p2c-ewma", "strategies/p2c_ewma.wasm"),
     ("strategy-least-request", "strategies/least_request.wasm"),
     ("example-canary", "examples/canary/canary.wasm"),
     ("guest-hostile", "tests/guests/hostile.wasm"),
