@@ -16,6 +16,7 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("strategy-p2c-ewma", "strategies/p2c_ewma.wasm"),
     ("strategy-least-request", "strategies/least_request.wasm"),
     ("strategy-maglev", "strategies/maglev.wasm"),
+    ("strategy-hash", "strategies/hash.wasm"),
     ("example-canary", "examples/canary/canary.wasm"),
     ("guest-hostile", "tests/guests/hostile.wasm"),
     ("guest-feedback", "tests/guests/feedback.wasm"),
