@@ -1,8 +1,11 @@
 //! The built-in strategies, driven through the real lbhost: exact rotation, weights, least
-//! connections, consistent IP hashing and uniform randomness; and feedback to a strategy that
-//! asks for it. And the benchmark's call floor, which must route by itself for its figure to mean
-//! anything.
+//! connections, consistent IP hashing, uniform randomness, least request and latency-aware P2C;
+//! and feedback to a strategy that asks for it. And the benchmark's call floor, which must route
+//! by itself for its figure to mean anything. (The hashing strategies across several nodes:
+//! `hashing.rs`.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use demo_backend::Backend;
@@ -229,6 +232,118 @@ async fn random_is_uniform_by_chi_square() {
     assert!(
         chi_square < 27.63,
         "chi-square {chi_square:.2} for {counts:?}"
+    );
+}
+
+/// `least_request` with equal weights: of two random backends, the one with fewer requests in
+/// flight, so a backend busy with a slow request gets nothing while the other two are idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_never_chooses_a_backend_busier_than_the_others() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let lb = Lb::start(config("least_request", &backends)).await;
+    let url = lb.url("/slow?ms=3000");
+    let slow = tokio::spawn(async move { lbhost_e2e::get(&url).await });
+    wait_until(
+        "the slow request reaches a backend",
+        Duration::from_secs(5),
+        || hits(&backends).iter().sum::<u64>() == 1,
+    )
+    .await;
+    let busy = hits(&backends)
+        .iter()
+        .position(|&h| h == 1)
+        .expect("one backend has the slow request");
+
+    let http = Http::new();
+    for _ in 0..60 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_ne!(
+            reply.header("x-backend"),
+            Some(backends[busy].name()),
+            "a request went to the busy backend"
+        );
+        // Let lbhost finish accounting for the request, so the idle backends are back at 0.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let spread = hits(&backends);
+    assert!(
+        (0..3).all(|i| i == busy || spread[i] >= 10),
+        "the two idle backends should share the requests: {spread:?}"
+    );
+    assert!(!slow.is_finished(), "the slow request ended too early");
+    let reply = slow.await.expect("slow request task");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Clients that send their next request as soon as the last one is answered, until `stop`.
+fn closed_loop(
+    url: String,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = Http::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = http.get(&url).await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect()
+}
+
+/// Requests each backend received during `window`, while the load runs.
+async fn hits_during(backends: &[Backend], window: Duration) -> Vec<u64> {
+    let before = hits(backends);
+    tokio::time::sleep(window).await;
+    hits(backends)
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after - before)
+        .collect()
+}
+
+/// `p2c_ewma` under a steady closed-loop load: when one backend's latency rises tenfold
+/// (10 ms to 100 ms), at least 80 % of the traffic it had moves to the others within 2 s (the
+/// peak EWMA takes a slower response at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p2c_ewma_moves_traffic_off_a_backend_whose_latency_rose_tenfold() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    for backend in &backends {
+        backend.set_delay(Duration::from_millis(10));
+    }
+    let lb = Lb::start(config("p2c_ewma", &backends)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = closed_loop(lb.url("/"), 6, stop.clone());
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = hits_during(&backends, Duration::from_millis(1500)).await;
+    backends[2].set_delay(Duration::from_millis(100));
+    let after = hits_during(&backends, Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client task");
+    }
+
+    let share = |counts: &[u64]| counts[2] as f64 / counts.iter().sum::<u64>().max(1) as f64;
+    let (before_share, after_share) = (share(&before), share(&after));
+    eprintln!(
+        "c's share: {before_share:.3} before ({before:?}), {after_share:.3} in the 2 s after \
+         ({after:?})"
+    );
+    assert!(
+        before.iter().sum::<u64>() >= 100 && before_share > 0.2,
+        "before the rise the load was not spread: {before:?}"
+    );
+    let moved = 1.0 - after_share / before_share;
+    assert!(
+        moved >= 0.8,
+        "only {:.0} % of c's traffic moved within 2 s: {before:?} -> {after:?}",
+        moved * 100.0
     );
 }
 

@@ -118,6 +118,18 @@ impl<'a> Backends<'a> {
         self.latency_ewma_us.get(index).copied()
     }
 
+    /// Whether some backends were already tried for this request (a retry).
+    #[inline]
+    pub fn has_exclusions(&self) -> bool {
+        !self.exclude.is_empty()
+    }
+
+    /// Requests in flight to all backends together (0 unless the strategy asked for
+    /// [`crate::Needs::in_flight`]).
+    pub fn total_in_flight(&self) -> u64 {
+        self.in_flight.iter().map(|&n| u64::from(n)).sum()
+    }
+
     /// Whether backend `index` was already tried for this request.
     #[inline]
     pub fn is_excluded(&self, index: usize) -> bool {

@@ -29,6 +29,10 @@
 
 mod backends;
 pub mod hash;
+mod key;
+mod least_request;
+pub mod maglev;
+mod p2c;
 mod params;
 mod rendezvous;
 mod request;
@@ -37,6 +41,10 @@ pub mod testing;
 mod weighted;
 
 pub use backends::{Backend, BackendSet, Backends};
+pub use key::{query_value, KeySource};
+pub use least_request::LeastRequest;
+pub use maglev::MaglevTable;
+pub use p2c::power_of_two_choices;
 pub use params::Params;
 pub use rendezvous::RendezvousTable;
 pub use request::Request;

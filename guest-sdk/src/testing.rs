@@ -1,6 +1,9 @@
 //! Run a strategy natively under `cargo test`, the way the host drives it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use crate::hash::{backend_key, mix64};
 use crate::{Backend, BackendSet, Backends, Params, Request, Strategy};
@@ -78,6 +81,18 @@ impl TestRequest {
     /// This request with header `name: value`.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// This request with path `path` (without the query).
+    pub fn with_path(mut self, path: &str) -> Self {
+        self.path = path.to_string();
+        self
+    }
+
+    /// This request with query string `query` (without `?`).
+    pub fn with_query(mut self, query: &str) -> Self {
+        self.query = Some(query.to_string());
         self
     }
 
@@ -163,8 +178,149 @@ impl<S: Strategy> Harness<S> {
         self.strategy.select(&view, &Request::test(request))
     }
 
+    /// Tells the strategy how backend `index` answered, as the host does after each response,
+    /// if the strategy asked for [`crate::Needs::feedback`].
+    pub fn respond(&mut self, index: usize, status: u16, latency: Duration) {
+        if self.strategy.needs().feedback {
+            self.strategy.on_response(index, status, latency);
+        }
+    }
+
+    /// Selects a backend for `request` and counts the request in flight there, as the host does
+    /// while it forwards it. End it with [`Harness::finish`].
+    pub fn start(&mut self, request: &TestRequest) -> Option<usize> {
+        let chosen = self.select(request)?;
+        if let Some(count) = self.in_flight.get_mut(chosen) {
+            *count += 1;
+        }
+        Some(chosen)
+    }
+
+    /// Ends a request started with [`Harness::start`]: no longer in flight, and the strategy
+    /// hears the answer ([`Harness::respond`]).
+    pub fn finish(&mut self, index: usize, status: u16, latency: Duration) {
+        if let Some(count) = self.in_flight.get_mut(index) {
+            *count = count.saturating_sub(1);
+        }
+        self.respond(index, status, latency);
+    }
+
     /// The strategy itself.
     pub fn strategy_mut(&mut self) -> &mut S {
         &mut self.strategy
+    }
+
+    /// Simulates `clients` clients that each send their next request as soon as the previous
+    /// one is answered, `requests` requests in all, on a simulated clock: backend `b` answers a
+    /// request started at time `t` (with status 200) after `latency(b, t)`; `request(n)` is the
+    /// `n`-th request. Returns what happened to each request, in the order they started.
+    ///
+    /// Panics if the strategy chooses no backend.
+    pub fn closed_loop(
+        &mut self,
+        clients: usize,
+        requests: usize,
+        mut latency: impl FnMut(usize, Duration) -> Duration,
+        mut request: impl FnMut(usize) -> TestRequest,
+    ) -> Vec<Served> {
+        // Requests in flight, earliest answer first: (answered at, start order, backend, latency).
+        let mut pending: BinaryHeap<Reverse<(Duration, usize, usize, Duration)>> =
+            BinaryHeap::new();
+        let mut served = Vec::with_capacity(requests);
+        let mut now = Duration::ZERO;
+        while served.len() < requests {
+            if pending.len() >= clients.max(1) {
+                if let Some(Reverse((answered, _, backend, took))) = pending.pop() {
+                    now = answered;
+                    self.finish(backend, 200, took);
+                }
+                continue;
+            }
+            let n = served.len();
+            let Some(backend) = self.start(&request(n)) else {
+                panic!("the strategy chose no backend for request {n}");
+            };
+            let took = latency(backend, now);
+            pending.push(Reverse((now + took, n, backend, took)));
+            served.push(Served {
+                at: now,
+                backend,
+                in_flight: self.in_flight.clone(),
+            });
+        }
+        served
+    }
+}
+
+/// One request of a [`Harness::closed_loop`] simulation.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// When it started, on the simulated clock.
+    pub at: Duration,
+    /// The backend the strategy chose.
+    pub backend: usize,
+    /// Requests in flight per backend right after it started (itself included).
+    pub in_flight: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Needs;
+
+    /// Round-robin that counts the answers it hears.
+    struct Counting {
+        answers: Vec<(usize, Duration)>,
+    }
+
+    impl Strategy for Counting {
+        fn configure(_: &Params) -> Result<Self, String> {
+            Ok(Counting {
+                answers: Vec::new(),
+            })
+        }
+
+        fn needs(&self) -> Needs {
+            Needs {
+                feedback: true,
+                ..Needs::default()
+            }
+        }
+
+        fn select(&mut self, backends: &Backends<'_>, _: &Request<'_>) -> Option<usize> {
+            backends.rotate(backends.sequence())
+        }
+
+        fn on_response(&mut self, backend: usize, _: u16, latency: Duration) {
+            self.answers.push((backend, latency));
+        }
+    }
+
+    #[test]
+    fn a_closed_loop_keeps_each_client_busy_and_reports_every_answer() {
+        let mut h = Harness::<Counting>::new(&[]).unwrap();
+        h.set_backends(vec![backend("a:1"), backend("b:1")]);
+        let ms = Duration::from_millis;
+        let latency = |b: usize, _| ms(if b == 0 { 1 } else { 3 });
+        let served = h.closed_loop(2, 6, latency, |_| TestRequest::default());
+        let starts: Vec<_> = served.iter().map(|s| (s.at, s.backend)).collect();
+        assert_eq!(
+            starts,
+            [
+                (ms(0), 0),
+                (ms(0), 1),
+                (ms(1), 0),
+                (ms(2), 1),
+                (ms(3), 0),
+                (ms(4), 1)
+            ]
+        );
+        assert_eq!(served[3].in_flight, [0, 2]);
+        assert_eq!(
+            h.strategy_mut().answers,
+            [(0, ms(1)), (0, ms(1)), (1, ms(3)), (0, ms(1))]
+        );
+        // Two are still in flight when the loop ends.
+        assert_eq!(h.in_flight, [0, 2]);
     }
 }

@@ -14,6 +14,10 @@ pub const STRATEGIES: &[(&str, &str)] = &[
     ("strategy-least-conn", "strategies/least_conn.wasm"),
     ("strategy-ip-hash", "strategies/ip_hash.wasm"),
     ("strategy-random", "strategies/random.wasm"),
+    ("strategy-p2c-ewma", "strategies/p2c_ewma.wasm"),
+    ("strategy-least-request", "strategies/least_request.wasm"),
+    ("strategy-maglev", "strategies/maglev.wasm"),
+    ("strategy-hash", "strategies/hash.wasm"),
 ];
 
 /// The other Rust guests: the example strategy, the tests' guests and the bench's call floor.

@@ -23,7 +23,8 @@
 //! - `/ws`: a WebSocket echo server.
 //! - `/` and any other path: body `<name>\n`.
 //!
-//! All routes but `/health` and `/ws` answer with the status set by [`Backend::set_status`].
+//! All routes but `/health` and `/ws` answer with the status set by [`Backend::set_status`],
+//! and all but `/health` wait [`Backend::set_delay`] before answering (latency tests).
 
 mod routes;
 mod ws;
@@ -80,6 +81,7 @@ impl Builder {
             connections: AtomicU64::new(0),
             status: AtomicU16::new(200),
             health_status: AtomicU16::new(200),
+            delay_us: AtomicU64::new(0),
         });
         let (shutdown, stopping) = watch::channel(false);
         tokio::spawn(accept_loop(listener, state.clone(), stopping));
@@ -141,6 +143,13 @@ impl Backend {
         self.state.status.store(checked(status), Ordering::SeqCst);
     }
 
+    /// How long every route but `/health` waits before answering, from now on (default none):
+    /// a backend that turns slow while a test runs.
+    pub fn set_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.state.delay_us.store(micros, Ordering::SeqCst);
+    }
+
     /// What `GET /health` answers from now on (default 200).
     ///
     /// Panics if `status` is not a valid HTTP status code.
@@ -172,6 +181,8 @@ struct State {
     connections: AtomicU64,
     status: AtomicU16,
     health_status: AtomicU16,
+    /// [`Backend::set_delay`], in microseconds.
+    delay_us: AtomicU64,
 }
 
 fn checked(status: u16) -> u16 {

@@ -74,6 +74,10 @@ pub(crate) async fn handle(
         return Ok(ctx.text(status, body));
     }
     ctx.state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = ctx.state.delay_us.load(Ordering::SeqCst);
+    if delay > 0 {
+        wait(&ctx, Duration::from_micros(delay)).await;
+    }
     let response = match req.uri().path() {
         "/slow" => match query_u64(req.uri(), "ms") {
             Some(ms) => slow(ctx, Duration::from_millis(ms)).await,
@@ -99,12 +103,18 @@ pub(crate) async fn handle(
 }
 
 /// Answers like `/` after `delay`, unless the backend stops first.
-async fn slow(mut ctx: Ctx, delay: Duration) -> Response<ResponseBody> {
+async fn slow(ctx: Ctx, delay: Duration) -> Response<ResponseBody> {
+    wait(&ctx, delay).await;
+    ctx.hello()
+}
+
+/// Waits `delay`, or until the backend stops.
+async fn wait(ctx: &Ctx, delay: Duration) {
+    let mut stopping = ctx.stopping.clone();
     tokio::select! {
         () = tokio::time::sleep(delay) => {}
-        () = stopped(&mut ctx.stopping) => {}
+        () = stopped(&mut stopping) => {}
     }
-    ctx.hello()
 }
 
 /// The request line and headers as received, as JSON.
