@@ -18,6 +18,7 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("guest-feedback", "tests/guests/feedback.wasm"),
     ("guest-wrong-world", "tests/guests/wrong_world.wasm"),
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
+    ("guest-loud-refusal", "tests/guests/loud_refusal.wasm"),
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 

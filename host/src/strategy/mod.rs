@@ -52,7 +52,8 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// A guest call that did not produce a usable answer.
+/// A guest call that did not produce a usable answer. Text from the guest in it is bounded
+/// ([`crate::text::bounded`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Fault {
     #[error("trap: {0}")]
