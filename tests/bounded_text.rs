@@ -1,12 +1,13 @@
-//! Text lbhost did not write — here a guest's refusal message — reaches a log line, `/status` or
-//! an answer only bounded (1 KiB, marked as cut) and without control characters: it can neither
-//! flood nor forge what lbhost shows, and a huge message costs no lasting memory.
+//! Text lbhost did not write — a guest's refusal message, a client's request target, a key in
+//! the config file — reaches a log line, `/status` or an answer only bounded (1 KiB, marked as
+//! cut) and without control characters: it can neither flood nor forge what lbhost shows, and a
+//! huge message costs no lasting memory.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hyper::Request;
-use lbhost_e2e::{config, full, guest, start_backends, strategy, Http, Lb, Scratch};
+use lbhost_e2e::{config, full, guest, send_raw, start_backends, strategy, Http, Lb, Scratch};
 use serde_json::{json, Value};
 
 /// What the loud guest's message starts with (see `tests/guests/loud_refusal`).
@@ -163,5 +164,57 @@ async fn a_huge_refusal_on_a_swap_is_bounded_in_the_answer_status_and_log_and_co
         log.contains("(cut, 12.5 MB in all)"),
         "the refusal is logged"
     );
+    check_log(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_target_with_line_separators_is_bounded_in_the_access_log() {
+    let backends = start_backends(&["a"]).await;
+    let mut c = config("round_robin", &backends);
+    c["access_log"] = json!(true);
+    let lb = Lb::start(c).await;
+    // Bytes httparse and the URI parser take as they are: U+2028 (line separator), U+0085
+    // (next line), U+202E (right-to-left override), then 20,000 more bytes.
+    let target = format!("/x\u{2028}ERROR:forged\u{85}\u{202e}{}", "a".repeat(20_000));
+    let request = format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    let answer = send_raw(lb.listen(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lb.log().contains("lbhost::access") {
+        assert!(Instant::now() < deadline, "no access line: {}", lb.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = lb.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("lbhost::access"))
+        .unwrap_or_default();
+    eprintln!("access line: {} bytes", line.len());
+    assert!(line.contains("(cut, 20.0 kB in all)"), "{line}");
+    for c in ['\u{2028}', '\u{85}', '\u{202e}'] {
+        assert!(!log.contains(c), "{c:?} in the log: {line}");
+    }
+    check_log(&log);
+
+    // A method is any token, as long as the head allows.
+    let method = "M".repeat(20_000);
+    let request = format!("{method} / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    let answer = send_raw(lb.listen(), request.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 "),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lb.log().matches("lbhost::access").count() < 2 {
+        assert!(Instant::now() < deadline, "no access line: {}", lb.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = lb.log();
+    assert!(log.contains("MMMM… (cut, 20.0 kB in all)"), "{log}");
     check_log(&log);
 }
