@@ -136,6 +136,14 @@ async fn infinite_loop_is_interrupted_quarantined_then_replaced_by_a_good_file()
         lb.log().contains("strategy quarantined"),
         "the log says why"
     );
+    let s = status(&http, &lb).await;
+    let reason = s["strategy"]["faults"]["quarantine_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("5 faults in 5 calls "),
+        "each of the five calls counts: {reason}"
+    );
     let quarantined_fast = {
         let started = Instant::now();
         http.get(&lb.url("/")).await;
@@ -228,4 +236,11 @@ async fn a_component_of_another_world_is_refused_saying_so() {
         "says what is wrong: {}",
         run.stderr
     );
+}
+
+/// `GET /status` as JSON.
+async fn status(http: &Http, lb: &Lb) -> Value {
+    let reply = http.get(&lb.admin_url("/status")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
 }

@@ -174,13 +174,14 @@ impl Strategies {
             return (request, self.fall_back(set, exclude, Fault::Quarantined));
         }
         let generation = pool.generation();
+        // Taken before the instance is made ready, so a call that faults there counts as one.
+        let sequence = next_sequence(&loaded);
         let (request, answer) = WARM.with(|cell| {
             let mut warm = cell.borrow_mut();
             let instance = match self.ready(&mut warm, &loaded, set, generation) {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
-            let sequence = next_sequence(&loaded);
             let (request, answer) =
                 instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
             if answer.is_err() {
