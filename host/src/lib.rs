@@ -65,12 +65,8 @@ pub async fn run(
     let pool = Pool::new(&config.backends);
     let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
     health.sync(config.health_check.as_ref());
-    let proxy = Arc::new(Proxy::new(
-        config.clone(),
-        pool,
-        Arc::new(strategies),
-        metrics,
-    ));
+    let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
+    let proxy = Arc::new(Proxy::new(config.clone(), pool, strategies, metrics));
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin,

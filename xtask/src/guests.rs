@@ -19,6 +19,7 @@ pub const RUST_GUESTS: &[(&str, &str)] = &[
     ("guest-wrong-world", "tests/guests/wrong_world.wasm"),
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
     ("guest-loud-refusal", "tests/guests/loud_refusal.wasm"),
+    ("guest-feedback-trap", "tests/guests/feedback_trap.wasm"),
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 

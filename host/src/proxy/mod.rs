@@ -173,7 +173,8 @@ impl Proxy {
             let index = match choice {
                 Choice::Strategy(i) => i,
                 Choice::Fallback(i, fault) => {
-                    self.metrics.strategy_fault(fault.kind());
+                    // The fault itself was counted where it was recorded.
+                    self.metrics.fallback(fault.fallback_reason());
                     i
                 }
                 Choice::Unavailable => break,
