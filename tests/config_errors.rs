@@ -160,3 +160,46 @@ async fn core_module_is_not_a_component() {
     let run = check(&scratch, &config).await;
     one_line_error(&run, &["core.wasm", "core", "module", "not a component"]);
 }
+
+#[tokio::test]
+async fn a_huge_unknown_key_with_line_breaks_is_quoted_bounded_on_one_line() {
+    let scratch = Scratch::new();
+    let mut config = valid();
+    let key = format!("colour\nerror: forged\x1b[2J{}", "x".repeat(100_000));
+    config[key.as_str()] = json!("blue");
+    let run = check(&scratch, &config).await;
+    let line = one_line_error(&run, &["config.json", "unknown field", "colour", "cut"]);
+    assert!(line.len() < 4096, "{} bytes", line.len());
+    assert!(!line.contains('\x1b'), "{line:?}");
+}
+
+#[tokio::test]
+async fn labels_must_be_plain_text() {
+    let scratch = Scratch::new();
+    for (key, value) in [
+        ("version", "v1\nforged".to_string()),
+        ("version", "v".repeat(2000)),
+        ("ver\u{202e}sion", "v1".to_string()),
+    ] {
+        let mut config = valid();
+        config["backends"][0]["labels"] = json!({ key: value });
+        let run = check(&scratch, &config).await;
+        let line = one_line_error(&run, &["config.json", "backends[0].labels", "plain text"]);
+        assert!(line.len() < 4096, "{} bytes", line.len());
+    }
+}
+
+#[tokio::test]
+async fn a_strategy_path_must_be_plain_text() {
+    let scratch = Scratch::new();
+    for path in [
+        format!("{}\nerror: forged", strategy("round_robin")),
+        format!("/{}", "p/".repeat(3000)),
+    ] {
+        let mut config = valid();
+        config["strategy"] = json!(path);
+        let run = check(&scratch, &config).await;
+        let line = one_line_error(&run, &["config.json", "strategy", "no control characters"]);
+        assert!(line.len() < 4096, "{} bytes", line.len());
+    }
+}

@@ -136,6 +136,14 @@ async fn infinite_loop_is_interrupted_quarantined_then_replaced_by_a_good_file()
         lb.log().contains("strategy quarantined"),
         "the log says why"
     );
+    let s = status(&http, &lb).await;
+    let reason = s["strategy"]["faults"]["quarantine_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("5 faults in 5 calls "),
+        "each of the five calls counts: {reason}"
+    );
     let quarantined_fast = {
         let started = Instant::now();
         http.get(&lb.url("/")).await;
@@ -227,5 +235,59 @@ async fn a_component_of_another_world_is_refused_saying_so() {
         run.stderr.contains("not an lb:strategy@0.1.0 strategy"),
         "says what is wrong: {}",
         run.stderr
+    );
+}
+
+/// `GET /status` as JSON.
+async fn status(http: &Http, lb: &Lb) -> Value {
+    let reply = http.get(&lb.admin_url("/status")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_on_response_are_counted_in_the_metric_and_status_like_any_other() {
+    let backends = start_backends(&["a", "b"]).await;
+    let mut c = config("round_robin", &backends);
+    c["strategy"] = json!(guest("feedback_trap"));
+    let lb = Lb::start(c).await;
+    let http = Http::new();
+    // One client, one request at a time: each `select` is fine and each `on-response` after it
+    // traps, until the fifth fault in five calls quarantines the module (default rule: 5 faults,
+    // 0.2 of the calls). Quarantined, it is not called at all.
+    for _ in 0..10 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    let s = status(&http, &lb).await;
+    let faults = &s["strategy"]["faults"];
+    eprintln!(
+        "metric {}, /status faults {faults}, faults_by_kind {}",
+        metric(&metrics, "lbhost_strategy_faults_total{kind=\"trap\"}"),
+        s["strategy"]["faults_by_kind"]
+    );
+    assert_eq!(
+        metric(&metrics, "lbhost_strategy_faults_total{kind=\"trap\"}"),
+        5.0,
+        "{metrics}"
+    );
+    assert_eq!(faults["faults_total"], json!(5));
+    assert_eq!(s["strategy"]["faults_by_kind"], json!({"trap": 5}));
+    assert_eq!(faults["last_fault"]["kind"], json!("trap"));
+    assert_eq!(faults["quarantined"], json!(true));
+    let reason = faults["quarantine_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("5 faults in 5 calls "),
+        "every faulting call counts as a call: {reason}"
+    );
+    // Requests while quarantined are fallbacks, not faults.
+    assert_eq!(
+        metric(
+            &metrics,
+            "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}"
+        ),
+        5.0,
+        "{metrics}"
     );
 }

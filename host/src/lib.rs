@@ -4,7 +4,7 @@
 //! (see `wit/strategy.wit`). Modules, one job each:
 //! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
+//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`text`] foreign text made safe to show, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
 
 pub mod admin;
 pub mod buffers;
@@ -18,6 +18,7 @@ pub mod reload;
 pub mod request;
 pub mod server;
 pub mod strategy;
+pub mod text;
 pub mod upstream;
 pub mod watch;
 pub mod wire;
@@ -66,12 +67,8 @@ pub async fn run(
     let pool = Pool::new(&config.backends);
     let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
     health.sync(config.health_check.as_ref());
-    let proxy = Arc::new(Proxy::new(
-        config.clone(),
-        pool,
-        Arc::new(strategies),
-        metrics,
-    ));
+    let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
+    let proxy = Arc::new(Proxy::new(config.clone(), pool, strategies, metrics));
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin,

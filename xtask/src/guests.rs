@@ -27,6 +27,8 @@ const OTHER_RUST_GUESTS: &[(&str, &str)] = &[
     ("guest-feedback", "tests/guests/feedback.wasm"),
     ("guest-wrong-world", "tests/guests/wrong_world.wasm"),
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
+    ("guest-loud-refusal", "tests/guests/loud_refusal.wasm"),
+    ("guest-feedback-trap", "tests/guests/feedback_trap.wasm"),
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 

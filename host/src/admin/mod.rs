@@ -220,6 +220,8 @@ fn outcome(result: Result<(), ReloadError>) -> Response<ProxyBody> {
     }
 }
 
+/// `{"result": "refused", "error": reason}`. Whatever `reason` quotes (the request, a guest's
+/// message) was bounded where it was quoted.
 fn json_error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
     text(
         status,

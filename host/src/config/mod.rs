@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::text::bounded_owned;
+
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub use validate::from_file;
 
@@ -179,10 +181,12 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// A problem with `field`. Both may quote the file (an unknown key, a bad value), which can
+    /// be of any length or hold control characters: they are bounded ([`crate::text`]).
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Field {
-            field: field.into(),
-            reason: reason.into(),
+            field: bounded_owned(field.into()),
+            reason: bounded_owned(reason.into()),
         }
     }
 }

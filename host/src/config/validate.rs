@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::text::{bounded_owned, has_control, MAX_BYTES};
+
 use super::file::{FileBackend, FileConfig, FileHealthCheck};
 use super::resilience;
 use super::{
@@ -20,7 +22,7 @@ pub fn from_file(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let field = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ConfigError::Syntax(inner.to_string())
+            ConfigError::Syntax(bounded_owned(inner.to_string()))
         } else if field == "." {
             ConfigError::field("config", strip_position(&inner.to_string()))
         } else {
@@ -46,20 +48,21 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     }
     let admin_token_file = match &file.admin_token_file {
         Some(path) => {
-            let path = base.join(path);
+            let path = base.join(plain_path("admin_token_file", path)?);
             crate::admin::read_token(&path)
                 .map_err(|reason| ConfigError::field("admin_token_file", &reason))?;
             Some(path)
         }
         None => None,
     };
-    let strategy = base.join(
+    let strategy = base.join(plain_path(
+        "strategy",
         file.strategy
             .as_deref()
             .unwrap_or("strategies/round_robin.wasm"),
-    );
+    )?);
     let strategies_dir = match &file.strategies_dir {
-        Some(dir) => base.join(dir),
+        Some(dir) => base.join(plain_path("strategies_dir", dir)?),
         None => strategy
             .parent()
             .map(Path::to_path_buf)
@@ -185,6 +188,23 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// The longest path the file may name (Linux's `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
+
+/// `text`, a path shown in logs and `/status` as it is: refused if it holds control characters
+/// or is longer than a path can be.
+fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
+    if text.len() > MAX_PATH_BYTES || has_control(text) {
+        return Err(ConfigError::field(
+            field,
+            format!(
+                "must be a path of at most {MAX_PATH_BYTES} bytes with no control characters: {text:?}"
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|_| {
         ConfigError::field(
@@ -244,6 +264,19 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
             format!("backends[{i}].weight"),
             "must be at most 10000",
         ));
+    }
+    // Labels are shown in `/status` and handed to strategies as they are: plain text only.
+    for (key, value) in &b.labels {
+        for (what, text) in [("key", key), ("value", value)] {
+            if text.len() > MAX_BYTES || has_control(text) {
+                return Err(ConfigError::field(
+                    format!("backends[{i}].labels"),
+                    format!(
+                        "a {what} must be plain text of at most {MAX_BYTES} bytes (no control characters): {text:?}"
+                    ),
+                ));
+            }
+        }
     }
     Ok(BackendConfig {
         address,

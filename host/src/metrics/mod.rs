@@ -51,7 +51,8 @@ pub struct Metrics {
     pub health_check_duration: HistogramVec,
     /// `lbhost_strategy_select_duration_seconds`: one `select` call, fallback included.
     pub select_duration: Histogram,
-    /// `lbhost_strategy_faults_total{kind}`: guest calls that faulted (trap, timeout, ...).
+    /// `lbhost_strategy_faults_total{kind}`: guest calls that faulted (trap, timeout, ...), in
+    /// `select` or in any other export (`on-response`, `configure` of a rebuilt instance, ...).
     pub strategy_faults: IntCounterVec,
     /// `lbhost_strategy_fallbacks_total{reason}`: requests routed by the host's fallback
     /// (`fault` or `quarantine`).
@@ -263,15 +264,16 @@ impl Metrics {
         self.select_duration.observe(took.as_secs_f64());
     }
 
-    /// Counts one request served by the fallback: a strategy fault of `kind`, or (kind
-    /// `quarantined`) a request the quarantined strategy was not asked about.
+    /// Counts one fault of a guest call, of `kind` (a fixed word, see
+    /// [`crate::strategy::Fault::kind`]).
     pub fn strategy_fault(&self, kind: &str) {
-        if kind == "quarantined" {
-            self.fallbacks.with_label_values(&["quarantine"]).inc();
-        } else {
-            self.strategy_faults.with_label_values(&[kind]).inc();
-            self.fallbacks.with_label_values(&["fault"]).inc();
-        }
+        self.strategy_faults.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts one request served by the fallback, for `reason`: `fault` (the strategy faulted
+    /// choosing it) or `quarantine` (the strategy was not asked).
+    pub fn fallback(&self, reason: &str) {
+        self.fallbacks.with_label_values(&[reason]).inc();
     }
 
     /// Records a reload attempt.

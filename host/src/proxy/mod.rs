@@ -29,6 +29,7 @@ use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData, Strategies};
+use crate::text::bounded;
 use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream, UpstreamError};
 use replay::RequestBody;
 
@@ -172,7 +173,8 @@ impl Proxy {
             let index = match choice {
                 Choice::Strategy(i) => i,
                 Choice::Fallback(i, fault) => {
-                    self.metrics.strategy_fault(fault.kind());
+                    // The fault itself was counted where it was recorded.
+                    self.metrics.fallback(fault.fallback_reason());
                     i
                 }
                 Choice::Unavailable => break,
@@ -287,7 +289,7 @@ impl Proxy {
             if !retry {
                 return self.failure(&backend, &method, path, &error, client.ip, started);
             }
-            tracing::debug!(backend = %backend.address, %path, cause = %error, "retrying on another backend");
+            tracing::debug!(backend = %backend.address, path = %bounded(path), cause = %error, "retrying on another backend");
             exclude.push(index as u32);
             failed = Some((backend, error));
         }
@@ -298,7 +300,7 @@ impl Proxy {
             }
             None => {
                 let error = ProxyError::NoBackend;
-                tracing::warn!(client_ip = %client.ip, %path, cause = %error, "503");
+                tracing::warn!(client_ip = %client.ip, path = %bounded(path), cause = %error, "503");
                 self.metrics
                     .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
                 if config.access_log {
@@ -333,7 +335,7 @@ impl Proxy {
         tracing::warn!(
             backend = %backend.address,
             strategy = %self.strategies.active().name,
-            %path,
+            path = %bounded(path),
             cause = %error,
             "{}",
             status.as_u16()
@@ -394,12 +396,15 @@ struct Access<'a> {
 }
 
 /// Writes one access log line (target `lbhost::access`): every request gets one, whoever
-/// answered it. `total_ms` runs from the request head to the response head.
+/// answered it. `total_ms` runs from the request head to the response head. The method and the
+/// path are the client's: bounded, like every path in a log line (a head may be 64 KiB, a
+/// method any token and a target any non-ASCII character, line separators and bidirectional
+/// overrides included).
 fn access_line(a: &Access<'_>) {
     tracing::info!(
         target: "lbhost::access",
-        method = %a.method,
-        path = %a.path,
+        method = %bounded(a.method.as_str()),
+        path = %bounded(a.path),
         status = a.status.as_u16(),
         backend = %a.backend,
         retries = a.retries,

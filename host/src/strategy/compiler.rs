@@ -19,6 +19,7 @@ use wasmtime::Engine;
 
 use super::runtime::engine_config;
 use super::LoadError;
+use crate::text::bounded_owned;
 
 /// The child's exit code when the component does not compile (its stderr says why).
 const INVALID: u8 = 3;
@@ -56,8 +57,10 @@ pub(super) fn compile(
     settings: EngineSettings,
     bytes: &[u8],
 ) -> Result<Component, LoadError> {
-    let in_process =
-        || Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+    let in_process = || {
+        Component::new(engine, bytes)
+            .map_err(|e| LoadError::Invalid(bounded_owned(format!("{e:#}"))))
+    };
     let Some(exe) = CHILD_EXE.get() else {
         return in_process();
     };
@@ -106,7 +109,7 @@ fn compile_in_child(
     let output = child
         .wait_with_output()
         .map_err(|e| ChildError::Failed(format!("waiting for the compiler: {e}")))?;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let stderr = bounded_owned(String::from_utf8_lossy(&output.stderr).trim().to_string());
     match output.status.code() {
         Some(0) => Ok(output.stdout),
         Some(code) if code == i32::from(INVALID) => Err(ChildError::Invalid(stderr)),
@@ -124,8 +127,11 @@ fn load_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, LoadErro
     // `Engine::precompile_component` in a child running this same executable (/proc/self/exe),
     // with an engine built from the same settings, over a pipe only this process holds. wasmtime
     // still checks its header (version, engine settings) and refuses a mismatch with an error.
-    unsafe { Component::deserialize(engine, artifact) }
-        .map_err(|e| LoadError::Engine(format!("loading the compiled strategy: {e:#}")))
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| {
+        LoadError::Engine(bounded_owned(format!(
+            "loading the compiled strategy: {e:#}"
+        )))
+    })
 }
 
 /// `lbhost compile-strategy`: reads a component on stdin, writes the compiled artifact to stdout.

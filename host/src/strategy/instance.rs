@@ -12,6 +12,7 @@ use super::loader::Loaded;
 use super::runtime::Runtime;
 use super::Fault;
 use crate::pool::BackendSet;
+use crate::text::bounded_owned;
 
 /// One instance of a loaded strategy, owned by one worker thread.
 pub struct Warm {
@@ -40,7 +41,7 @@ impl Warm {
             .lb_strategy_strategy()
             .call_configure(&mut store, &loaded.params)
             .map_err(|e| classify(&store, e))?
-            .map_err(Fault::Refused)?;
+            .map_err(|reason| Fault::Refused(bounded_owned(reason)))?;
         Ok(Warm {
             strategy_id: loaded.id,
             needs,
@@ -153,7 +154,8 @@ fn fill(column: &mut Option<Vec<u32>>, wanted: bool, values: impl Iterator<Item 
     list.extend(values);
 }
 
-/// Names what went wrong in a failed guest call.
+/// Names what went wrong in a failed guest call. An error's text can carry the guest's own
+/// words (names from its component): it is bounded.
 fn classify(store: &Store<GuestState>, error: wasmtime::Error) -> Fault {
     if store.data().memory_denied {
         return Fault::OutOfMemory;
@@ -165,7 +167,7 @@ fn classify(store: &Store<GuestState>, error: wasmtime::Error) -> Fault {
         Some(Trap::OutOfFuel | Trap::Interrupt) => Fault::Timeout,
         Some(Trap::StackOverflow) => Fault::Trap("stack overflow".into()),
         Some(Trap::UnreachableCodeReached) => Fault::Trap("guest panicked (unreachable)".into()),
-        Some(trap) => Fault::Trap(trap.to_string()),
-        None => Fault::Trap(format!("{error:#}")),
+        Some(trap) => Fault::Trap(bounded_owned(trap.to_string())),
+        None => Fault::Trap(bounded_owned(format!("{error:#}"))),
     }
 }

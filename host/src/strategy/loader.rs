@@ -14,6 +14,7 @@ use super::instance::Warm;
 use super::quarantine::FaultTracker;
 use super::runtime::Runtime;
 use super::LoadError;
+use crate::text::{bounded, bounded_owned};
 
 /// The interfaces lbhost provides to guests (`types` has no functions, only shared types).
 const PROVIDED_IMPORTS: [&str; 2] = ["lb:strategy/http@0.1.0", "lb:strategy/types@0.1.0"];
@@ -64,9 +65,10 @@ impl Runtime {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        // Shown in logs, `/status` and metric labels.
         let name = path
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| bounded_owned(s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "strategy".into());
         let mut loaded = self.load_bytes(&name, &bytes, params)?;
         loaded.path = path.to_path_buf();
@@ -85,7 +87,7 @@ impl Runtime {
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
             if !PROVIDED_IMPORTS.contains(&import) {
-                return Err(LoadError::Import(import.to_string()));
+                return Err(LoadError::Import(bounded(import).into_owned()));
             }
         }
         let exports: Vec<String> = ty
@@ -97,17 +99,18 @@ impl Runtime {
             return Err(LoadError::World(if exports.is_empty() {
                 "exports no interface".into()
             } else {
-                format!("exports {}", exports.join(", "))
+                bounded_owned(format!("exports {}", exports.join(", ")))
             }));
         }
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::World(format!("{e:#}")))?;
-        let pre = BalancerPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+            .map_err(|e| LoadError::World(bounded_owned(format!("{e:#}"))))?;
+        let pre =
+            BalancerPre::new(pre).map_err(|e| LoadError::World(bounded_owned(format!("{e:#}"))))?;
         let mut loaded = Loaded {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            name: name.to_string(),
+            name: bounded(name).into_owned(),
             path: PathBuf::new(),
             sha256: sha256_hex(bytes),
             loaded_at: SystemTime::now(),

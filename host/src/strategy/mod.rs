@@ -25,6 +25,7 @@ pub use runtime::{Runtime, FUEL_PER_MS};
 use fallback::Fallback;
 use instance::Warm;
 
+use crate::metrics::Metrics;
 use crate::pool::{BackendSet, Pool};
 
 /// Why a strategy file was refused.
@@ -52,7 +53,8 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// A guest call that did not produce a usable answer.
+/// A guest call that did not produce a usable answer. Text from the guest in it is bounded
+/// ([`crate::text::bounded`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Fault {
     #[error("trap: {0}")]
@@ -71,7 +73,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// A short label for metrics.
+    /// A short label for metrics (`lbhost_strategy_faults_total{kind}`) and `/status`.
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Trap(_) => "trap",
@@ -80,6 +82,15 @@ impl Fault {
             Fault::BadAnswer(_) => "bad_answer",
             Fault::Refused(_) => "refused",
             Fault::Quarantined => "quarantined",
+        }
+    }
+
+    /// Why the fallback served: `quarantine` when the strategy was not asked, `fault` otherwise
+    /// (`lbhost_strategy_fallbacks_total{reason}`).
+    pub fn fallback_reason(&self) -> &'static str {
+        match self {
+            Fault::Quarantined => "quarantine",
+            _ => "fault",
         }
     }
 }
@@ -103,6 +114,9 @@ pub struct Strategies {
     /// Benchmark baseline only: route with the host's round-robin and never call the guest
     /// (environment `LBHOST_BENCH_NATIVE_SELECTOR=1`), to measure what the wasm call costs.
     native_baseline: bool,
+    /// Where faults are counted (`lbhost_strategy_faults_total`, and `/status` reads it back);
+    /// `None` until [`Strategies::with_metrics`] (benchmarks run without).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Strategies {
@@ -134,7 +148,14 @@ impl Strategies {
             active: ArcSwap::from_pointee(loaded),
             fallback: Fallback::default(),
             native_baseline,
+            metrics: None,
         }
+    }
+
+    /// Counts faults in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The runtime strategies are loaded with.
@@ -173,13 +194,14 @@ impl Strategies {
             return (request, self.fall_back(set, exclude, Fault::Quarantined));
         }
         let generation = pool.generation();
+        // Taken before the instance is made ready, so a call that faults there counts as one.
+        let sequence = next_sequence(&loaded);
         let (request, answer) = WARM.with(|cell| {
             let mut warm = cell.borrow_mut();
             let instance = match self.ready(&mut warm, &loaded, set, generation) {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
-            let sequence = next_sequence(&loaded);
             let (request, answer) =
                 instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
             if answer.is_err() {
@@ -205,11 +227,22 @@ impl Strategies {
         self.active.load().faults.status()
     }
 
-    /// Records `fault` (maybe quarantining the strategy) and serves with the fallback.
+    /// Records `fault` of a `select` (maybe quarantining the strategy) and serves with the
+    /// fallback.
     fn fault(&self, loaded: &Loaded, set: &BackendSet, exclude: &[u32], fault: Fault) -> Choice {
-        let sequence = loaded.sequence.load(std::sync::atomic::Ordering::Relaxed);
-        loaded.faults.record(&loaded.name, sequence, &fault);
+        self.record_fault(loaded, &fault);
         self.fall_back(set, exclude, fault)
+    }
+
+    /// The one place a fault of any guest call is recorded: the module's fault log line,
+    /// `/status` and quarantine ([`quarantine::FaultTracker`]), and
+    /// `lbhost_strategy_faults_total{kind}`.
+    fn record_fault(&self, loaded: &Loaded, fault: &Fault) {
+        let calls = loaded.sequence.load(std::sync::atomic::Ordering::Relaxed);
+        loaded.faults.record(&loaded.name, calls, fault);
+        if let Some(metrics) = &self.metrics {
+            metrics.strategy_fault(fault.kind());
+        }
     }
 
     /// Tells the active strategy how a backend answered, if it asked to know.
@@ -234,8 +267,7 @@ impl Strategies {
             };
             if let Err(fault) = instance.on_response(&self.runtime, backend, status, latency) {
                 *warm = None;
-                let sequence = loaded.sequence.load(std::sync::atomic::Ordering::Relaxed);
-                loaded.faults.record(&loaded.name, sequence, &fault);
+                self.record_fault(&loaded, &fault);
             }
         });
     }

@@ -40,8 +40,8 @@ pub struct FaultTracker {
 #[derive(Debug, Default)]
 struct Window {
     started_ms: u64,
-    /// The strategy's call sequence number when the window started.
-    started_sequence: u64,
+    /// The strategy's calls before the one whose fault started the window.
+    calls_before: u64,
     faults: u64,
     last_fault: Option<LastFault>,
     quarantines: u64,
@@ -108,9 +108,9 @@ impl FaultTracker {
         false
     }
 
-    /// Records a fault of `strategy` at call number `sequence`. Returns whether this fault put it
-    /// in quarantine.
-    pub fn record(&self, strategy: &str, sequence: u64, fault: &Fault) -> bool {
+    /// Records a fault of `strategy`, which has had `calls` calls so far, the faulting one
+    /// included. Returns whether this fault put it in quarantine.
+    pub fn record(&self, strategy: &str, calls: u64, fault: &Fault) -> bool {
         self.total.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         self.log(strategy, now, fault);
@@ -118,7 +118,7 @@ impl FaultTracker {
         let window_ms = u64::try_from(self.config.window.as_millis()).unwrap_or(u64::MAX);
         if w.started_ms == 0 || now.saturating_sub(w.started_ms) > window_ms {
             w.started_ms = now;
-            w.started_sequence = sequence;
+            w.calls_before = calls.saturating_sub(1);
             w.faults = 0;
         }
         w.faults += 1;
@@ -127,7 +127,7 @@ impl FaultTracker {
             message: fault.to_string(),
             at_unix: unix_now(),
         });
-        let calls = sequence.saturating_sub(w.started_sequence).max(1);
+        let calls = calls.saturating_sub(w.calls_before).max(1);
         let ratio = w.faults as f64 / calls as f64;
         let trip =
             w.faults >= u64::from(self.config.min_faults) && ratio >= self.config.fault_ratio;
@@ -208,4 +208,33 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strategy_faulting_on_every_call_is_quarantined_counting_each_call() {
+        let tracker = FaultTracker::new(QuarantineConfig::default());
+        let quarantined: Vec<bool> = (1..=5)
+            .map(|call| tracker.record("s", call, &Fault::BadAnswer(9)))
+            .collect();
+        assert_eq!(quarantined, [false, false, false, false, true]);
+        let reason = tracker.status().quarantine_reason.unwrap_or_default();
+        assert!(reason.starts_with("5 faults in 5 calls "), "{reason}");
+    }
+
+    #[test]
+    fn the_ratio_counts_the_call_that_started_the_window() {
+        let tracker = FaultTracker::new(QuarantineConfig::default());
+        // 5 faults in calls 1 to 26: 0.19, under the 0.2 ratio.
+        for call in [1, 8, 15, 22, 26] {
+            assert!(!tracker.record("s", call, &Fault::Timeout));
+        }
+        // A sixth in 27 calls is over it.
+        assert!(tracker.record("s", 27, &Fault::Timeout));
+        let reason = tracker.status().quarantine_reason.unwrap_or_default();
+        assert!(reason.starts_with("6 faults in 27 calls "), "{reason}");
+    }
 }
