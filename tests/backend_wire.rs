@@ -70,8 +70,16 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
             true,
         ),
-        // A head with bare LF line ends: read, and the connection closed.
+        // Lines off the grammar whose framing is still clear: read, and the connection closed.
         "/bare-lf-head" => (b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok".to_vec(), false),
+        "/chunk-trailing-blank" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2  \r\nok\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/chunk-empty-extension" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
         "/too-large" => (
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much".to_vec(),
             true,
@@ -419,7 +427,11 @@ async fn an_answer_framed_leniently_is_relayed_and_its_connection_not_reused() {
     let backend = scripted().await;
     let lb = Lb::start(only(&backend)).await;
     let http = Http::new();
-    for path in ["/bare-lf-head"] {
+    for path in [
+        "/bare-lf-head",
+        "/chunk-trailing-blank",
+        "/chunk-empty-extension",
+    ] {
         let before = backend.accepted();
         for _ in 0..3 {
             let reply = http.get(&lb.url(path)).await;

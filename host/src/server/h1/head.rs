@@ -180,7 +180,7 @@ impl<'a> Seen<'a> {
                     "both transfer-encoding and content-length",
                 ));
             }
-            return Ok(Reading::Chunked(Chunked::default()));
+            return Ok(Reading::Chunked(Chunked::request()));
         }
         Ok(match length {
             None | Some(0) => Reading::Done,
