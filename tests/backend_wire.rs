@@ -1,8 +1,9 @@
 //! What backends put on the wire, byte for byte: chunked bodies with trailers, answers that
 //! trickle in a byte at a time, interim 100s, bodies delimited by closing, answers that come
-//! before the upload ends, and answers that are not HTTP at all. lbhost reads backends with its
-//! own HTTP/1.1 client, so these are written by hand. The client gets the backend's answer, or a
-//! 502 for a broken one, and the next request is served either way.
+//! before the upload ends, answers framed leniently, and answers that are not HTTP at all.
+//! lbhost reads backends with its own HTTP/1.1 client, so these are written by hand. The client
+//! gets the backend's answer, or a 502 for a broken one, and the next request is served either
+//! way.
 
 use std::time::Duration;
 
@@ -68,6 +69,16 @@ fn script(path: &str) -> (Vec<u8>, bool) {
         "/bad-chunk" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
             true,
+        ),
+        // Lines off the grammar whose framing is still clear: read, and the connection closed.
+        "/bare-lf-head" => (b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok".to_vec(), false),
+        "/chunk-trailing-blank" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2  \r\nok\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/chunk-empty-extension" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n".to_vec(),
+            false,
         ),
         "/too-large" => (
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much".to_vec(),
@@ -409,4 +420,38 @@ async fn a_pooled_connection_closed_under_a_get_costs_the_client_nothing() {
         .body(lbhost_e2e::empty())
         .expect("request");
     assert_eq!(http.send(request).await.status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_framed_leniently_is_relayed_and_its_connection_not_reused() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    let http = Http::new();
+    for path in [
+        "/bare-lf-head",
+        "/chunk-trailing-blank",
+        "/chunk-empty-extension",
+    ] {
+        let before = backend.accepted();
+        for _ in 0..3 {
+            let reply = http.get(&lb.url(path)).await;
+            assert_eq!(
+                (reply.status, reply.text().as_str()),
+                (StatusCode::OK, "ok"),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            backend.accepted() - before,
+            3,
+            "{path}: each answer closed its connection"
+        );
+    }
+    // Answers framed to the grammar keep theirs.
+    let before = backend.accepted();
+    for _ in 0..3 {
+        let reply = http.get(&lb.url("/chunked")).await;
+        assert_eq!(reply.text(), "hello, world");
+    }
+    assert_eq!(backend.accepted() - before, 1);
 }

@@ -24,4 +24,4 @@ pub use fixtures::{config, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
 pub use paths::{bench_guest, guest, lbhost_bin, strategy, workspace_root};
-pub use raw::RawBackend;
+pub use raw::{RawBackend, Recorded, RecordingBackend};

@@ -16,6 +16,10 @@ pub enum ProxyError {
     /// The backend did not send a response head within `timeouts.response_header`.
     #[error("backend {backend} timed out waiting for the response head")]
     Timeout { backend: String },
+    /// The client's request body failed while it was being sent (malformed chunked framing,
+    /// or the client went away): the client's fault, not the backend's.
+    #[error("{0}")]
+    ClientBody(String),
 }
 
 impl ProxyError {
@@ -25,6 +29,7 @@ impl ProxyError {
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -250,6 +250,15 @@ impl Proxy {
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     return relay(response, client_upgrade, in_flight, &backend);
                 }
+                Err(UpstreamError::Body(cause)) => {
+                    // The client's body failed (malformed, or the client went away): nothing is
+                    // held against the backend (a circuit's probe goes back unused), and the
+                    // request cannot go again (its body is spent). The backend's connection
+                    // closed with the attempt.
+                    drop(in_flight);
+                    let error = ProxyError::ClientBody(format!("request body: {cause}"));
+                    return self.failure(&backend, &method, path, &error, client.ip, started);
+                }
                 Err(UpstreamError::TimedOut) => {
                     let error = ProxyError::Timeout {
                         backend: backend.address.clone(),
@@ -321,7 +330,7 @@ impl Proxy {
         }
     }
 
-    /// Logs and counts a failed request, and answers it.
+    /// Logs and counts a failed request, and answers it (a warning for a 5xx).
     fn failure(
         &self,
         backend: &Backend,
@@ -332,14 +341,25 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         let status = error.status();
-        tracing::warn!(
-            backend = %backend.address,
-            strategy = %self.strategies.active().name,
-            path = %bounded(path),
-            cause = %error,
-            "{}",
-            status.as_u16()
-        );
+        if status.is_server_error() {
+            tracing::warn!(
+                backend = %backend.address,
+                strategy = %self.strategies.active().name,
+                path = %bounded(path),
+                cause = %error,
+                "{}",
+                status.as_u16()
+            );
+        } else {
+            // The client's fault: not worth a warning.
+            tracing::debug!(
+                backend = %backend.address,
+                path = %bounded(path),
+                cause = %error,
+                "{}",
+                status.as_u16()
+            );
+        }
         self.metrics
             .request(&backend.address, method, status, started);
         if self.config.load().access_log {

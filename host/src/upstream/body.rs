@@ -83,7 +83,7 @@ impl ResponseBody {
             },
             Framing::Chunked => State::Chunked {
                 conn,
-                decoder: Chunked::default(),
+                decoder: Chunked::response(),
                 keep_alive,
             },
             Framing::UntilClose => State::UntilClose(conn),
@@ -110,19 +110,27 @@ impl ResponseBody {
         }
     }
 
-    /// Ends the body: its connection goes back to the pool if `keep_alive` allowed it.
+    /// Ends the body: its connection goes back to the pool if `keep_alive` allowed it and the
+    /// body was framed to the grammar (a leniently framed one says the backend may frame the
+    /// next one in a way lbhost reads differently).
     fn finish(&mut self) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Length {
                 conn,
                 keep_alive: true,
                 ..
-            }
-            | State::Chunked {
-                conn,
-                keep_alive: true,
-                ..
             } => conn.release(),
+            State::Chunked {
+                conn,
+                decoder,
+                keep_alive: true,
+            } => {
+                if decoder.is_lenient() {
+                    tracing::debug!("upstream connection closed: chunked body off the grammar");
+                } else {
+                    conn.release();
+                }
+            }
             _ => {}
         }
     }

@@ -31,12 +31,17 @@ pub struct Head {
     /// The fields to forward, as they came.
     pub fields: RawFields,
     pub framing: Framing,
-    /// Whether the connection can carry another request after this response.
+    /// Whether the connection can carry another request after this response: the backend
+    /// allows it, the body is delimited, and every line of the head ends in CRLF (a backend
+    /// that frames its messages leniently may frame the next one in a way lbhost reads
+    /// differently).
     pub keep_alive: bool,
 }
 
 /// The response head at the start of `buf`, consumed from it, once it is all there
-/// (`Ok(None)` until then). Interim 1xx answers other than 101 are skipped.
+/// (`Ok(None)` until then). Interim 1xx answers other than 101 are skipped; they stay in `buf`
+/// until the final head is all there too, so that they count towards its size limit, and a
+/// bare LF in them, as in the final head, keeps the connection from being reused.
 ///
 /// Its fields are the end-to-end ones only, ready to forward: the hop-by-hop ones and those
 /// `Connection` names are read for the framing and the connection's persistence and left out
@@ -47,12 +52,17 @@ pub fn parse_head(
     asked_upgrade: bool,
 ) -> Result<Option<Head>, WireError> {
     let config = httparse::ParserConfig::default();
+    // The interim answers at the start of `buf`: their length, and whether all their lines end
+    // in CRLF.
+    let mut skipped = 0;
+    let mut interim_crlf = true;
     loop {
-        let (length, code, version, spans) = {
+        let (length, code, version, spans, crlf) = {
+            let rest = &buf[skipped..];
             let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
             let length =
-                match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+                match config.parse_response_with_uninit_headers(&mut parsed, rest, &mut slots) {
                     Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
                         return Err(WireError::HeadTooLarge)
                     }
@@ -64,13 +74,23 @@ pub fn parse_head(
                     Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
                     Err(e) => return Err(WireError::Head(e)),
                 };
-            let spans = FieldSpans::record(buf, parsed.headers);
-            (length, parsed.code.unwrap_or(0), parsed.version, spans)
+            let spans = FieldSpans::record(rest, parsed.headers);
+            let crlf = spans.crlf_lines(&rest[..length]);
+            (
+                length,
+                parsed.code.unwrap_or(0),
+                parsed.version,
+                spans,
+                crlf,
+            )
         };
         if (100..200).contains(&code) && code != 101 {
-            buf.advance(length);
+            skipped += length;
+            interim_crlf &= crlf;
             continue;
         }
+        buf.advance(skipped);
+        let crlf = crlf && interim_crlf;
         let status =
             StatusCode::from_u16(code).map_err(|_| WireError::Head(httparse::Error::Status))?;
         let version = match version {
@@ -84,7 +104,10 @@ pub fn parse_head(
             seen.note(name, value);
         }
         let (framing, delimited_keep_alive) = framing(&seen, method, status, asked_upgrade)?;
-        let keep_alive = delimited_keep_alive && seen.persistent(version);
+        let keep_alive = delimited_keep_alive && seen.persistent(version) && crlf;
+        if !crlf {
+            tracing::debug!("response head with bare LF line ends: its connection will close");
+        }
         // A 101 keeps them all: they describe the protocol the connection switches to, and go
         // to the client with it.
         let end_to_end_only = status != StatusCode::SWITCHING_PROTOCOLS;
@@ -268,12 +291,44 @@ mod tests {
     }
 
     #[test]
+    fn a_head_with_bare_lf_line_ends_is_read_but_closes_its_connection() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nServer: x\nContent-Length: 2\r\n\r\nok",
+            b"\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let h = head(raw, &Method::GET).unwrap().unwrap();
+            let text = String::from_utf8_lossy(raw);
+            assert_eq!(h.framing, Framing::Length(2), "{text:?}");
+            assert!(!h.keep_alive, "{text:?}");
+        }
+        let h = head(
+            b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive);
+    }
+
+    #[test]
     fn interim_answers_are_skipped_and_partial_heads_wait() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No"[..]);
         assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_none());
         buf.extend_from_slice(b" Content\r\n\r\nrest");
         let h = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
         assert_eq!(h.response.status(), 204);
+        assert!(h.keep_alive);
         assert_eq!(&buf[..], b"rest");
+
+        // A bare LF in an interim answer read in an earlier call still counts.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\n\nHTTP/1.1 204 No"[..]);
+        assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_none());
+        buf.extend_from_slice(b" Content\r\n\r\n");
+        let h = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
+        assert_eq!(h.response.status(), 204);
+        assert!(!h.keep_alive);
+        assert!(buf.is_empty());
     }
 }

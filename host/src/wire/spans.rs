@@ -51,6 +51,12 @@ impl Span {
         }
     }
 
+    /// Whether `head` has `\r\n` right before this span.
+    fn after_crlf(self, head: &[u8]) -> bool {
+        let start = self.start as usize;
+        start >= 2 && head.get(start - 2..start) == Some(&b"\r\n"[..])
+    }
+
     /// Whether exactly `\r\n` of `head` lies between this span and `next`.
     pub fn followed_by_line(self, next: Span, head: &[u8]) -> bool {
         next.start as usize == self.end as usize + 2
@@ -79,33 +85,53 @@ impl Span {
 /// (it goes back when dropped): a request's travels with it, in a few bytes, to the strategy and
 /// the backend's head.
 #[derive(Debug, Default)]
-pub struct FieldSpans(Vec<(Span, Span)>);
+pub struct FieldSpans {
+    table: Vec<(Span, Span)>,
+    /// Every field's line starts after a CRLF (httparse also ends a line at a bare LF).
+    after_crlf: bool,
+}
 
 impl FieldSpans {
     /// Records where each of `fields` (parsed from `head`) sits.
     pub fn record(head: &[u8], fields: &[httparse::Header<'_>]) -> Self {
         let mut table = buffers::span_table();
-        table.extend(
-            fields
-                .iter()
-                .map(|f| (Span::of(head, f.name.as_bytes()), Span::of(head, f.value))),
-        );
-        FieldSpans(table)
+        let mut after_crlf = true;
+        table.extend(fields.iter().map(|f| {
+            let name = Span::of(head, f.name.as_bytes());
+            after_crlf &= name.after_crlf(head);
+            (name, Span::of(head, f.value))
+        }));
+        FieldSpans { table, after_crlf }
+    }
+
+    /// Whether every line of `head`, the whole head these fields were recorded from, ends in
+    /// CRLF, the empty lines httparse skips before the start line included: httparse also
+    /// ends a line at a bare LF, which RFC 9112 §2.2 lets a recipient refuse.
+    pub fn crlf_lines(&self, head: &[u8]) -> bool {
+        // The start line's end is checked before the first field, or in the head's last four
+        // bytes when it has none; each field's end before the next one, or there.
+        let leading = head
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.after_crlf
+            && head.ends_with(b"\r\n\r\n")
+            && (leading == 0 || head[..leading].chunks(2).all(|pair| pair == b"\r\n"))
     }
 
     /// Where the name and the value of each field sit, in order.
     pub fn spans(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
-        self.0.iter().copied()
+        self.table.iter().copied()
     }
 
     /// The same, as a slice.
     pub fn as_slice(&self) -> &[(Span, Span)] {
-        &self.0
+        &self.table
     }
 
     /// Each field of `head` (the bytes recorded from) as its name and its value.
     pub fn fields<'a>(&'a self, head: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        self.0
+        self.table
             .iter()
             .map(move |&(name, value)| (name.bytes(head), value.bytes(head)))
     }
@@ -113,7 +139,7 @@ impl FieldSpans {
 
 impl Drop for FieldSpans {
     fn drop(&mut self) {
-        buffers::release_span_table(std::mem::take(&mut self.0));
+        buffers::release_span_table(std::mem::take(&mut self.table));
     }
 }
 
@@ -142,5 +168,34 @@ mod tests {
         let head = Bytes::copy_from_slice(&wire[..length]);
         let fields: Vec<_> = spans.fields(&head).collect();
         assert_eq!(fields, [(&b"Server"[..], &b"x"[..]), (b"X-Long", b"a b c")]);
+        assert!(spans.crlf_lines(&head));
+    }
+
+    #[test]
+    fn a_bare_lf_anywhere_in_a_head_is_seen() {
+        let spans = |wire: &[u8]| {
+            let mut slots = [httparse::EMPTY_HEADER; 4];
+            let mut parsed = httparse::Request::new(&mut slots);
+            let httparse::Status::Complete(length) = parsed.parse(wire).unwrap() else {
+                panic!("partial: {:?}", String::from_utf8_lossy(wire));
+            };
+            FieldSpans::record(wire, parsed.headers).crlf_lines(&wire[..length])
+        };
+        assert!(spans(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"));
+        assert!(spans(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(spans(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        for wire in [
+            &b"GET / HTTP/1.1\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUseless:\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+            b"GET / HTTP/1.0\n\r\n",
+            b"GET / HTTP/1.0\r\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(!spans(wire), "{:?}", String::from_utf8_lossy(wire));
+        }
     }
 }

@@ -1,0 +1,159 @@
+//! Requests that a lenient parser and a strict one read differently, sent byte for byte (vectors
+//! from llhttp's tests and HTTP Garden's reports): a bare CR or LF where a line should end in
+//! CRLF, chunk lines off the grammar. Each is refused with the status RFC 9112 gives, before
+//! anything of it reaches the backend that could be read as a request. A backend that records
+//! the bytes it gets shows which.
+
+use std::time::Duration;
+
+use lbhost_e2e::{send_raw_for, wait_until, Lb, RecordingBackend};
+use serde_json::json;
+
+/// How long a raw exchange may take: lbhost answers and closes well within it.
+const EXCHANGE: Duration = Duration::from_secs(4);
+
+/// lbhost in front of `backend` alone, one worker.
+async fn lb(backend: &RecordingBackend) -> Lb {
+    Lb::start(json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": backend.url() }],
+        "workers": 1,
+    }))
+    .await
+}
+
+/// Sends `request` on a new connection and returns all lbhost answers until it closes.
+async fn exchange(lb: &Lb, request: &[u8]) -> String {
+    send_raw_for(lb.listen(), request, EXCHANGE).await
+}
+
+/// Asserts that `answer` is one response with `status`, and nothing else.
+fn assert_only(answer: &str, status: u16, request: &[u8]) {
+    let request = String::from_utf8_lossy(request);
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{request:?}: {answer:?}"
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "{request:?}: {answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_cr_in_a_chunk_line_is_a_bad_request_and_no_chunk_reaches_the_backend() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    // HTTP Garden's "transducer bug 3": a front end that passes the lone CR through would hand
+    // a lenient back end 0x41 bytes that hold a request of their own.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\nX: yyyyyyyyyyyyyyyyyyyyyyyyy\r\n\r\n";
+    assert_eq!(smuggled.len(), 0x41);
+    let cases = [
+        format!("41;a=b\r\rXXXX\r\n{smuggled}\r\n0\r\n\r\n"),
+        format!("41\r\rXXXX\r\n{smuggled}\r\n0\r\n\r\n"),
+        "5;a\rb\r\nhello\r\n0\r\n\r\n".to_string(),
+        // A bare LF inside an extension, which httparse lets through.
+        "5;a\nb\r\nhello\r\n0\r\n\r\n".to_string(),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let request = format!(
+            "POST /upload-{i} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let answer = exchange(&lb, request.as_bytes()).await;
+        assert_only(&answer, 400, request.as_bytes());
+    }
+    // The heads went out before their bodies were read; not one chunk followed them, and each
+    // backend connection closed.
+    wait_until("every backend connection ended", EXCHANGE, || {
+        backend.connections().iter().all(|c| c.ended)
+    })
+    .await;
+    for connection in backend.connections() {
+        let text = connection.text();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert_eq!(body, "", "{text:?}");
+    }
+    assert!(!backend.received().contains("/smuggled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_lines_off_the_grammar_are_bad_requests() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    for body in [
+        "2 \r\nhi\r\n0\r\n\r\n",
+        "2;\r\nhi\r\n0\r\n\r\n",
+        "2;a=\r\nhi\r\n0\r\n\r\n",
+        "2;a=\"b\r\nhi\r\n0\r\n\r\n",
+        "2;a b\r\nhi\r\n0\r\n\r\n",
+        "2\r\nhi\r\n0\r\nx: 1\n\n",
+    ] {
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let answer = exchange(&lb, request.as_bytes()).await;
+        assert_only(&answer, 400, request.as_bytes());
+    }
+    // Chunk extensions on the grammar pass.
+    let request = b"POST /fine HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+                    Connection: close\r\n\r\n2 ; a = \"q;\\\"\" ;b=c\r\nhi\r\n0\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 200, request);
+    assert!(backend.received().contains("\r\n2\r\nhi\r\n0\r\n\r\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_the_clients_fault_and_closes_the_backend_connection() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    for body in [
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "10000000000000005\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+        "zz\r\n",
+    ] {
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let answer = exchange(&lb, request.as_bytes()).await;
+        assert_only(&answer, 400, request.as_bytes());
+        assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    }
+    wait_until("every backend connection ended", EXCHANGE, || {
+        backend.connections().iter().all(|c| c.ended)
+    })
+    .await;
+    // No body reached its end at the backend.
+    assert!(
+        !backend.received().contains("0\r\n\r\n"),
+        "{:?}",
+        backend.received()
+    );
+    // Nothing was held against the backend.
+    let answer = exchange(
+        &lb,
+        b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_lf_in_a_request_head_is_a_bad_request_and_reaches_no_backend() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    for request in [
+        // Read by a lenient parser as two requests, by a strict one as one with a bad field.
+        &b"GET / HTTP/1.1\r\nHost: a\r\nUseless:\n\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        // `Content-Length` hidden in the value of `Dummy` for a strict parser.
+        b"POST /a HTTP/1.1\r\nHost: a\r\nDummy: x\nContent-Length: 23\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\n\r\n",
+        b"GET /a HTTP/1.1\nHost: a\n\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\n",
+        b"\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let answer = exchange(&lb, request).await;
+        assert_only(&answer, 400, request);
+    }
+    assert_eq!(backend.received(), "");
+}
