@@ -291,3 +291,39 @@ async fn faults_in_on_response_are_counted_in_the_metric_and_status_like_any_oth
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_over_the_host_call_limit_is_its_own_fault_kind() {
+    let backends = start_backends(&["a", "b"]).await;
+    let lb = Lb::start(hostile_config(&backends, "host_call_flood")).await;
+    let http = Http::new();
+    for _ in 0..3 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "lbhost_strategy_faults_total{kind=\"host_call_limit\"}"
+        ),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "lbhost_strategy_faults_total{kind=\"timeout\"}"),
+        0.0,
+        "not reported as a deadline: {metrics}"
+    );
+    let last = &status(&http, &lb).await["strategy"]["faults"]["last_fault"];
+    assert_eq!(last["kind"], json!("host_call_limit"));
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("more than 256 host calls in one call"),
+        "{message}"
+    );
+    assert!(
+        lb.log().contains("kind=\"host_call_limit\"") || lb.log().contains("kind=host_call_limit"),
+        "the fault line names the kind: {}",
+        lb.log()
+    );
+}
