@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use demo_backend::Backend;
-use lbhost_e2e::{config, guest, metric, start_backends, Http, Lb, Scratch};
+use lbhost_e2e::{config, guest, metric, metric_total, start_backends, Http, Lb, Scratch};
 use serde_json::{json, Value};
 
 /// `clients` keep-alive clients sending `each` GETs; every answer must be a 200 from a backend.
@@ -288,6 +288,88 @@ async fn faults_in_on_response_are_counted_in_the_metric_and_status_like_any_oth
             "lbhost_strategy_fallbacks_total{reason=\"quarantine\"}"
         ),
         5.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_over_the_host_call_limit_is_its_own_fault_kind() {
+    let backends = start_backends(&["a", "b"]).await;
+    let lb = Lb::start(hostile_config(&backends, "host_call_flood")).await;
+    let http = Http::new();
+    for _ in 0..3 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "lbhost_strategy_faults_total{kind=\"host_call_limit\"}"
+        ),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "lbhost_strategy_faults_total{kind=\"timeout\"}"),
+        0.0,
+        "not reported as a deadline: {metrics}"
+    );
+    let last = &status(&http, &lb).await["strategy"]["faults"]["last_fault"];
+    assert_eq!(last["kind"], json!("host_call_limit"));
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("more than 256 host calls in one call"),
+        "{message}"
+    );
+    assert!(
+        lb.log().contains("kind=\"host_call_limit\"") || lb.log().contains("kind=host_call_limit"),
+        "the fault line names the kind: {}",
+        lb.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fallback_shares_requests_evenly_among_the_eligible_backends() {
+    let backends = start_backends(&["a", "b"]).await;
+    // c listens nowhere: the first health probe takes it down.
+    let down = lbhost_e2e::free_addr();
+    let mut c = config("round_robin", &backends);
+    c["backends"]
+        .as_array_mut()
+        .expect("backends")
+        .push(json!({"url": format!("http://{down}")}));
+    c["strategy"] = json!(guest("hostile"));
+    c["strategy_config"] = json!({"mode": "out_of_range"});
+    c["health_check"] = json!({
+        "path": "/health", "interval": "100ms", "timeout": "1s",
+        "healthy_threshold": 1, "unhealthy_threshold": 1,
+    });
+    let lb = Lb::start(c).await;
+    let http = Http::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&http, &lb).await["backends"][2]["eligible"] != json!(false) {
+        assert!(Instant::now() < deadline, "c was never taken down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every answer of the strategy is out of range: every request is the fallback's.
+    load(&lb, 4, 150).await;
+    let hits: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    eprintln!(
+        "fallback shares over 600 requests with c down: a {}, b {}",
+        hits[0], hits[1]
+    );
+    assert_eq!(hits.iter().sum::<u64>(), 600);
+    for (backend, n) in backends.iter().zip(&hits) {
+        assert!(
+            (240..=360).contains(n),
+            "{} got {n} of 600 (want 40-60 %): {hits:?}",
+            backend.name()
+        );
+    }
+    let metrics = http.get(&lb.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric_total(&metrics, "lbhost_strategy_fallbacks_total{"),
+        600.0,
         "{metrics}"
     );
 }

@@ -161,7 +161,7 @@ fn classify(store: &Store<GuestState>, error: wasmtime::Error) -> Fault {
         return Fault::OutOfMemory;
     }
     if error.downcast_ref::<HostCallBudget>().is_some() {
-        return Fault::Timeout;
+        return Fault::HostCallLimit;
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel | Trap::Interrupt) => Fault::Timeout,

@@ -61,6 +61,11 @@ pub enum Fault {
     Trap(String),
     #[error("deadline exceeded")]
     Timeout,
+    #[error(
+        "more than {} host calls in one call (the limit per call)",
+        bindings::MAX_HOST_CALLS
+    )]
+    HostCallLimit,
     #[error("memory limit exceeded")]
     OutOfMemory,
     #[error("answered backend {0}, which is out of range, ineligible or excluded")]
@@ -78,6 +83,7 @@ impl Fault {
         match self {
             Fault::Trap(_) => "trap",
             Fault::Timeout => "timeout",
+            Fault::HostCallLimit => "host_call_limit",
             Fault::OutOfMemory => "out_of_memory",
             Fault::BadAnswer(_) => "bad_answer",
             Fault::Refused(_) => "refused",
