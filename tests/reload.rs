@@ -476,3 +476,60 @@ async fn memory_stays_flat_over_two_hundred_swaps() {
         "RSS grew from {rss_after_10} to {rss_after_200} bytes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_strategy_switch_refuses_unknown_fields_naming_them_and_changes_nothing() {
+    let backends = start_backends(&["a", "b"]).await;
+    let swappable = Swappable::start(&backends).await;
+    let lb = &swappable.lb;
+    let http = Http::new();
+    let before = status(&http, lb).await;
+    let long_field = format!("mode\n{}", "m".repeat(60_000));
+    let long_body = json!({"name": "ip_hash", long_field.as_str(): 1}).to_string();
+    let long_name = json!({"name": "n".repeat(60_000)}).to_string();
+    for (body, named) in [
+        (
+            r#"{"name": "weighted", "mode": "shadow", "sample": 1.0}"#,
+            "mode",
+        ),
+        (
+            r#"{"name": "ip_hash", "confg": {"header": "x-user"}}"#,
+            "confg",
+        ),
+        (r#"{"name": "weighted", "pool": "canary"}"#, "pool"),
+        (long_body.as_str(), "mode"),
+        (long_name.as_str(), "not a strategy name"),
+    ] {
+        let reply = post(&http, &lb.admin_url("/strategy"), body).await;
+        let shown = &body[..body.len().min(80)];
+        assert_eq!(reply.status, 400, "{shown}: {}", reply.text());
+        assert!(
+            reply.body.len() < 4096,
+            "{shown}: {} bytes",
+            reply.body.len()
+        );
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(named), "{shown}: {error}");
+        assert!(!error.contains('\n'), "{shown}: {error:?}");
+    }
+    let after = status(&http, lb).await;
+    assert_eq!(
+        after["strategy"], before["strategy"],
+        "the strategy is the same"
+    );
+    assert_eq!(
+        after["reload"]["last_strategy_reload"], before["reload"]["last_strategy_reload"],
+        "no switch was tried"
+    );
+    // What is known still works.
+    let reply = post(
+        &http,
+        &lb.admin_url("/strategy"),
+        r#"{"name": "ip_hash", "config": {"header": "x-user"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

@@ -11,10 +11,15 @@ use crate::config::{self, Config};
 use crate::health::HealthChecker;
 use crate::proxy::Proxy;
 use crate::strategy::Loaded;
+use crate::text::bounded;
 
 /// Settings read only at start; a reload that changes them logs that a restart is needed.
 const RESTART_ONLY: &str =
     "listen, admin, workers, sandbox, limits, timeouts.header_read, timeouts.client_idle";
+
+/// The longest strategy name `POST /strategy` takes (a file name's limit on Linux, `.wasm`
+/// included or not).
+const MAX_NAME_BYTES: usize = 255;
 
 /// What the CLI overrode; reapplied to every reloaded config.
 #[derive(Clone, Debug, Default)]
@@ -222,17 +227,20 @@ impl Reloader {
         Ok(())
     }
 
-    /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths.
+    /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths
+    /// and names longer than a file name can be.
     pub fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
         let name = name.trim();
         let valid = !name.is_empty()
+            && name.len() <= MAX_NAME_BYTES
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             && !name.starts_with('.');
         if !valid {
             return Err(ReloadError::BadRequest(format!(
-                "{name:?} is not a strategy name (letters, digits, _ - . only)"
+                "not a strategy name (at most {MAX_NAME_BYTES} letters, digits, _ - . only): {}",
+                bounded(&format!("{name:?}"))
             )));
         }
         let file = if name.ends_with(".wasm") {

@@ -28,11 +28,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::proxy::{local_response, Proxy, ProxyBody};
 use crate::reload::{ReloadError, Reloader};
+use crate::text::bounded;
 
 pub use auth::read_token;
 
@@ -131,8 +133,20 @@ async fn route(
     Ok(response)
 }
 
+/// The body of `POST /strategy`. Unknown fields are refused, as in the config file: a typo
+/// must not switch strategies with its parameters silently dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    /// A file of `strategies_dir`, with or without `.wasm`.
+    name: String,
+    /// Its `strategy_config`; the running one when absent.
+    config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// `POST /strategy` with `{"name": "ip_hash"}` (a file of `strategies_dir`) and optionally
-/// `"config": {...}` (its `strategy_config`); a bare name as the body works too.
+/// `"config": {...}` (its `strategy_config`); a bare name as the body works too. Any other field
+/// is refused with 400 naming it, and nothing changes.
 async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Response<ProxyBody> {
     let body = match http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -142,29 +156,25 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
     let text = String::from_utf8_lossy(&body);
-    let (name, params) = match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Object(map)) => {
-            let Some(name) = map.get("name").and_then(|n| n.as_str()) else {
-                return json_error(StatusCode::BAD_REQUEST, "expected {\"name\": \"...\"}");
-            };
-            let params = match map.get("config") {
-                None => None,
-                Some(serde_json::Value::Object(config)) => Some(
+    let (name, params) = if text.trim_start().starts_with('{') {
+        match serde_json::from_str::<SwitchRequest>(&text) {
+            Ok(switch) => {
+                let params = switch.config.map(|config| {
                     config
-                        .iter()
+                        .into_iter()
                         .map(|(k, v)| match v {
-                            serde_json::Value::String(s) => (k.clone(), s.clone()),
-                            other => (k.clone(), other.to_string()),
+                            serde_json::Value::String(s) => (k, s),
+                            other => (k, other.to_string()),
                         })
-                        .collect(),
-                ),
-                Some(_) => {
-                    return json_error(StatusCode::BAD_REQUEST, "config: expected an object")
-                }
-            };
-            (name.to_string(), params)
+                        .collect()
+                });
+                (switch.name, params)
+            }
+            // It quotes the request (an unknown field's name): bounded.
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e.to_string())),
         }
-        _ => (text.trim().to_string(), None),
+    } else {
+        (text.trim().to_string(), None)
     };
     let path = match reloader.strategy_by_name(&name) {
         Ok(path) => path,
