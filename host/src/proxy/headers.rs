@@ -73,7 +73,7 @@ pub struct Forwarding<'a> {
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
     pub peer_trusted: bool,
-    /// The host the client asked for (`Host`, or the URI's authority), if any.
+    /// The host the client asked for (the target's authority, or `Host`), if any.
     pub host: Option<&'a [u8]>,
     /// The `Host` to send when the client named none: the backend's own.
     pub fallback_host: &'a str,

@@ -51,13 +51,18 @@ impl Value<'_> {
 }
 
 impl RequestHead {
-    /// The request line: `method target HTTP/1.1` (`target` in origin form).
+    /// The request line: `method target HTTP/1.1`. `target` is the path and query of the
+    /// request, or `*`: a path that is empty (as in the absolute-form `http://host?q`) is `/`
+    /// in origin form (RFC 9112 §3.2.1).
     pub fn new(method: &Method, target: &str) -> Self {
         // A spare head buffer (warm, no allocation) when there is one.
         let mut buf = buffers::head_buffer();
         buf.reserve(512);
         buf.extend_from_slice(method.as_str().as_bytes());
         buf.push(b' ');
+        if !target.starts_with('/') && target != "*" {
+            buf.push(b'/');
+        }
         buf.extend_from_slice(target.as_bytes());
         buf.extend_from_slice(b" HTTP/1.1\r\n");
         RequestHead {
@@ -171,5 +176,18 @@ mod tests {
             &Empty::<Bytes>::new(),
         );
         assert!(upgrade.upgrade);
+    }
+
+    #[test]
+    fn an_empty_path_is_a_slash_and_an_asterisk_stays() {
+        for (target, line) in [
+            ("?x=1", "GET /?x=1 HTTP/1.1\r\n"),
+            ("", "GET / HTTP/1.1\r\n"),
+            ("/a", "GET /a HTTP/1.1\r\n"),
+            ("*", "GET * HTTP/1.1\r\n"),
+        ] {
+            let head = RequestHead::new(&Method::GET, target).finish(&Empty::<Bytes>::new());
+            assert!(head.bytes.starts_with(line.as_bytes()), "{target:?}");
+        }
     }
 }
