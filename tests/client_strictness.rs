@@ -1,9 +1,9 @@
 //! Requests that a lenient parser and a strict one read differently, sent byte for byte (vectors
 //! from llhttp's tests and HTTP Garden's reports): a bare CR or LF where a line should end in
-//! CRLF, chunk lines off the grammar, CONNECT, request targets in odd forms, a missing `Host`.
-//! Each is refused with the status RFC 9112 gives, before anything of it reaches the backend
-//! that could be read as a request, or forwarded in the one form every backend reads the same
-//! way. A backend that records the bytes it gets shows which.
+//! CRLF, chunk lines off the grammar, CONNECT, request targets in odd forms, transfer codings
+//! other than chunked, a missing `Host`. Each is refused with the status RFC 9112 gives, before
+//! anything of it reaches the backend that could be read as a request, or forwarded in the one
+//! form every backend reads the same way. A backend that records the bytes it gets shows which.
 
 use std::time::Duration;
 
@@ -252,6 +252,49 @@ async fn targets_reach_the_backend_in_origin_form_and_other_forms_are_refused() 
     ] {
         let answer = exchange(&lb, request).await;
         assert_only(&answer, 400, request);
+    }
+    assert_eq!(backend.received(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_reach_the_backend_with_the_body() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    let request = b"POST /coded HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\
+                    Connection: close\r\n\r\n5\r\nGZIP!\r\n0\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 200, request);
+    let head = forwarded_head(&backend, "/coded");
+    assert!(
+        head.contains("\r\ntransfer-encoding: gzip, chunked"),
+        "{head:?}"
+    );
+    assert_eq!(head.matches("transfer-encoding").count(), 1, "{head:?}");
+    assert!(
+        backend
+            .received()
+            .contains("\r\n\r\n5\r\nGZIP!\r\n0\r\n\r\n"),
+        "{:?}",
+        backend.received()
+    );
+    // Codings in two fields are one list.
+    let request = b"POST /two-fields HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: deflate\r\n\
+                    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nD\r\n0\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 200, request);
+    let head = forwarded_head(&backend, "/two-fields");
+    assert!(
+        head.contains("\r\ntransfer-encoding: deflate, chunked"),
+        "{head:?}"
+    );
+    // Chunked must be the last coding, once (RFC 9112 §6.1, §6.3).
+    let before = backend.received();
+    for codings in ["gzip", "chunked, gzip", "chunked, chunked"] {
+        let request = format!(
+            "POST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {codings}\r\n\r\n0\r\n\r\n"
+        );
+        let answer = exchange(&lb, request.as_bytes()).await;
+        assert_only(&answer, 400, request.as_bytes());
     }
     assert_eq!(backend.received(), before);
 }

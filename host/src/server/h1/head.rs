@@ -201,15 +201,15 @@ impl<'a> Seen<'a> {
     }
 
     /// How the request body is delimited (RFC 9112 §6.3). Anything a proxy could be smuggled
-    /// through is refused: lengths that disagree, chunked not last, chunked in HTTP/1.0, chunked
-    /// with a length.
+    /// through is refused: lengths that disagree, chunked not last or twice, chunked in
+    /// HTTP/1.0, chunked with a length.
     fn framing(&self, version: Version) -> Result<Reading, HeadError> {
         let f = &self.fields;
         let length = f
             .length
             .map_err(|_| HeadError::Malformed("content-length"))?;
         if f.transfer_encoding {
-            if !f.chunked_last || version == Version::HTTP_10 {
+            if !f.chunked_last || f.bad_codings || version == Version::HTTP_10 {
                 return Err(HeadError::Malformed("transfer-encoding"));
             }
             if f.content_length {

@@ -48,6 +48,10 @@ fn body_framing_follows_the_rules_and_refuses_smuggling() {
         "content-length: -1\r\n",
         "content-length: 5x\r\n",
         "transfer-encoding: chunked, gzip\r\n",
+        "transfer-encoding: gzip\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n",
         "transfer-encoding: chunked\r\ncontent-length: 5\r\n",
     ] {
         assert_eq!(
