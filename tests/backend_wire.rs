@@ -1,9 +1,9 @@
 //! What backends put on the wire, byte for byte: chunked bodies with trailers, answers that
 //! trickle in a byte at a time, interim 100s, bodies delimited by closing, answers that come
-//! before the upload ends, answers framed leniently, and answers that are not HTTP at all.
-//! lbhost reads backends with its own HTTP/1.1 client, so these are written by hand. The client
-//! gets the backend's answer, or a 502 for a broken one, and the next request is served either
-//! way.
+//! before the upload ends, answers framed leniently, transfer codings other than chunked, and
+//! answers that are not HTTP at all. lbhost reads backends with its own HTTP/1.1 client, so
+//! these are written by hand. The client gets the backend's answer, or a 502 for a broken one,
+//! and the next request is served either way.
 
 use std::time::Duration;
 
@@ -79,6 +79,15 @@ fn script(path: &str) -> (Vec<u8>, bool) {
         "/chunk-empty-extension" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n".to_vec(),
             false,
+        ),
+        "/deflate" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: deflate, chunked\r\n\r\n5\r\nDEFL!\r\n0\r\n\r\n"
+                .to_vec(),
+            false,
+        ),
+        "/gzip-until-close" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nGZIP!".to_vec(),
+            true,
         ),
         "/too-large" => (
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much".to_vec(),
@@ -454,4 +463,49 @@ async fn an_answer_framed_leniently_is_relayed_and_its_connection_not_reused() {
         assert_eq!(reply.text(), "hello, world");
     }
     assert_eq!(backend.accepted() - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answers_transfer_codings_reach_an_http_1_1_client_and_others_get_502() {
+    let backend = scripted().await;
+    let lb = Lb::start(only(&backend)).await;
+    for (path, body) in [
+        ("/deflate", "5\r\nDEFL!\r\n"),
+        ("/gzip-until-close", "5\r\nGZIP!\r\n"),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+        let answer = send_raw(lb.listen(), request.as_bytes()).await;
+        let (head, rest) = answer.split_once("\r\n\r\n").expect("a whole head");
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{path}: {answer:?}"
+        );
+        let coded = if path == "/deflate" {
+            "deflate"
+        } else {
+            "gzip"
+        };
+        assert!(
+            head.contains(&format!("\r\ntransfer-encoding: {coded}, chunked\r\n")),
+            "{path}: {head:?}"
+        );
+        assert_eq!(
+            head.matches("transfer-encoding").count(),
+            1,
+            "{path}: {head:?}"
+        );
+        assert!(!head.contains("content-length"), "{path}: {head:?}");
+        assert_eq!(rest, format!("{body}0\r\n\r\n"), "{path}");
+    }
+    // HTTP/1.0 has no transfer codings, HTTP/2 none either: the body cannot be relayed as coded.
+    let answer = send_raw(lb.listen(), b"GET /deflate HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer:?}");
+    let reply = Http::h2c().get(&lb.url("/deflate")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    // And the next request is served.
+    let reply = Http::new().get(&lb.url("/after")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "/after")
+    );
 }

@@ -1,12 +1,14 @@
 //! Requests that a lenient parser and a strict one read differently, sent byte for byte (vectors
 //! from llhttp's tests and HTTP Garden's reports): a bare CR or LF where a line should end in
-//! CRLF, chunk lines off the grammar. Each is refused with the status RFC 9112 gives, before
-//! anything of it reaches the backend that could be read as a request. A backend that records
-//! the bytes it gets shows which.
+//! CRLF, chunk lines off the grammar, CONNECT, request targets in odd forms, transfer codings
+//! other than chunked, a missing `Host`. Each is refused with the status RFC 9112 gives, before
+//! anything of it reaches the backend that could be read as a request, or forwarded in the one
+//! form every backend reads the same way. A backend that records the bytes it gets shows which.
 
 use std::time::Duration;
 
-use lbhost_e2e::{send_raw_for, wait_until, Lb, RecordingBackend};
+use hyper::{Method, Request, StatusCode};
+use lbhost_e2e::{send_raw_for, wait_until, Http, Lb, RecordingBackend};
 use serde_json::json;
 
 /// How long a raw exchange may take: lbhost answers and closes well within it.
@@ -39,6 +41,23 @@ fn assert_only(answer: &str, status: u16, request: &[u8]) {
         1,
         "{request:?}: {answer:?}"
     );
+}
+
+/// The request line and fields the backend got of the request for `path`, lower-cased.
+fn forwarded_head(backend: &RecordingBackend, path: &str) -> String {
+    let received = backend.received().to_ascii_lowercase();
+    let start = received
+        .find(&format!(" {path} http/1.1\r\n"))
+        .and_then(|at| {
+            received[..at]
+                .rfind("\r\n")
+                .map_or(Some(0), |line| Some(line + 2))
+        })
+        .unwrap_or_else(|| panic!("no request for {path} reached the backend: {received:?}"));
+    let end = received[start..]
+        .find("\r\n\r\n")
+        .map_or(received.len(), |end| start + end);
+    received[start..end].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,4 +175,174 @@ async fn a_bare_lf_in_a_request_head_is_a_bad_request_and_reaches_no_backend() {
         assert_only(&answer, 400, request);
     }
     assert_eq!(backend.received(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_answered_405_and_the_connection_closes() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    let request = b"CONNECT backend.example:443 HTTP/1.1\r\nHost: backend.example:443\r\n\r\n\
+                    GET /tunnelled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 405, request);
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("\r\nallow:"),
+        "{answer:?}"
+    );
+    // Over HTTP/2 too.
+    let response = Http::h2c()
+        .try_send(
+            Request::builder()
+                .method(Method::CONNECT)
+                .uri(format!("http://{}", lb.listen()))
+                .body(lbhost_e2e::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(backend.received(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_reach_the_backend_in_origin_form_and_other_forms_are_refused() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    for (request, line, host) in [
+        (
+            &b"GET http://shop.example?x=1 HTTP/1.1\r\nHost: other.example\r\n\
+               Connection: close\r\n\r\n"[..],
+            "get /?x=1 http/1.1",
+            "shop.example",
+        ),
+        (
+            b"GET HTTP://Shop.Example:8080 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "get / http/1.1",
+            "shop.example:8080",
+        ),
+        (
+            b"GET https://shop.example/a/b?c HTTP/1.1\r\nHost: shop.example\r\n\
+              Connection: close\r\n\r\n",
+            "get /a/b?c http/1.1",
+            "shop.example",
+        ),
+        (
+            b"OPTIONS * HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+            "options * http/1.1",
+            "shop.example",
+        ),
+    ] {
+        let answer = exchange(&lb, request).await;
+        assert_only(&answer, 200, request);
+        let path = line.split(' ').nth(1).unwrap_or_default();
+        let head = forwarded_head(&backend, path);
+        assert!(head.starts_with(&format!("{line}\r\n")), "{head:?}");
+        assert!(head.contains(&format!("\r\nhost: {host}\r\n")), "{head:?}");
+        assert_eq!(head.matches("\r\nhost:").count(), 1, "{head:?}");
+    }
+    let before = backend.received();
+    for request in [
+        &b"GET ! HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET shop.example:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a#fragment HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://user@shop.example/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET ftp://shop.example/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let answer = exchange(&lb, request).await;
+        assert_only(&answer, 400, request);
+    }
+    assert_eq!(backend.received(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_reach_the_backend_with_the_body() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    let request = b"POST /coded HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\
+                    Connection: close\r\n\r\n5\r\nGZIP!\r\n0\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 200, request);
+    let head = forwarded_head(&backend, "/coded");
+    assert!(
+        head.contains("\r\ntransfer-encoding: gzip, chunked"),
+        "{head:?}"
+    );
+    assert_eq!(head.matches("transfer-encoding").count(), 1, "{head:?}");
+    assert!(
+        backend
+            .received()
+            .contains("\r\n\r\n5\r\nGZIP!\r\n0\r\n\r\n"),
+        "{:?}",
+        backend.received()
+    );
+    // Codings in two fields are one list.
+    let request = b"POST /two-fields HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: deflate\r\n\
+                    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nD\r\n0\r\n\r\n";
+    let answer = exchange(&lb, request).await;
+    assert_only(&answer, 200, request);
+    let head = forwarded_head(&backend, "/two-fields");
+    assert!(
+        head.contains("\r\ntransfer-encoding: deflate, chunked"),
+        "{head:?}"
+    );
+    // Chunked must be the last coding, once (RFC 9112 §6.1, §6.3).
+    let before = backend.received();
+    for codings in ["gzip", "chunked, gzip", "chunked, chunked"] {
+        let request = format!(
+            "POST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {codings}\r\n\r\n0\r\n\r\n"
+        );
+        let answer = exchange(&lb, request.as_bytes()).await;
+        assert_only(&answer, 400, request.as_bytes());
+    }
+    assert_eq!(backend.received(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_1_request_needs_exactly_one_host() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    for request in [
+        &b"GET /a HTTP/1.1\r\n\r\n"[..],
+        b"GET /a HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        b"GET http://shop.example/a HTTP/1.1\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let answer = exchange(&lb, request).await;
+        assert_only(&answer, 400, request);
+    }
+    assert_eq!(backend.received(), "");
+    // HTTP/1.0 needs none: the backend's own is sent.
+    let answer = exchange(&lb, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let head = forwarded_head(&backend, "/old");
+    let authority = backend.url().trim_start_matches("http://").to_string();
+    assert!(
+        head.contains(&format!("\r\nhost: {authority}\r\n")),
+        "{head:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_2_requests_are_served_as_before() {
+    let backend = RecordingBackend::start().await;
+    let lb = lb(&backend).await;
+    let http = Http::h2c();
+    let reply = http.get(&lb.url("/h2?x=1")).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "ok")
+    );
+    let request = Request::post(lb.url("/h2-upload"))
+        .body(lbhost_e2e::full("hello"))
+        .expect("request");
+    assert_eq!(http.send(request).await.status, StatusCode::OK);
+    let head = forwarded_head(&backend, "/h2?x=1");
+    let authority = lb.listen().to_string();
+    assert!(
+        head.contains(&format!("\r\nhost: {authority}\r\n")),
+        "{head:?}"
+    );
+    assert!(forwarded_head(&backend, "/h2-upload").contains("\r\ncontent-length: 5"));
 }

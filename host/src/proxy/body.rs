@@ -61,9 +61,13 @@ impl ProxyBody {
 }
 
 /// `response` with the backend's fields moved into its header map, for a writer that has no use
-/// for them in wire form (HTTP/2). A field the `http` types refuse fails the response.
+/// for them in wire form (HTTP/2). A field the `http` types refuse fails the response, and so
+/// does a transfer coding other than chunked: HTTP/2 has no way to say the body carries it.
 pub fn with_header_map(mut response: Response<ProxyBody>) -> Result<Response<ProxyBody>, BadField> {
     let fields = response.body_mut().take_fields();
+    if fields.transfer_codings().is_some() {
+        return Err(BadField::TransferCoding);
+    }
     if !fields.is_empty() {
         let map = fields.header_map()?;
         let headers = response.headers_mut();

@@ -15,6 +15,7 @@ const X_FORWARDED_HOST: &str = "x-forwarded-host";
 const FORWARDED: &str = "forwarded";
 const HOST: &str = "host";
 const CONNECTION: &str = "connection";
+const TRANSFER_ENCODING: &str = "transfer-encoding";
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -73,7 +74,7 @@ pub struct Forwarding<'a> {
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
     pub peer_trusted: bool,
-    /// The host the client asked for (`Host`, or the URI's authority), if any.
+    /// The host the client asked for (the target's authority, or `Host`), if any.
     pub host: Option<&'a [u8]>,
     /// The `Host` to send when the client named none: the backend's own.
     pub fallback_host: &'a str,
@@ -83,15 +84,20 @@ pub struct Forwarding<'a> {
 
 /// Writes the fields the backend gets into `head`: the client's `fields` (names as the client
 /// wrote them) without the hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection`
-/// names), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy
-/// the existing forwarding values are kept and extended; from anyone else they are replaced.
+/// names; the transfer codings of `Transfer-Encoding` go to `head` to be written with the
+/// framing), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted
+/// proxy the existing forwarding values are kept and extended; from anyone else they are
+/// replaced.
 pub fn write_upstream(head: &mut RequestHead, fields: &RequestFields, f: &Forwarding<'_>) {
     let connection = fields.contains(CONNECTION);
     for (name, value) in fields.iter() {
-        if wire::is_hop_by_hop(name)
-            || is_rewritten(name)
-            || (connection && named_by_connection(fields, name))
-        {
+        if wire::is_hop_by_hop(name) {
+            if is_named(name, TRANSFER_ENCODING) {
+                head.transfer_encoding(value);
+            }
+            continue;
+        }
+        if is_rewritten(name) || (connection && named_by_connection(fields, name)) {
             continue;
         }
         head.header(name, value);
@@ -328,6 +334,35 @@ mod tests {
         ]);
         let lines = upstream(&h, "10.0.0.1", false, Some("h"));
         assert!(lines.starts_with("x-bar: 2\r\nhost: h\r\n"), "{lines}");
+    }
+
+    #[test]
+    fn the_transfer_codings_go_with_the_framing() {
+        let h = headers(&[
+            ("transfer-encoding", "gzip"),
+            ("x-a", "1"),
+            ("Transfer-Encoding", "chunked"),
+        ]);
+        let mut head = RequestHead::new(&http::Method::POST, "/");
+        let forwarding = Forwarding {
+            peer: "10.0.0.1".parse().unwrap(),
+            peer_trusted: false,
+            host: Some(b"h"),
+            fallback_host: "backend:80",
+            upgrade: None,
+        };
+        write_upstream(&mut head, &h, &forwarding);
+        let outgoing = head.finish(&http_body_util::Full::new(bytes::Bytes::from("x")));
+        let text = String::from_utf8(outgoing.bytes.to_vec()).unwrap();
+        assert!(
+            text.starts_with("POST / HTTP/1.1\r\nx-a: 1\r\nhost: h\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("transfer-encoding").count(), 1, "{text}");
     }
 
     #[test]

@@ -473,19 +473,21 @@ fn relay(
 }
 
 /// The request head for one attempt on `backend`: the client's method, target (in origin
-/// form) and fields, with the proxy fields (`Host` kept, or the backend's when the client sent
-/// none) and the framing `body` needs.
+/// form) and fields, with the proxy fields (`Host` from the target's authority or the client's
+/// `Host`, or the backend's when the client named none) and the framing `body` needs.
 fn upstream_head(
     client_head: &ClientHead,
     backend: &Backend,
     client: &Client,
     body: &UpstreamBody,
 ) -> Outgoing {
-    // HTTP/2 clients name the host in the URI (`:authority`), not in a field.
+    // HTTP/2 clients name the host in the URI (`:authority`), not in a field; an HTTP/1.1
+    // target in absolute form names it too, and then `Host` is ignored (RFC 9112 §3.2.2).
     let host = client_head
-        .fields
-        .get("host")
-        .or_else(|| client_head.uri.authority().map(|a| a.as_str().as_bytes()));
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| client_head.fields.get("host"));
     let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = RequestHead::new(&client_head.method, target);
     let forwarding = headers::Forwarding {

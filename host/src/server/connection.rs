@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -107,11 +107,19 @@ pub(super) async fn serve(
     };
     let service = service_fn(move |request: http::Request<Incoming>| {
         let (parts, body) = request.into_parts();
+        // lbhost is no forward proxy, over HTTP/1.1 (see `h1`) or HTTP/2.
+        let connect = parts.method == Method::CONNECT;
         let head = ClientHead::from_parts(parts);
         // Boxed: hyper spawns a task per stream and moves its future several times on the way
         // in (and again when it completes); the proxy's future is several KiB, a box is a word.
-        let answer = Box::pin(Arc::clone(&proxy).handle(head, body, peer, None));
-        async move { Ok::<_, Infallible>(http2_head(answer.await?)) }
+        let answer =
+            (!connect).then(|| Box::pin(Arc::clone(&proxy).handle(head, body, peer, None)));
+        async move {
+            let Some(answer) = answer else {
+                return Ok(local_response(StatusCode::METHOD_NOT_ALLOWED));
+            };
+            Ok::<_, Infallible>(http2_head(answer.await?))
+        }
     });
     let connection = boxed(|| {
         settings

@@ -14,6 +14,11 @@ pub struct FramingFields<'a> {
     pub transfer_encoding: bool,
     /// `chunked` is the last coding of the last `Transfer-Encoding` field.
     pub chunked_last: bool,
+    /// A `Transfer-Encoding` field names no coding, or `chunked` is followed by another coding
+    /// (applied twice, or not last: RFC 9112 §6.1).
+    pub bad_codings: bool,
+    /// A coding other than `chunked` is named.
+    pub other_codings: bool,
     /// `Content-Length` is present.
     pub content_length: bool,
     /// Its value once all its fields agree (a list of equal values is one value, RFC 9110
@@ -36,6 +41,8 @@ impl Default for FramingFields<'_> {
         FramingFields {
             transfer_encoding: false,
             chunked_last: false,
+            bad_codings: false,
+            other_codings: false,
             content_length: false,
             length: Ok(None),
             close: false,
@@ -63,9 +70,18 @@ impl<'a> FramingFields<'a> {
             }
             17 if is(b"transfer-encoding") => {
                 self.transfer_encoding = true;
-                self.chunked_last = tokens(value)
-                    .last()
-                    .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
+                let mut named = false;
+                for token in tokens(value) {
+                    named = true;
+                    // A coding after `chunked`, in this field or in a later one.
+                    self.bad_codings |= self.chunked_last;
+                    self.chunked_last = token.eq_ignore_ascii_case(b"chunked");
+                    self.other_codings |= !self.chunked_last;
+                }
+                if !named {
+                    self.bad_codings = true;
+                    self.chunked_last = false;
+                }
             }
             14 if is(b"content-length") => {
                 self.content_length = true;
@@ -99,6 +115,27 @@ impl<'a> FramingFields<'a> {
     }
 }
 
+/// The transfer codings that `values` (the `Transfer-Encoding` field values of a message, in
+/// order) name before a final `chunked`, as one list: what a hop that frames the body again
+/// passes on with its own `chunked` (RFC 9112 §6.1). Empty when there are none.
+pub fn codings_before_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut codings: SmallVec<[&[u8]; 4]> = values.into_iter().flat_map(tokens).collect();
+    if codings
+        .last()
+        .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"))
+    {
+        codings.pop();
+    }
+    let mut list = Vec::new();
+    for (i, coding) in codings.iter().enumerate() {
+        if i > 0 {
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(coding);
+    }
+    list
+}
+
 /// The items of a comma-separated field value, trimmed, empty ones left out.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -119,6 +156,7 @@ mod tests {
         assert!(f.note(b"Content-Length", b"5, 5"));
         assert!(!f.note(b"content-type", b"text/plain"));
         assert!(f.keep_alive && !f.close && f.transfer_encoding && f.chunked_last);
+        assert!(f.other_codings && !f.bad_codings);
         assert_eq!(f.length, Ok(Some(5)));
         assert!(f.connection_specific(b"x-secret") && f.connection_specific(b"TE"));
         assert!(!f.connection_specific(b"content-type"));
@@ -133,5 +171,33 @@ mod tests {
         assert_eq!(f.length, Err(BadLength));
         f.note(b"connection", b"close");
         assert!(!f.persistent(Version::HTTP_11) && !f.persistent(Version::HTTP_10));
+    }
+
+    #[test]
+    fn transfer_codings_are_read_across_fields() {
+        let read = |values: &[&str]| {
+            let mut f = FramingFields::default();
+            for value in values {
+                f.note(b"Transfer-Encoding", value.as_bytes());
+            }
+            (f.chunked_last, f.bad_codings, f.other_codings)
+        };
+        assert_eq!(read(&["chunked"]), (true, false, false));
+        assert_eq!(read(&["gzip", "chunked"]), (true, false, true));
+        assert_eq!(read(&["gzip"]), (false, false, true));
+        assert_eq!(read(&["chunked, gzip"]), (false, true, true));
+        assert_eq!(read(&["chunked", "gzip"]), (false, true, true));
+        assert_eq!(read(&["chunked", "chunked"]), (true, true, false));
+        assert_eq!(read(&["chunked", ""]), (false, true, false));
+        assert_eq!(read(&[" , "]), (false, true, false));
+
+        let list = |values: &[&str]| {
+            let list = codings_before_chunked(values.iter().map(|v| v.as_bytes()));
+            String::from_utf8(list).unwrap()
+        };
+        assert_eq!(list(&["chunked"]), "");
+        assert_eq!(list(&["gzip,chunked"]), "gzip");
+        assert_eq!(list(&["gzip ,  deflate", "Chunked"]), "gzip, deflate");
+        assert_eq!(list(&["deflate"]), "deflate");
     }
 }

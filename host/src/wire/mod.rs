@@ -11,7 +11,7 @@ mod response;
 mod spans;
 
 pub use chunked::{Chunked, Decoded};
-pub use framing_fields::{tokens, BadLength, FramingFields};
+pub use framing_fields::{codings_before_chunked, tokens, BadLength, FramingFields};
 pub use raw_fields::RawFields;
 pub use request::{Outgoing, RequestFraming, RequestHead, Value};
 pub use response::{parse_head, Framing, Head as ResponseHead};
@@ -36,6 +36,8 @@ pub enum WireError {
     ContentLength,
     #[error("malformed chunked body")]
     Chunked,
+    #[error("invalid Transfer-Encoding in response")]
+    TransferEncoding,
     #[error("101 Switching Protocols to a request that asked for no upgrade")]
     UnaskedUpgrade,
 }

@@ -26,6 +26,11 @@ pub struct RawFields {
     length: Option<Span>,
     /// Whether a `Date` field is among them.
     date: bool,
+    /// How many bytes at the end of `head` are not the head's but the body's transfer codings
+    /// (see [`RawFields::set_transfer_codings`]); 0 when there are none. Kept there rather than
+    /// in a field of their own, so that every response body stays the size it was for the sake
+    /// of a few.
+    codings: u16,
 }
 
 impl RawFields {
@@ -58,7 +63,30 @@ impl RawFields {
             runs,
             length,
             date,
+            codings: 0,
         }
+    }
+
+    /// Sets the transfer codings the body was sent with, other than a final `chunked` (as
+    /// [`super::codings_before_chunked`] lists them; `Transfer-Encoding` itself is hop-by-hop
+    /// and never among the fields). They go after a copy of the head; a list of 64 KiB or more
+    /// (longer than a head can be) is refused.
+    pub fn set_transfer_codings(&mut self, codings: &[u8]) -> Result<(), BadField> {
+        let length = u16::try_from(codings.len()).map_err(|_| BadField::TransferCoding)?;
+        let mut head = Vec::with_capacity(self.head.len() + codings.len());
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(codings);
+        self.head = Bytes::from(head);
+        self.codings = length;
+        Ok(())
+    }
+
+    /// The transfer codings the body still carries once its chunked framing is taken off
+    /// (`gzip, deflate`), if any: a writer that frames the body again names them before its own
+    /// `chunked`, and one that cannot (HTTP/1.0, HTTP/2) cannot relay the body.
+    pub fn transfer_codings(&self) -> Option<&[u8]> {
+        let start = self.head.len().checked_sub(usize::from(self.codings))?;
+        (self.codings > 0).then(|| &self.head[start..])
     }
 
     /// Whether there are no fields.

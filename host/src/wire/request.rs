@@ -2,6 +2,7 @@
 
 use http::Method;
 
+use super::codings_before_chunked;
 use crate::buffers;
 
 /// How the request body goes on the wire.
@@ -26,6 +27,9 @@ pub struct RequestHead {
     buf: Vec<u8>,
     method: Method,
     upgrade: bool,
+    /// The client's `Transfer-Encoding` values, joined (see [`RequestHead::transfer_encoding`]);
+    /// empty (no allocation) for nearly every request.
+    codings: Vec<u8>,
 }
 
 /// A finished request head, ready for the wire (and again, if the request must go again). Its
@@ -51,20 +55,40 @@ impl Value<'_> {
 }
 
 impl RequestHead {
-    /// The request line: `method target HTTP/1.1` (`target` in origin form).
+    /// The request line: `method target HTTP/1.1`. `target` is the path and query of the
+    /// request, or `*`: a path that is empty (as in the absolute-form `http://host?q`) is `/`
+    /// in origin form (RFC 9112 §3.2.1).
     pub fn new(method: &Method, target: &str) -> Self {
         // A spare head buffer (warm, no allocation) when there is one.
         let mut buf = buffers::head_buffer();
         buf.reserve(512);
         buf.extend_from_slice(method.as_str().as_bytes());
         buf.push(b' ');
+        if !target.starts_with('/') && target != "*" {
+            buf.push(b'/');
+        }
         buf.extend_from_slice(target.as_bytes());
         buf.extend_from_slice(b" HTTP/1.1\r\n");
         RequestHead {
             buf,
             method: method.clone(),
             upgrade: false,
+            codings: Vec::new(),
         }
+    }
+
+    /// Notes a `Transfer-Encoding` field of the client's request (the field itself is
+    /// hop-by-hop): the codings it names before the final `chunked` go to the backend in the
+    /// `Transfer-Encoding` that [`RequestHead::finish`] writes, the body still coded with them.
+    pub fn transfer_encoding(&mut self, value: &[u8]) {
+        // The usual `chunked` alone leaves nothing to pass on: nothing is kept (no allocation).
+        if self.codings.is_empty() && value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return;
+        }
+        if !self.codings.is_empty() {
+            self.codings.extend_from_slice(b", ");
+        }
+        self.codings.extend_from_slice(value);
     }
 
     /// One header line. `name` is a header name (a token, in any case) and `value` a valid
@@ -94,9 +118,20 @@ impl RequestHead {
     }
 
     /// The head, closed with the framing header `body` needs: its exact size (a client's
-    /// `Content-Length`, as the body reports it), or chunked.
+    /// `Content-Length`, as the body reports it), or chunked; chunked after the client's other
+    /// transfer codings, if it named any.
     pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
-        let framing = if body.is_end_stream() {
+        let codings = if self.codings.is_empty() {
+            Vec::new()
+        } else {
+            codings_before_chunked([&self.codings[..]])
+        };
+        let framing = if !codings.is_empty() {
+            self.buf.extend_from_slice(b"transfer-encoding: ");
+            self.buf.extend_from_slice(&codings);
+            self.buf.extend_from_slice(b", chunked\r\n");
+            RequestFraming::Chunked
+        } else if body.is_end_stream() {
             // As hyper does: methods that normally carry a body say it is empty.
             if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
                 self.buf.extend_from_slice(b"content-length: 0\r\n");
@@ -171,5 +206,37 @@ mod tests {
             &Empty::<Bytes>::new(),
         );
         assert!(upgrade.upgrade);
+    }
+
+    #[test]
+    fn an_empty_path_is_a_slash_and_an_asterisk_stays() {
+        for (target, line) in [
+            ("?x=1", "GET /?x=1 HTTP/1.1\r\n"),
+            ("", "GET / HTTP/1.1\r\n"),
+            ("/a", "GET /a HTTP/1.1\r\n"),
+            ("*", "GET * HTTP/1.1\r\n"),
+        ] {
+            let head = RequestHead::new(&Method::GET, target).finish(&Empty::<Bytes>::new());
+            assert!(head.bytes.starts_with(line.as_bytes()), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn the_clients_transfer_codings_go_before_chunked() {
+        let mut head = RequestHead::new(&Method::POST, "/");
+        head.transfer_encoding(b"gzip");
+        head.transfer_encoding(b"deflate , chunked");
+        // A body that is not streamed is still sent chunked: it is coded.
+        let out = head.finish(&Full::new(Bytes::from("abc")));
+        assert_eq!(
+            &out.bytes[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, deflate, chunked\r\n\r\n"
+        );
+        assert_eq!(out.framing, RequestFraming::Chunked);
+
+        let mut head = RequestHead::new(&Method::POST, "/");
+        head.transfer_encoding(b"chunked");
+        let out = head.finish(&Full::new(Bytes::from("abc")));
+        assert_eq!(out.framing, RequestFraming::Length(3));
     }
 }

@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use http::{Method, Response, StatusCode, Version};
 
 use super::spans::FieldSpans;
-use super::{FramingFields, RawFields, WireError, MAX_HEAD, MAX_HEADERS};
+use super::{codings_before_chunked, FramingFields, RawFields, WireError, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +45,8 @@ pub struct Head {
 ///
 /// Its fields are the end-to-end ones only, ready to forward: the hop-by-hop ones and those
 /// `Connection` names are read for the framing and the connection's persistence and left out
-/// (except on a 101, whose fields go to the client with the switch).
+/// (except on a 101, whose fields go to the client with the switch). The transfer codings of
+/// the body other than a final `chunked` go with them ([`RawFields::transfer_codings`]).
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
@@ -111,9 +112,18 @@ pub fn parse_head(
         // A 101 keeps them all: they describe the protocol the connection switches to, and go
         // to the client with it.
         let end_to_end_only = status != StatusCode::SWITCHING_PROTOCOLS;
-        let fields = RawFields::collect(bytes.clone(), &spans, |name| {
+        let mut fields = RawFields::collect(bytes.clone(), &spans, |name| {
             end_to_end_only && seen.connection_specific(name)
         });
+        if seen.other_codings && matches!(framing, Framing::Chunked | Framing::UntilClose) {
+            let values = spans
+                .fields(&bytes)
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"transfer-encoding"))
+                .map(|(_, value)| value);
+            fields
+                .set_transfer_codings(&codings_before_chunked(values))
+                .map_err(|_| WireError::TransferEncoding)?;
+        }
         let mut response = Response::new(());
         *response.status_mut() = status;
         // The backend's HTTP version only decides whether its connection stays open; the
@@ -150,6 +160,9 @@ fn framing(
         return Ok((Framing::Empty, true));
     }
     if seen.transfer_encoding {
+        if seen.bad_codings {
+            return Err(WireError::TransferEncoding);
+        }
         // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112 §6.3).
         return Ok(if seen.chunked_last {
             (Framing::Chunked, !seen.content_length)
@@ -310,6 +323,47 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_go_with_the_fields() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        assert_eq!(h.fields.transfer_codings(), Some(&b"deflate"[..]));
+        assert!(h.fields.header_map().unwrap().is_empty());
+
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        assert_eq!(h.fields.transfer_codings(), Some(&b"gzip"[..]));
+
+        for plain in [&Method::GET, &Method::HEAD] {
+            let h = head(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                plain,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(h.fields.transfer_codings(), None);
+        }
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        ] {
+            assert!(matches!(
+                head(bad, &Method::GET),
+                Err(WireError::TransferEncoding)
+            ));
+        }
     }
 
     #[test]

@@ -143,13 +143,16 @@ impl Drop for FieldSpans {
     }
 }
 
-/// A field the `http` types refuse.
+/// A backend's field that cannot go into a header map: one the `http` types refuse, or a
+/// transfer coding (HTTP/2 has none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BadField {
     #[error("invalid header name")]
     Name,
     #[error("invalid header value")]
     Value,
+    #[error("transfer coding other than chunked")]
+    TransferCoding,
 }
 
 #[cfg(test)]

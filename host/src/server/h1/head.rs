@@ -1,8 +1,10 @@
 //! The request head a client sends (RFC 9112 §2–3, §6): parsed, checked, and turned into the
 //! [`ClientHead`] the proxy works with (its fields left where they were parsed).
 //!
-//! Refused with 400: a line that ends in a bare LF, and any framing a proxy could be smuggled
-//! through.
+//! Refused with 400: a line that ends in a bare LF, a request target that is neither
+//! origin-form, absolute-form (`http` or `https`) nor `*` for OPTIONS, an HTTP/1.1 request
+//! without `Host` or with more than one, and any framing a proxy could be smuggled through.
+//! CONNECT is refused with 405: lbhost is no forward proxy.
 
 use std::mem::MaybeUninit;
 
@@ -58,6 +60,8 @@ pub(super) enum HeadError {
     Malformed(&'static str),
     #[error("request head larger than the limit")]
     TooLarge,
+    #[error("CONNECT is not supported")]
+    Connect,
 }
 
 impl HeadError {
@@ -65,6 +69,7 @@ impl HeadError {
         match self {
             HeadError::Parse(_) | HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
             HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadError::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -88,6 +93,9 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
         };
         let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
             .map_err(|_| HeadError::Malformed("method"))?;
+        if method == Method::CONNECT {
+            return Err(HeadError::Connect);
+        }
         let target = Span::of(buf, parsed.path.unwrap_or_default().as_bytes());
         let version = match parsed.version {
             Some(0) => Version::HTTP_10,
@@ -103,12 +111,18 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     // copied.
     let bytes = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(target.shared(&bytes))
-        .map_err(|_| HeadError::Malformed("request target"))?;
+        .ok()
+        .filter(|uri| target_form(target.bytes(&bytes), uri, &method))
+        .ok_or(HeadError::Malformed("request target"))?;
     // The fields that decide framing and persistence are picked out in one pass, by name.
     let (body, exchange, expect_continue) = {
         let mut seen = Seen::default();
         for (name, value) in fields.fields(&bytes) {
             seen.note(name, value);
+        }
+        // RFC 9112 §3.2: exactly one in HTTP/1.1, at most one in HTTP/1.0.
+        if seen.hosts > 1 || (seen.hosts == 0 && version == Version::HTTP_11) {
+            return Err(HeadError::Malformed("host"));
         }
         let exchange = Exchange {
             version,
@@ -138,12 +152,34 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     }))
 }
 
+/// Whether `uri`, parsed from `target`, is a request target lbhost serves (RFC 9112 §3.2):
+/// origin-form as it came (the `http` types drop a `#fragment`), absolute-form with an `http`
+/// or `https` scheme and a host without user information, or `*` for OPTIONS. Authority-form
+/// is CONNECT's, which is refused before.
+fn target_form(target: &[u8], uri: &Uri, method: &Method) -> bool {
+    match target.first() {
+        Some(b'/') => uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str().len() == target.len()),
+        Some(b'*') => target.len() == 1 && *method == Method::OPTIONS,
+        _ => {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri
+                    .authority()
+                    .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+                && !target.contains(&b'#')
+        }
+    }
+}
+
 /// What the head says about framing and persistence.
 #[derive(Debug, Default)]
 struct Seen<'a> {
     fields: FramingFields<'a>,
     trailers: bool,
     expect_continue: bool,
+    /// How many `Host` fields.
+    hosts: u32,
 }
 
 impl<'a> Seen<'a> {
@@ -153,6 +189,7 @@ impl<'a> Seen<'a> {
         }
         let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
         match name.len() {
+            4 if is(b"host") => self.hosts += 1,
             2 if is(b"te") => {
                 self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
             }
@@ -164,15 +201,15 @@ impl<'a> Seen<'a> {
     }
 
     /// How the request body is delimited (RFC 9112 §6.3). Anything a proxy could be smuggled
-    /// through is refused: lengths that disagree, chunked not last, chunked in HTTP/1.0, chunked
-    /// with a length.
+    /// through is refused: lengths that disagree, chunked not last or twice, chunked in
+    /// HTTP/1.0, chunked with a length.
     fn framing(&self, version: Version) -> Result<Reading, HeadError> {
         let f = &self.fields;
         let length = f
             .length
             .map_err(|_| HeadError::Malformed("content-length"))?;
         if f.transfer_encoding {
-            if !f.chunked_last || version == Version::HTTP_10 {
+            if !f.chunked_last || f.bad_codings || version == Version::HTTP_10 {
                 return Err(HeadError::Malformed("transfer-encoding"));
             }
             if f.content_length {

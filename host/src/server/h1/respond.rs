@@ -17,7 +17,7 @@ use tokio::io::AsyncWrite;
 
 use super::head::Exchange;
 use super::io::{lock, Shared};
-use crate::proxy::ProxyBody;
+use crate::proxy::{local_response, ProxyBody};
 use crate::wire::RawFields;
 
 /// How the body goes out.
@@ -65,10 +65,19 @@ async fn write_to(
     exchange: &Exchange,
     close: bool,
 ) -> io::Result<Written> {
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    let mut raw = body.take_fields();
+    if raw.transfer_codings().is_some() && exchange.version == Version::HTTP_10 {
+        // The body is still coded, and HTTP/1.0 has no Transfer-Encoding (RFC 9112 §6.1). The
+        // backend's connection closes with its unread body.
+        tracing::warn!(
+            "502: the backend's response has a transfer coding an HTTP/1.0 client cannot take"
+        );
+        (parts, body) = local_response(StatusCode::BAD_GATEWAY).into_parts();
+        raw = RawFields::default();
+    }
     let status = parts.status;
     let headers = parts.headers;
-    let raw = body.take_fields();
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -76,7 +85,11 @@ async fn write_to(
         || exchange.head
     {
         Framing::None
-    } else if let Some(length) = body.size_hint().exact() {
+    } else if let Some(length) = body
+        .size_hint()
+        .exact()
+        .filter(|_| raw.transfer_codings().is_none())
+    {
         Framing::Length(length)
     } else if exchange.version == Version::HTTP_11 {
         Framing::Chunked
@@ -233,7 +246,8 @@ fn encode_head(
         }
         field(out, name.as_str(), value.as_bytes());
     }
-    // (A backend's transfer coding never gets here: it is hop-by-hop.)
+    // (A backend's `Transfer-Encoding` is not among the fields: it is hop-by-hop. Its codings
+    // other than chunked are written with the framing below.)
     raw.write(out, !reframed);
     if !raw.has_date() && !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
@@ -246,7 +260,14 @@ fn encode_head(
             out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => match raw.transfer_codings() {
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Some(codings) => {
+                out.extend_from_slice(b"transfer-encoding: ");
+                out.extend_from_slice(codings);
+                out.extend_from_slice(b", chunked\r\n");
+            }
+        },
         Framing::None | Framing::Close => {}
     }
     if status == StatusCode::SWITCHING_PROTOCOLS {

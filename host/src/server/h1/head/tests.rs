@@ -48,6 +48,10 @@ fn body_framing_follows_the_rules_and_refuses_smuggling() {
         "content-length: -1\r\n",
         "content-length: 5x\r\n",
         "transfer-encoding: chunked, gzip\r\n",
+        "transfer-encoding: gzip\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n",
         "transfer-encoding: chunked\r\ncontent-length: 5\r\n",
     ] {
         assert_eq!(
@@ -117,6 +121,67 @@ fn a_bare_lf_anywhere_in_the_head_is_a_bad_request() {
     }
     // RFC 9112 §2.2: an empty line (CRLF) before the request line is ignored.
     assert!(parse_all(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn connect_is_not_allowed() {
+    let err = parse_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .unwrap_err();
+    assert_eq!(err.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[test]
+fn targets_are_origin_form_absolute_form_or_an_asterisk_for_options() {
+    let target = |method: &str, target: &str| {
+        let wire = format!("{method} {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        parse_all(wire.as_bytes()).map(|h| h.unwrap().head.uri)
+    };
+    assert_eq!(target("GET", "/a/b?c=d").unwrap(), "/a/b?c=d");
+    assert_eq!(target("GET", "//double").unwrap(), "//double");
+    let absolute = target("GET", "http://Example.com:8080?x=1").unwrap();
+    assert_eq!(absolute.authority().unwrap(), "Example.com:8080");
+    assert_eq!(absolute.query(), Some("x=1"));
+    assert!(target("GET", "https://example.com/p").is_ok());
+    assert_eq!(target("OPTIONS", "*").unwrap(), "*");
+    for (method, bad) in [
+        ("GET", "!"),
+        ("GET", "*"),
+        ("OPTIONS", "*x"),
+        ("GET", "example.com:80"),
+        ("GET", "example.com"),
+        ("GET", "/a#frag"),
+        ("GET", "http://example.com/a#frag"),
+        ("GET", "http://user@example.com/"),
+        ("GET", "ftp://example.com/"),
+        ("GET", "http:///nohost"),
+        ("GET", "a/b"),
+    ] {
+        let err = target(method, bad).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{method} {bad}");
+    }
+}
+
+#[test]
+fn http_1_1_needs_exactly_one_host_and_http_1_0_at_most_one() {
+    for wire in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nX: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET http://a/ HTTP/1.1\r\n\r\n",
+    ] {
+        let err = parse_all(wire).unwrap_err();
+        assert_eq!(
+            err.status(),
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+    assert!(parse_all(b"GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    assert!(parse_all(b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n")
         .unwrap()
         .is_some());
 }
