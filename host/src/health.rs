@@ -28,7 +28,7 @@ type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Runs one probe task per backend and keeps the set of tasks in step with the pool.
 #[derive(Debug)]
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     client: ProbeClient,
@@ -37,7 +37,7 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     /// A checker for `pool`; call [`HealthChecker::sync`] to start probing.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // A fresh connection per probe: a probe must see a backend that stopped accepting.
@@ -54,7 +54,7 @@ impl HealthChecker {
 
     /// Starts probes for backends that have none, stops those of removed backends, and restarts
     /// all when the settings change. With `None`, stops everything and marks every backend up.
-    pub fn sync(&mut self, config: Option<&HealthCheckConfig>) {
+    pub(crate) fn sync(&mut self, config: Option<&HealthCheckConfig>) {
         let set = self.pool.load();
         let Some(config) = config else {
             for (_, (task, _)) in self.tasks.drain() {

@@ -6,22 +6,26 @@
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
 //! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`text`] foreign text made safe to show, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
 
-pub mod admin;
-pub mod buffers;
+#![warn(unreachable_pub)]
+
+mod admin;
+mod body;
 pub mod config;
-pub mod health;
-pub mod metrics;
+mod health;
+mod http1;
+mod metrics;
 pub mod pool;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
+mod proxy;
+mod ratelimit;
+mod reload;
 pub mod request;
-pub mod server;
+mod server;
 pub mod strategy;
-pub mod text;
-pub mod upstream;
-pub mod watch;
-pub mod wire;
+mod text;
+mod upstream;
+mod watch;
+
+pub use reload::Overrides;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

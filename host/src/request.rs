@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, Uri, Version};
 
-use crate::wire::{FieldSpans, Span};
+use crate::http1::{FieldSpans, Span};
 
 /// A client's request head.
 #[derive(Debug)]
@@ -96,15 +96,6 @@ impl RequestFields {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The header map, if the fields came in one, for the worker's spares once the request is
-    /// done.
-    pub fn take_map(&mut self) -> Option<HeaderMap> {
-        match self {
-            RequestFields::Map(map) => Some(std::mem::take(map)),
-            RequestFields::Head { .. } => None,
-        }
     }
 }
 

@@ -67,7 +67,7 @@ pub(super) fn authorize(
 }
 
 /// The token in `path`: its contents without surrounding whitespace, at most 4 KiB, never empty.
-pub fn read_token(path: &Path) -> Result<String, String> {
+pub(crate) fn read_token(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -1,10 +1,9 @@
 //! The request pipeline: rate limit, choose a backend with the strategy, forward (retrying on
 //! another backend when that is safe), stream the answer back.
 
-mod body;
 mod error;
 mod headers;
-mod replay;
+mod response_body;
 mod retry;
 mod upgrade;
 
@@ -17,25 +16,25 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
 
-pub use body::{with_header_map, BoxError, ProxyBody};
-pub use error::{local_response, ProxyError};
-pub use replay::UpstreamBody;
-pub use retry::RetryBudget;
-pub use upgrade::{upgrade_pair, ClientUpgrade, UpgradeHandover, UpgradedClient};
+pub(crate) use error::{local_response, ProxyError};
+pub(crate) use response_body::{with_header_map, ProxyBody};
+pub(crate) use retry::RetryBudget;
+pub(crate) use upgrade::{upgrade_pair, ClientUpgrade, UpgradeHandover};
 
+use crate::body::{BoxError, HeldBody, UpstreamBody};
 use crate::config::Config;
+use crate::http1::{Outgoing, RequestHeadBuilder};
 use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData, Strategies};
 use crate::text::bounded;
-use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream, UpstreamError};
-use replay::RequestBody;
+use crate::upstream::{BackendBody, Upstream, UpstreamError};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// The running config (swapped whole on reload).
     pub config: ArcSwap<Config>,
     /// The backends.
@@ -63,7 +62,7 @@ struct Client {
 
 impl Proxy {
     /// A proxy over `pool` with `config`.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         pool: Arc<Pool>,
         strategies: Arc<Strategies>,
@@ -83,7 +82,7 @@ impl Proxy {
     /// Serves one client request. Never fails: every problem becomes a status for the client.
     /// `upgrade`: where the client's connection arrives if the request asks for an upgrade and
     /// the backend agrees (HTTP/1.1 only).
-    pub async fn handle<B>(
+    pub(crate) async fn handle<B>(
         self: Arc<Self>,
         head: ClientHead,
         body: B,
@@ -132,7 +131,7 @@ impl Proxy {
         };
         self.retry_budget.deposit(&config.retries);
         Ok(self
-            .forward(&config, client, head, RequestBody::new(body), started)
+            .forward(&config, client, head, HeldBody::new(body), started)
             .await)
     }
 
@@ -144,7 +143,7 @@ impl Proxy {
         config: &Config,
         client: Client,
         head: ClientHead,
-        body: RequestBody,
+        body: HeldBody,
         started: Instant,
     ) -> Response<ProxyBody> {
         let set = self.pool.load();
@@ -439,7 +438,7 @@ fn access_line(a: &Access<'_>) {
 /// connection back to the pool when it ends), or, for `101 Switching Protocols` to an upgrade
 /// request, the two connections are joined.
 fn relay(
-    response: Response<ResponseBody>,
+    response: Response<BackendBody>,
     client_upgrade: Option<ClientUpgrade>,
     in_flight: InFlight,
     backend: &Backend,
@@ -489,7 +488,7 @@ fn upstream_head(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| client_head.fields.get("host"));
     let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = RequestHead::new(&client_head.method, target);
+    let mut head = RequestHeadBuilder::new(&client_head.method, target);
     let forwarding = headers::Forwarding {
         peer: client.peer_ip,
         peer_trusted: client.peer_trusted,

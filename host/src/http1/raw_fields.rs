@@ -14,7 +14,7 @@ const INLINE_RUNS: usize = 4;
 
 /// Header fields to forward, as runs of whole `name: value` lines of the head they came in.
 #[derive(Clone, Debug, Default)]
-pub struct RawFields {
+pub(crate) struct RawFields {
     /// The frozen head the runs point into.
     head: Bytes,
     /// Lines to forward, in order. Inside a run, lines are separated by exactly `\r\n`; a run
@@ -35,7 +35,7 @@ pub struct RawFields {
 
 impl RawFields {
     /// The fields of `head` (whose fields `spans` recorded) without those `skip` picks.
-    pub fn collect(head: Bytes, spans: &FieldSpans, skip: impl Fn(&[u8]) -> bool) -> Self {
+    pub(crate) fn collect(head: Bytes, spans: &FieldSpans, skip: impl Fn(&[u8]) -> bool) -> Self {
         let mut runs: SmallVec<[Span; INLINE_RUNS]> = SmallVec::new();
         let mut length = None;
         let mut date = false;
@@ -71,7 +71,7 @@ impl RawFields {
     /// [`super::codings_before_chunked`] lists them; `Transfer-Encoding` itself is hop-by-hop
     /// and never among the fields). They go after a copy of the head; a list of 64 KiB or more
     /// (longer than a head can be) is refused.
-    pub fn set_transfer_codings(&mut self, codings: &[u8]) -> Result<(), BadField> {
+    pub(crate) fn set_transfer_codings(&mut self, codings: &[u8]) -> Result<(), BadField> {
         let length = u16::try_from(codings.len()).map_err(|_| BadField::TransferCoding)?;
         let mut head = Vec::with_capacity(self.head.len() + codings.len());
         head.extend_from_slice(&self.head);
@@ -84,24 +84,24 @@ impl RawFields {
     /// The transfer codings the body still carries once its chunked framing is taken off
     /// (`gzip, deflate`), if any: a writer that frames the body again names them before its own
     /// `chunked`, and one that cannot (HTTP/1.0, HTTP/2) cannot relay the body.
-    pub fn transfer_codings(&self) -> Option<&[u8]> {
+    pub(crate) fn transfer_codings(&self) -> Option<&[u8]> {
         let start = self.head.len().checked_sub(usize::from(self.codings))?;
         (self.codings > 0).then(|| &self.head[start..])
     }
 
     /// Whether there are no fields.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.length.is_none()
     }
 
     /// Whether a `Date` field is among them.
-    pub fn has_date(&self) -> bool {
+    pub(crate) fn has_date(&self) -> bool {
         self.date
     }
 
     /// Appends the fields as `name: value\r\n` lines; the `Content-Length` line only if
     /// `with_length`, last.
-    pub fn write(&self, out: &mut Vec<u8>, with_length: bool) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, with_length: bool) {
         let length = self.length.filter(|_| with_length);
         for run in self.runs.iter().chain(&length) {
             out.extend_from_slice(run.bytes(&self.head));
@@ -110,7 +110,7 @@ impl RawFields {
     }
 
     /// The fields as a header map (its values share the head's buffer).
-    pub fn header_map(&self) -> Result<HeaderMap, BadField> {
+    pub(crate) fn header_map(&self) -> Result<HeaderMap, BadField> {
         // Sized up front: growing a header map rehashes what it holds.
         let lines: usize = self
             .runs

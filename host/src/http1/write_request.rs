@@ -3,11 +3,11 @@
 use http::Method;
 
 use super::codings_before_chunked;
-use crate::buffers;
+use crate::http1::buffers;
 
 /// How the request body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestFraming {
+pub(crate) enum RequestFraming {
     /// No body.
     Empty,
     /// Exactly this many bytes, as `Content-Length` says.
@@ -16,18 +16,18 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// A request head for a backend, written header by header, then [`RequestHead::finish`]ed
+/// A request head for a backend, written header by header, then [`RequestHeadBuilder::finish`]ed
 /// with the framing its body needs.
 ///
 /// Built in a `Vec`: its `extend_from_slice` inlines the short fixed pieces (`": "`, `"\r\n"`)
 /// that `BytesMut::put_slice` turns into a call each (~1,100 instructions per request, measured
 /// with callgrind).
 #[derive(Debug)]
-pub struct RequestHead {
+pub(crate) struct RequestHeadBuilder {
     buf: Vec<u8>,
     method: Method,
     upgrade: bool,
-    /// The client's `Transfer-Encoding` values, joined (see [`RequestHead::transfer_encoding`]);
+    /// The client's `Transfer-Encoding` values, joined (see [`RequestHeadBuilder::transfer_encoding`]);
     /// empty (no allocation) for nearly every request.
     codings: Vec<u8>,
 }
@@ -35,7 +35,7 @@ pub struct RequestHead {
 /// A finished request head, ready for the wire (and again, if the request must go again). Its
 /// buffer goes back to the worker's spares when it is dropped.
 #[derive(Debug)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub bytes: Vec<u8>,
     pub framing: RequestFraming,
     pub method: Method,
@@ -43,22 +43,22 @@ pub struct Outgoing {
     pub upgrade: bool,
 }
 
-/// A header value being written by [`RequestHead::header_with`].
-pub struct Value<'a>(&'a mut Vec<u8>);
+/// A header value being written by [`RequestHeadBuilder::header_with`].
+pub(crate) struct Value<'a>(&'a mut Vec<u8>);
 
 impl Value<'_> {
     /// Appends `piece` (no CR or LF) to the value.
-    pub fn push(&mut self, piece: &[u8]) {
+    pub(crate) fn push(&mut self, piece: &[u8]) {
         debug_assert!(!piece.iter().any(|&b| b == b'\r' || b == b'\n'));
         self.0.extend_from_slice(piece);
     }
 }
 
-impl RequestHead {
+impl RequestHeadBuilder {
     /// The request line: `method target HTTP/1.1`. `target` is the path and query of the
     /// request, or `*`: a path that is empty (as in the absolute-form `http://host?q`) is `/`
     /// in origin form (RFC 9112 §3.2.1).
-    pub fn new(method: &Method, target: &str) -> Self {
+    pub(crate) fn new(method: &Method, target: &str) -> Self {
         // A spare head buffer (warm, no allocation) when there is one.
         let mut buf = buffers::head_buffer();
         buf.reserve(512);
@@ -69,7 +69,7 @@ impl RequestHead {
         }
         buf.extend_from_slice(target.as_bytes());
         buf.extend_from_slice(b" HTTP/1.1\r\n");
-        RequestHead {
+        RequestHeadBuilder {
             buf,
             method: method.clone(),
             upgrade: false,
@@ -79,8 +79,8 @@ impl RequestHead {
 
     /// Notes a `Transfer-Encoding` field of the client's request (the field itself is
     /// hop-by-hop): the codings it names before the final `chunked` go to the backend in the
-    /// `Transfer-Encoding` that [`RequestHead::finish`] writes, the body still coded with them.
-    pub fn transfer_encoding(&mut self, value: &[u8]) {
+    /// `Transfer-Encoding` that [`RequestHeadBuilder::finish`] writes, the body still coded with them.
+    pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
         // The usual `chunked` alone leaves nothing to pass on: nothing is kept (no allocation).
         if self.codings.is_empty() && value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return;
@@ -93,8 +93,8 @@ impl RequestHead {
 
     /// One header line. `name` is a header name (a token, in any case) and `value` a valid
     /// header value: neither may hold CR or LF. The framing fields (`Content-Length`,
-    /// `Transfer-Encoding`) are for [`RequestHead::finish`] to write.
-    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+    /// `Transfer-Encoding`) are for [`RequestHeadBuilder::finish`] to write.
+    pub(crate) fn header(&mut self, name: &[u8], value: &[u8]) {
         debug_assert!(!name.iter().chain(value).any(|&b| b == b'\r' || b == b'\n'));
         if name.len() == 7 && name.eq_ignore_ascii_case(b"upgrade") {
             self.upgrade = true;
@@ -107,9 +107,9 @@ impl RequestHead {
     }
 
     /// One header line whose value `write` puts together from pieces (no buffer of its own).
-    /// The same rules as for [`RequestHead::header`] apply; it must not be `Content-Length` or
+    /// The same rules as for [`RequestHeadBuilder::header`] apply; it must not be `Content-Length` or
     /// `Upgrade`.
-    pub fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
+    pub(crate) fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
         debug_assert!(!matches!(name, "content-length" | "upgrade"));
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.extend_from_slice(b": ");
@@ -120,7 +120,7 @@ impl RequestHead {
     /// The head, closed with the framing header `body` needs: its exact size (a client's
     /// `Content-Length`, as the body reports it), or chunked; chunked after the client's other
     /// transfer codings, if it named any.
-    pub fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
+    pub(crate) fn finish<B: http_body::Body>(mut self, body: &B) -> Outgoing {
         let codings = if self.codings.is_empty() {
             Vec::new()
         } else {
@@ -171,7 +171,7 @@ mod tests {
     use http_body_util::{Empty, Full};
 
     fn finished(method: Method, headers: &[(&str, &str)], body: &impl http_body::Body) -> Outgoing {
-        let mut head = RequestHead::new(&method, "/a?b=1");
+        let mut head = RequestHeadBuilder::new(&method, "/a?b=1");
         for (name, value) in headers {
             head.header(name.as_bytes(), value.as_bytes());
         }
@@ -216,14 +216,14 @@ mod tests {
             ("/a", "GET /a HTTP/1.1\r\n"),
             ("*", "GET * HTTP/1.1\r\n"),
         ] {
-            let head = RequestHead::new(&Method::GET, target).finish(&Empty::<Bytes>::new());
+            let head = RequestHeadBuilder::new(&Method::GET, target).finish(&Empty::<Bytes>::new());
             assert!(head.bytes.starts_with(line.as_bytes()), "{target:?}");
         }
     }
 
     #[test]
     fn the_clients_transfer_codings_go_before_chunked() {
-        let mut head = RequestHead::new(&Method::POST, "/");
+        let mut head = RequestHeadBuilder::new(&Method::POST, "/");
         head.transfer_encoding(b"gzip");
         head.transfer_encoding(b"deflate , chunked");
         // A body that is not streamed is still sent chunked: it is coded.
@@ -234,7 +234,7 @@ mod tests {
         );
         assert_eq!(out.framing, RequestFraming::Chunked);
 
-        let mut head = RequestHead::new(&Method::POST, "/");
+        let mut head = RequestHeadBuilder::new(&Method::POST, "/");
         head.transfer_encoding(b"chunked");
         let out = head.finish(&Full::new(Bytes::from("abc")));
         assert_eq!(out.framing, RequestFraming::Length(3));

@@ -13,14 +13,14 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{WireError, MAX_HEAD, MAX_HEADERS};
+use super::{CodecError, MAX_HEAD, MAX_HEADERS};
 
 /// A chunk-size line (with its extensions) longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
 
 /// One step of decoding a chunked body.
 #[derive(Debug, PartialEq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     Trailers(HeaderMap),
     /// The buffer holds no complete next piece: read more.
@@ -31,7 +31,7 @@ pub enum Decoded {
 
 /// A chunked body's decoder: where it is, and how strictly it reads (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Chunked {
+pub(crate) struct Chunked {
     state: State,
     /// A request's body: anything off the grammar is an error.
     strict: bool,
@@ -55,7 +55,7 @@ enum State {
 
 impl Chunked {
     /// The decoder of a client's request body: anything off the grammar is an error.
-    pub fn request() -> Self {
+    pub(crate) fn request() -> Self {
         Chunked {
             state: State::Size,
             strict: true,
@@ -65,15 +65,20 @@ impl Chunked {
 
     /// The decoder of a backend's response body: lines off the grammar whose framing is still
     /// clear are read, and noted.
-    pub fn response() -> Self {
+    pub(crate) fn response() -> Self {
         Chunked {
             strict: false,
             ..Chunked::request()
         }
     }
 
+    /// Whether the last chunk and its trailers were read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// How much of the current chunk's data is still to come (0 outside data).
-    pub fn left(&self) -> u64 {
+    pub(crate) fn left(&self) -> u64 {
         match self.state {
             State::Data(left) => left,
             _ => 0,
@@ -82,21 +87,21 @@ impl Chunked {
 
     /// Whether a line off the grammar was read (a response's body only): its connection must
     /// carry no other message.
-    pub fn is_lenient(&self) -> bool {
+    pub(crate) fn is_lenient(&self) -> bool {
         self.lenient
     }
 
     /// Takes note of a line off the grammar: an error in a request.
-    fn off_grammar(&mut self) -> Result<(), WireError> {
+    fn off_grammar(&mut self) -> Result<(), CodecError> {
         if self.strict {
-            return Err(WireError::Chunked);
+            return Err(CodecError::Chunked);
         }
         self.lenient = true;
         Ok(())
     }
 
     /// Decodes the next piece from `buf`, consuming what it used.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, CodecError> {
         loop {
             match self.state {
                 State::Size => {
@@ -132,7 +137,7 @@ impl Chunked {
                         return Ok(Decoded::NeedMore);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err(WireError::Chunked);
+                        return Err(CodecError::Chunked);
                     }
                     buf.advance(2);
                     self.state = State::Size;
@@ -149,7 +154,7 @@ impl Chunked {
                         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
                             return Ok(Decoded::NeedMore)
                         }
-                        _ => return Err(WireError::Chunked),
+                        _ => return Err(CodecError::Chunked),
                     };
                     if !crlf_only(&buf[..length]) {
                         self.off_grammar()?;
@@ -157,9 +162,9 @@ impl Chunked {
                     let mut trailers = HeaderMap::with_capacity(fields.len());
                     for field in fields.iter() {
                         let name = HeaderName::from_bytes(field.name.as_bytes())
-                            .map_err(|_| WireError::Chunked)?;
-                        let value =
-                            HeaderValue::from_bytes(field.value).map_err(|_| WireError::Chunked)?;
+                            .map_err(|_| CodecError::Chunked)?;
+                        let value = HeaderValue::from_bytes(field.value)
+                            .map_err(|_| CodecError::Chunked)?;
                         trailers.append(name, value);
                     }
                     buf.advance(length);
@@ -174,17 +179,17 @@ impl Chunked {
 
 /// The chunk-size line at the start of `buf`, once it is all there: its length (CRLF
 /// included), the size, and whether it keeps to the grammar (see the module docs).
-fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64, bool)>, WireError> {
+fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64, bool)>, CodecError> {
     let (length, size) = match httparse::parse_chunk_size(buf) {
         Ok(httparse::Status::Complete(line)) if line.0 <= MAX_CHUNK_LINE => line,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_LINE => return Ok(None),
-        _ => return Err(WireError::Chunked),
+        _ => return Err(CodecError::Chunked),
     };
     let line = &buf[..length - 2];
     // httparse reads a line without digits as size 0.
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
-        return Err(WireError::Chunked);
+        return Err(CodecError::Chunked);
     }
     let on_grammar = digits == line.len() || extensions(&line[digits..])?;
     Ok(Some((length, size, on_grammar)))
@@ -193,9 +198,9 @@ fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64, bool)>, WireError> {
 /// Whether `ext` (a chunk line after its size, without its CRLF) is a list of chunk
 /// extensions (RFC 9112 §7.1.1). A control character other than HTAB is an error: httparse
 /// lets a bare LF through there, which another parser would take for the line's end.
-fn extensions(ext: &[u8]) -> Result<bool, WireError> {
+fn extensions(ext: &[u8]) -> Result<bool, CodecError> {
     if ext.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
-        return Err(WireError::Chunked);
+        return Err(CodecError::Chunked);
     }
     Ok(extension_list(ext).is_some())
 }

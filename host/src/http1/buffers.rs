@@ -1,6 +1,6 @@
 //! Spare buffers, per worker thread, for HTTP/1.1 reads (client and backend connections alike),
-//! heads (of responses to clients and of requests to backends), the tables of where a parsed
-//! head's fields sit, and HTTP/2 requests' header maps.
+//! heads (of responses to clients and of requests to backends) and the tables of where a
+//! parsed head's fields sit.
 //!
 //! A connection holds a read buffer only while bytes wait in it, and a head buffer only while it
 //! writes one; between uses the buffer goes back here. A worker busy with hundreds of
@@ -21,16 +21,14 @@ use std::task::{Context, Poll};
 use std::thread::LocalKey;
 
 use bytes::BytesMut;
-use http::HeaderMap;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::wire::Span;
+use crate::http1::Span;
 
 /// Reads take at least this much buffer (hyper starts at 8 KiB too).
-pub const READ_MIN: usize = 8 * 1024;
+pub(crate) const READ_MIN: usize = 8 * 1024;
 /// And at most this much, for long bodies.
-pub const READ_MAX: usize = 64 * 1024;
+pub(crate) const READ_MAX: usize = 64 * 1024;
 
 /// Spares kept per kind and worker, at most; more are freed.
 const SPARES: usize = 512;
@@ -39,15 +37,12 @@ const SPARE_BYTES: usize = 4 << 20;
 /// Head buffers larger than this are not kept.
 const HEAD_MAX: usize = 64 * 1024;
 
-/// Header maps with room for more fields than this are not kept.
-const MAP_MAX: usize = 64;
 /// Nor field tables with room for more than this (a head has at most 100 fields).
 const TABLE_MAX: usize = 128;
 
 thread_local! {
     static READS: RefCell<Spares<BytesMut>> = const { RefCell::new(Spares::new()) };
     static HEADS: RefCell<Spares<Vec<u8>>> = const { RefCell::new(Spares::new()) };
-    static MAPS: RefCell<Spares<HeaderMap>> = const { RefCell::new(Spares::new()) };
     static TABLES: RefCell<Spares<Vec<(Span, Span)>>> = const { RefCell::new(Spares::new()) };
 }
 
@@ -71,13 +66,6 @@ impl Spare for Vec<u8> {
 impl Spare for Vec<(Span, Span)> {
     fn bytes(&self) -> usize {
         self.capacity() * std::mem::size_of::<(Span, Span)>()
-    }
-}
-
-impl Spare for HeaderMap {
-    fn bytes(&self) -> usize {
-        // An entry (name, value, links) and its index slot; about, not exactly.
-        self.capacity() * 96
     }
 }
 
@@ -115,8 +103,8 @@ impl<T: Spare> Spares<T> {
 /// Reads what `stream` has into `buf`; `Ok(0)` at end of stream. A `buf` short of room gets
 /// some: a spare if it is empty, then `wanted` (what the reader knows is still to come, 0 if
 /// nothing) sizes it between 8 and 64 KiB.
-pub fn poll_read(
-    stream: &mut TcpStream,
+pub(crate) fn poll_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     wanted: u64,
@@ -141,19 +129,19 @@ pub fn poll_read(
 }
 
 /// An empty `buf` goes back to the spares (and `buf` holds nothing afterwards).
-pub fn release_read(buf: &mut BytesMut) {
+pub(crate) fn release_read(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
         keep(&READS, std::mem::take(buf));
     }
 }
 
 /// A buffer for a head, a spare if there is one.
-pub fn head_buffer() -> Vec<u8> {
+pub(crate) fn head_buffer() -> Vec<u8> {
     HEADS.with_borrow_mut(Spares::take).unwrap_or_default()
 }
 
 /// A head buffer goes back to the spares.
-pub fn release_head(mut buf: Vec<u8>) {
+pub(crate) fn release_head(mut buf: Vec<u8>) {
     if buf.capacity() == 0 || buf.capacity() > HEAD_MAX {
         return;
     }
@@ -161,31 +149,13 @@ pub fn release_head(mut buf: Vec<u8>) {
     keep(&HEADS, buf);
 }
 
-/// An empty header map with room for `fields`, a spare if there is one: a map is two
-/// allocations (its index and its entries), and a request's is built and dropped per request.
-pub fn header_map(fields: usize) -> HeaderMap {
-    let mut map = MAPS.with_borrow_mut(Spares::take).unwrap_or_default();
-    map.reserve(fields);
-    map
-}
-
-/// A header map done with goes back to the spares, emptied (its values, which may share a
-/// head's buffer, are dropped now).
-pub fn release_header_map(mut map: HeaderMap) {
-    if map.capacity() == 0 || map.capacity() > MAP_MAX {
-        return;
-    }
-    map.clear();
-    keep(&MAPS, map);
-}
-
 /// An empty table for where a head's fields sit, a spare if there is one.
-pub fn span_table() -> Vec<(Span, Span)> {
+pub(crate) fn span_table() -> Vec<(Span, Span)> {
     TABLES.with_borrow_mut(Spares::take).unwrap_or_default()
 }
 
 /// A field table goes back to the spares.
-pub fn release_span_table(mut table: Vec<(Span, Span)>) {
+pub(crate) fn release_span_table(mut table: Vec<(Span, Span)>) {
     if table.capacity() == 0 || table.capacity() > TABLE_MAX {
         return;
     }
@@ -221,17 +191,5 @@ mod tests {
         assert!(spares.bytes <= SPARE_BYTES);
         let taken = spares.take().map(|v| v.capacity());
         assert_eq!(spares.bytes, 2 * taken.unwrap_or(0));
-    }
-
-    #[test]
-    fn a_released_header_map_comes_back_empty_with_its_room() {
-        let mut map = header_map(4);
-        map.insert("x-a", "1".parse().unwrap());
-        map.append("x-a", "2".parse().unwrap());
-        let room = map.capacity();
-        release_header_map(map);
-        let again = header_map(2);
-        assert!(again.is_empty());
-        assert!(again.capacity() >= room, "{} < {room}", again.capacity());
     }
 }

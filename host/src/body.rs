@@ -1,4 +1,5 @@
-//! The body lbhost sends to a backend, and whether a failed attempt can be sent again.
+//! Body types shared by the layers: the error type of every body, and the client's request
+//! body as it goes to backends, with whether a failed attempt can be sent again.
 //!
 //! Bodies stream: nothing is buffered. A request with no body can be sent any number of times;
 //! a streamed body can go to a second backend only if the first attempt never started reading
@@ -14,19 +15,20 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt as _;
 
-use super::BoxError;
+/// The error type of every body lbhost reads or writes.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A client's request body, whichever protocol it came in (boxed only when there is one).
-type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
+type BoxedClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The client's request body, as the proxy holds it across attempts.
 #[derive(Debug)]
-pub enum RequestBody {
+pub(crate) enum HeldBody {
     /// No body (or one known to be empty): every attempt can send it.
     Empty,
     /// A body that streams from the client, sendable once.
     Streamed {
-        slot: Arc<Slot>,
+        slot: Arc<BodySlot>,
         /// The client body's size hint, for the upstream framing before it is claimed.
         hint: SizeHint,
     },
@@ -34,21 +36,21 @@ pub enum RequestBody {
 
 /// The client's body until an attempt claims it, and which attempt may.
 #[derive(Debug)]
-pub struct Slot(Mutex<SlotState>);
+pub(crate) struct BodySlot(Mutex<SlotState>);
 
 #[derive(Debug)]
 struct SlotState {
     /// The attempt allowed to claim the body.
     attempt: u32,
-    body: Option<ClientBody>,
+    body: Option<BoxedClientBody>,
 }
 
-impl Slot {
+impl BodySlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn claim(&self, attempt: u32) -> Option<ClientBody> {
+    fn claim(&self, attempt: u32) -> Option<BoxedClientBody> {
         let mut state = self.lock();
         if state.attempt == attempt {
             state.body.take()
@@ -58,19 +60,19 @@ impl Slot {
     }
 }
 
-impl RequestBody {
+impl HeldBody {
     /// Wraps the client's body.
-    pub fn new<B>(body: B) -> Self
+    pub(crate) fn new<B>(body: B) -> Self
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if body.is_end_stream() {
-            return RequestBody::Empty;
+            return HeldBody::Empty;
         }
         let hint = body.size_hint();
-        RequestBody::Streamed {
-            slot: Arc::new(Slot(Mutex::new(SlotState {
+        HeldBody::Streamed {
+            slot: Arc::new(BodySlot(Mutex::new(SlotState {
                 attempt: 0,
                 body: Some(body.map_err(Into::into).boxed_unsync()),
             }))),
@@ -79,19 +81,19 @@ impl RequestBody {
     }
 
     /// Whether an attempt can still send the whole body (none of it was read yet).
-    pub fn is_replayable(&self) -> bool {
+    pub(crate) fn is_replayable(&self) -> bool {
         match self {
-            RequestBody::Empty => true,
-            RequestBody::Streamed { slot, .. } => slot.lock().body.is_some(),
+            HeldBody::Empty => true,
+            HeldBody::Streamed { slot, .. } => slot.lock().body.is_some(),
         }
     }
 
     /// The body for a new attempt, which makes every earlier attempt's body unusable; `None` if
     /// part of it was already read.
-    pub fn next_attempt(&self) -> Option<UpstreamBody> {
+    pub(crate) fn next_attempt(&self) -> Option<UpstreamBody> {
         match self {
-            RequestBody::Empty => Some(UpstreamBody(State::Empty)),
-            RequestBody::Streamed { slot, hint } => {
+            HeldBody::Empty => Some(UpstreamBody(State::Empty)),
+            HeldBody::Streamed { slot, hint } => {
                 let mut state = slot.lock();
                 state.body.as_ref()?;
                 state.attempt += 1;
@@ -107,18 +109,18 @@ impl RequestBody {
 
 /// The body of one upstream attempt.
 #[derive(Debug)]
-pub struct UpstreamBody(State);
+pub(crate) struct UpstreamBody(State);
 
 #[derive(Debug)]
 enum State {
     Empty,
     /// Not polled yet: the client's body is still in the slot.
     Unclaimed {
-        slot: Arc<Slot>,
+        slot: Arc<BodySlot>,
         attempt: u32,
         hint: SizeHint,
     },
-    Streaming(ClientBody),
+    Streaming(BoxedClientBody),
     Done,
 }
 

@@ -8,17 +8,15 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
+use crate::body::BoxError;
+use crate::http1::{BadField, RawFields};
 use crate::pool::InFlight;
-use crate::upstream::ResponseBody;
-use crate::wire::{BadField, RawFields};
-
-/// The error type of [`ProxyBody`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::upstream::BackendBody;
 
 /// A response body. A backend's body streams through frame by frame and keeps the backend's
 /// in-flight count until it ends or the client goes away.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// A backend's body.
     Upstream(Relayed),
     /// A short local body.
@@ -29,8 +27,8 @@ pub enum ProxyBody {
 /// back to the pool; dropped before (the client went away, the stream failed), the connection
 /// closes with it.
 #[derive(Debug)]
-pub struct Relayed {
-    body: ResponseBody,
+pub(crate) struct Relayed {
+    body: BackendBody,
     /// Held until the backend's body has been read whole (or is dropped): the backend is done
     /// then, even if the client has yet to receive the last bytes.
     in_flight: Option<InFlight>,
@@ -38,7 +36,7 @@ pub struct Relayed {
 
 impl ProxyBody {
     /// A backend's body, counted in flight until it has been read whole or is dropped.
-    pub fn upstream(body: ResponseBody, in_flight: InFlight) -> Self {
+    pub(crate) fn upstream(body: BackendBody, in_flight: InFlight) -> Self {
         ProxyBody::Upstream(Relayed {
             body,
             in_flight: Some(in_flight),
@@ -46,13 +44,13 @@ impl ProxyBody {
     }
 
     /// A short local body.
-    pub fn local(text: impl Into<Bytes>) -> Self {
+    pub(crate) fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(text.into()))
     }
 
     /// The backend's header fields that belong in the response head with the ones in its header
-    /// map (see [`ResponseBody::take_fields`]); none for a local body. Taken once.
-    pub fn take_fields(&mut self) -> RawFields {
+    /// map (see [`BackendBody::take_fields`]); none for a local body. Taken once.
+    pub(crate) fn take_fields(&mut self) -> RawFields {
         match self {
             ProxyBody::Upstream(relayed) => relayed.body.take_fields(),
             ProxyBody::Local(_) => RawFields::default(),
@@ -63,7 +61,9 @@ impl ProxyBody {
 /// `response` with the backend's fields moved into its header map, for a writer that has no use
 /// for them in wire form (HTTP/2). A field the `http` types refuse fails the response, and so
 /// does a transfer coding other than chunked: HTTP/2 has no way to say the body carries it.
-pub fn with_header_map(mut response: Response<ProxyBody>) -> Result<Response<ProxyBody>, BadField> {
+pub(crate) fn with_header_map(
+    mut response: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, BadField> {
     let fields = response.body_mut().take_fields();
     if fields.transfer_codings().is_some() {
         return Err(BadField::TransferCoding);

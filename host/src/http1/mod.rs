@@ -1,37 +1,50 @@
-//! HTTP/1.1 on the wire (RFC 9112), shared by both sides: towards backends the request head
-//! lbhost writes ([`request`]) and the response head it reads ([`response`]); in both directions
-//! chunked bodies ([`chunked`]) and the length and header limits. The client side's own head
-//! parsing and response writing live in `server::h1`.
+//! HTTP/1.1 on the wire (RFC 9112), both roles, one codec: request heads read from clients
+//! ([`parse_request`]) and written to backends ([`write_request`]), response heads read from
+//! backends ([`parse_response`]) and written to clients ([`write_response`]), one body decoder
+//! for both directions ([`decoder`], chunked coding in [`chunked`]) and one chunk encoder
+//! ([`encode`]), the socket with its read buffer ([`io`]) and the per-worker spare buffers
+//! ([`buffers`]). Nothing here knows about backends, strategies or the proxy: `server` and
+//! `upstream` drive it.
 
+pub(crate) mod buffers;
 mod chunked;
+mod decoder;
+mod encode;
 mod framing_fields;
+mod io;
+mod parse_request;
+mod parse_response;
 mod raw_fields;
-mod request;
-mod response;
 mod spans;
+mod write_request;
+mod write_response;
 
-pub use chunked::{Chunked, Decoded};
-pub use framing_fields::{codings_before_chunked, tokens, BadLength, FramingFields};
-pub use raw_fields::RawFields;
-pub use request::{Outgoing, RequestFraming, RequestHead, Value};
-pub use response::{parse_head, Framing, Head as ResponseHead};
-pub use spans::{BadField, FieldSpans, Span};
+pub(crate) use chunked::{Chunked, Decoded};
+pub(crate) use decoder::BodyDecoder;
+pub(crate) use encode::{ChunkLine, CHUNK_END, FINAL_CHUNK_END, LAST_CHUNK};
+pub(crate) use framing_fields::{codings_before_chunked, tokens, FramingFields};
+pub(crate) use io::Io;
+pub(crate) use parse_request::{parse_request, Exchange, ParsedRequest};
+pub(crate) use parse_response::{parse_response, Framing, ParsedResponse};
+pub(crate) use raw_fields::RawFields;
+pub(crate) use spans::{BadField, FieldSpans, Span};
+pub(crate) use write_request::{Outgoing, RequestFraming, RequestHeadBuilder};
+pub(crate) use write_response::{encode_fields, encode_response_head, ResponseFraming};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Headers per response head or trailer block (hyper's default).
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
-/// What is wrong with what a backend sent.
+/// What is wrong with what a peer sent: a backend's response head, or a chunked body from
+/// either side.
 #[derive(Debug, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum CodecError {
     #[error("malformed response head: {0}")]
     Head(httparse::Error),
     #[error("response head larger than {MAX_HEAD} bytes")]
     HeadTooLarge,
-    #[error("invalid header in response: {0}")]
-    Header(String),
     #[error("invalid Content-Length in response")]
     ContentLength,
     #[error("malformed chunked body")]
@@ -58,7 +71,7 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Whether a field named `name` (any case) is hop-by-hop ([`HOP_BY_HOP`]).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     // Most names have a length none of the nine has: decided without comparing bytes.
     matches!(name.len(), 2 | 7 | 10 | 16 | 17 | 18 | 19)
         && HOP_BY_HOP
@@ -67,7 +80,7 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 /// Decimal digits only, no sign, no overflow.
-pub fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::buffers;
+use crate::http1::buffers;
 
 /// A byte range inside a head, as offsets from its first byte.
 #[derive(Clone, Copy, Debug, Default)]
@@ -146,7 +146,7 @@ impl Drop for FieldSpans {
 /// A backend's field that cannot go into a header map: one the `http` types refuse, or a
 /// transfer coding (HTTP/2 has none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BadField {
+pub(crate) enum BadField {
     #[error("invalid header name")]
     Name,
     #[error("invalid header value")]

@@ -6,11 +6,11 @@ use bytes::{Buf, BytesMut};
 use http::{Method, Response, StatusCode, Version};
 
 use super::spans::FieldSpans;
-use super::{codings_before_chunked, FramingFields, RawFields, WireError, MAX_HEAD, MAX_HEADERS};
+use super::{codings_before_chunked, CodecError, FramingFields, RawFields, MAX_HEAD, MAX_HEADERS};
 
 /// How the response body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body (HEAD, 204, 304).
     Empty,
     /// `Content-Length` bytes.
@@ -25,7 +25,7 @@ pub enum Framing {
 
 /// A parsed response head.
 #[derive(Debug)]
-pub struct Head {
+pub(crate) struct ParsedResponse {
     /// Status and version; its header map is empty: the fields are in `fields`.
     pub response: Response<()>,
     /// The fields to forward, as they came.
@@ -47,11 +47,11 @@ pub struct Head {
 /// `Connection` names are read for the framing and the connection's persistence and left out
 /// (except on a 101, whose fields go to the client with the switch). The transfer codings of
 /// the body other than a final `chunked` go with them ([`RawFields::transfer_codings`]).
-pub fn parse_head(
+pub(crate) fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
     asked_upgrade: bool,
-) -> Result<Option<Head>, WireError> {
+) -> Result<Option<ParsedResponse>, CodecError> {
     let config = httparse::ParserConfig::default();
     // The interim answers at the start of `buf`: their length, and whether all their lines end
     // in CRLF.
@@ -65,15 +65,15 @@ pub fn parse_head(
             let length =
                 match config.parse_response_with_uninit_headers(&mut parsed, rest, &mut slots) {
                     Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
-                        return Err(WireError::HeadTooLarge)
+                        return Err(CodecError::HeadTooLarge)
                     }
                     Ok(httparse::Status::Complete(length)) => length,
                     Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-                        return Err(WireError::HeadTooLarge)
+                        return Err(CodecError::HeadTooLarge)
                     }
                     Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
-                    Err(e) => return Err(WireError::Head(e)),
+                    Err(httparse::Error::TooManyHeaders) => return Err(CodecError::HeadTooLarge),
+                    Err(e) => return Err(CodecError::Head(e)),
                 };
             let spans = FieldSpans::record(rest, parsed.headers);
             let crlf = spans.crlf_lines(&rest[..length]);
@@ -93,7 +93,7 @@ pub fn parse_head(
         buf.advance(skipped);
         let crlf = crlf && interim_crlf;
         let status =
-            StatusCode::from_u16(code).map_err(|_| WireError::Head(httparse::Error::Status))?;
+            StatusCode::from_u16(code).map_err(|_| CodecError::Head(httparse::Error::Status))?;
         let version = match version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
@@ -122,14 +122,14 @@ pub fn parse_head(
                 .map(|(_, value)| value);
             fields
                 .set_transfer_codings(&codings_before_chunked(values))
-                .map_err(|_| WireError::TransferEncoding)?;
+                .map_err(|_| CodecError::TransferEncoding)?;
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
         // The backend's HTTP version only decides whether its connection stays open; the
         // client is answered in its own protocol (hyper would answer HTTP/1.0 and close).
         *response.version_mut() = Version::HTTP_11;
-        return Ok(Some(Head {
+        return Ok(Some(ParsedResponse {
             response,
             fields,
             framing,
@@ -145,12 +145,12 @@ fn framing(
     method: &Method,
     status: StatusCode,
     asked_upgrade: bool,
-) -> Result<(Framing, bool), WireError> {
+) -> Result<(Framing, bool), CodecError> {
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return if asked_upgrade {
             Ok((Framing::Upgrade, false))
         } else {
-            Err(WireError::UnaskedUpgrade)
+            Err(CodecError::UnaskedUpgrade)
         };
     }
     if *method == Method::HEAD
@@ -161,7 +161,7 @@ fn framing(
     }
     if seen.transfer_encoding {
         if seen.bad_codings {
-            return Err(WireError::TransferEncoding);
+            return Err(CodecError::TransferEncoding);
         }
         // Both framings at once is a smuggling vector: use chunked, then close (RFC 9112 §6.3).
         return Ok(if seen.chunked_last {
@@ -170,7 +170,7 @@ fn framing(
             (Framing::UntilClose, false)
         });
     }
-    Ok(match seen.length.map_err(|_| WireError::ContentLength)? {
+    Ok(match seen.length.map_err(|_| CodecError::ContentLength)? {
         Some(n) => (Framing::Length(n), true),
         None => (Framing::UntilClose, false),
     })
@@ -180,8 +180,8 @@ fn framing(
 mod tests {
     use super::*;
 
-    fn head(raw: &[u8], method: &Method) -> Result<Option<Head>, WireError> {
-        parse_head(&mut BytesMut::from(raw), method, false)
+    fn head(raw: &[u8], method: &Method) -> Result<Option<ParsedResponse>, CodecError> {
+        parse_response(&mut BytesMut::from(raw), method, false)
     }
 
     #[test]
@@ -273,7 +273,9 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
         );
-        let h = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+        let h = parse_response(&mut buf, &Method::GET, true)
+            .unwrap()
+            .unwrap();
         let map = h.fields.header_map().unwrap();
         assert_eq!(map["upgrade"], "websocket");
         assert_eq!(map["connection"], "upgrade");
@@ -299,7 +301,7 @@ mod tests {
         huge.resize(MAX_HEAD + 1, b'a');
         assert!(matches!(
             head(&huge, &Method::GET),
-            Err(WireError::HeadTooLarge)
+            Err(CodecError::HeadTooLarge)
         ));
     }
 
@@ -361,7 +363,7 @@ mod tests {
         ] {
             assert!(matches!(
                 head(bad, &Method::GET),
-                Err(WireError::TransferEncoding)
+                Err(CodecError::TransferEncoding)
             ));
         }
     }
@@ -369,18 +371,26 @@ mod tests {
     #[test]
     fn interim_answers_are_skipped_and_partial_heads_wait() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No"[..]);
-        assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_none());
+        assert!(parse_response(&mut buf, &Method::GET, false)
+            .unwrap()
+            .is_none());
         buf.extend_from_slice(b" Content\r\n\r\nrest");
-        let h = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
+        let h = parse_response(&mut buf, &Method::GET, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.response.status(), 204);
         assert!(h.keep_alive);
         assert_eq!(&buf[..], b"rest");
 
         // A bare LF in an interim answer read in an earlier call still counts.
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\n\nHTTP/1.1 204 No"[..]);
-        assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_none());
+        assert!(parse_response(&mut buf, &Method::GET, false)
+            .unwrap()
+            .is_none());
         buf.extend_from_slice(b" Content\r\n\r\n");
-        let h = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
+        let h = parse_response(&mut buf, &Method::GET, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.response.status(), 204);
         assert!(!h.keep_alive);
         assert!(buf.is_empty());

@@ -6,7 +6,7 @@ fn decode_split(
     mut decoder: Chunked,
     wire: &[u8],
     split: usize,
-) -> Result<(Vec<u8>, Option<HeaderMap>, Chunked), WireError> {
+) -> Result<(Vec<u8>, Option<HeaderMap>, Chunked), CodecError> {
     let mut buf = BytesMut::from(&wire[..split]);
     let mut data = Vec::new();
     let mut trailers = None;
@@ -15,7 +15,7 @@ fn decode_split(
         match decoder.decode(&mut buf)? {
             Decoded::Data(d) => data.extend_from_slice(&d),
             Decoded::Trailers(t) => trailers = Some(t),
-            Decoded::NeedMore if fed => return Err(WireError::Chunked),
+            Decoded::NeedMore if fed => return Err(CodecError::Chunked),
             Decoded::NeedMore => {
                 buf.extend_from_slice(&wire[split..]);
                 fed = true;
@@ -28,7 +28,7 @@ fn decode_split(
 fn decode(
     decoder: Chunked,
     wire: &[u8],
-) -> Result<(Vec<u8>, Option<HeaderMap>, Chunked), WireError> {
+) -> Result<(Vec<u8>, Option<HeaderMap>, Chunked), CodecError> {
     decode_split(decoder, wire, wire.len())
 }
 

@@ -6,23 +6,23 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::conn::Conn;
+use super::conn::BackendConn;
 
 /// How long an idle connection is kept for reuse (backends usually close theirs after 5–75 s;
 /// a connection the backend closed is noticed and skipped at once).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per backend on one thread; more are closed on return.
 const MAX_IDLE_PER_BACKEND: usize = 1024;
 /// How often a thread's pool drops its expired and closed connections (checked on return).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Puts `conn` in this thread's idle pool.
-pub(super) fn put(conn: Conn) {
+pub(super) fn put(conn: BackendConn) {
     IDLE.with_borrow_mut(|idle| idle.put(conn, Instant::now()));
 }
 
 /// The most recently returned live connection to `backend` on this thread, if any.
-pub(super) fn checkout(backend: u64) -> Option<Conn> {
+pub(super) fn checkout(backend: u64) -> Option<BackendConn> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.by_backend.get_mut(&backend)?;
         while let Some(entry) = list.pop() {
@@ -50,12 +50,12 @@ struct IdlePool {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: BackendConn,
     since: Instant,
 }
 
 impl IdlePool {
-    fn put(&mut self, conn: Conn, now: Instant) {
+    fn put(&mut self, conn: BackendConn, now: Instant) {
         if now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
             self.sweep(now);
         }

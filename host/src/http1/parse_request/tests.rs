@@ -1,18 +1,18 @@
 use super::*;
 
-fn parse_all(wire: &[u8]) -> Result<Option<Head>, HeadError> {
-    parse(&mut BytesMut::from(wire), 64 * 1024)
+fn parse_all(wire: &[u8]) -> Result<Option<ParsedRequest>, RequestHeadError> {
+    parse_request(&mut BytesMut::from(wire), 64 * 1024)
 }
 
 #[test]
 fn a_simple_head_parses_and_leaves_what_follows() {
     let mut buf =
         BytesMut::from(&b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\nGET"[..]);
-    let head = parse(&mut buf, 1024).unwrap().unwrap();
+    let head = parse_request(&mut buf, 1024).unwrap().unwrap();
     assert_eq!(head.head.method, Method::GET);
     assert_eq!(head.head.uri, "/a?b=1");
     assert_eq!(head.head.fields.get_all("x-a").count(), 2);
-    assert_eq!(head.body, Reading::Done);
+    assert_eq!(head.body, BodyDecoder::Done);
     assert!(head.exchange.keep_alive && !head.exchange.head);
     assert_eq!(&buf[..], b"GET");
 }
@@ -23,7 +23,7 @@ fn partial_heads_wait_and_long_ones_are_refused() {
         .unwrap()
         .is_none());
     let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
-    let err = parse(&mut BytesMut::from(long.as_bytes()), 1024).unwrap_err();
+    let err = parse_request(&mut BytesMut::from(long.as_bytes()), 1024).unwrap_err();
     assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
 
@@ -33,15 +33,18 @@ fn body_framing_follows_the_rules_and_refuses_smuggling() {
         parse_all(format!("POST / HTTP/1.1\r\nhost: a\r\n{extra}\r\n").as_bytes())
             .map(|h| h.unwrap().body)
     };
-    assert_eq!(body("content-length: 5\r\n").unwrap(), Reading::Length(5));
+    assert_eq!(
+        body("content-length: 5\r\n").unwrap(),
+        BodyDecoder::Length(5)
+    );
     assert_eq!(
         body("content-length: 5, 5\r\n").unwrap(),
-        Reading::Length(5)
+        BodyDecoder::Length(5)
     );
-    assert_eq!(body("content-length: 0\r\n").unwrap(), Reading::Done);
+    assert_eq!(body("content-length: 0\r\n").unwrap(), BodyDecoder::Done);
     assert!(matches!(
         body("transfer-encoding: gzip, chunked\r\n").unwrap(),
-        Reading::Chunked(_)
+        BodyDecoder::Chunked(_)
     ));
     for bad in [
         "content-length: 5\r\ncontent-length: 6\r\n",

@@ -11,16 +11,15 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{Method, StatusCode, Uri, Version};
 
-use super::io::Reading;
+use super::{tokens, BodyDecoder, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
 use crate::request::{ClientHead, RequestFields};
-use crate::wire::{tokens, Chunked, FieldSpans, FramingFields, Span, MAX_HEADERS};
 
 /// A parsed request head.
 #[derive(Debug)]
-pub(super) struct Head {
+pub(crate) struct ParsedRequest {
     pub head: ClientHead,
     /// How its body is delimited.
-    pub body: Reading,
+    pub body: BodyDecoder,
     /// What its response depends on.
     pub exchange: Exchange,
     /// `Expect: 100-continue`.
@@ -29,7 +28,7 @@ pub(super) struct Head {
 
 /// What a response must respect of its request.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Exchange {
+pub(crate) struct Exchange {
     pub version: Version,
     /// The client lets the connection carry another request after this one.
     pub keep_alive: bool,
@@ -41,7 +40,7 @@ pub(super) struct Exchange {
 
 impl Exchange {
     /// For an answer to a head that was refused: HTTP/1.1, then close.
-    pub(super) fn refusal() -> Self {
+    pub(crate) fn refusal() -> Self {
         Exchange {
             version: Version::HTTP_11,
             keep_alive: false,
@@ -53,7 +52,7 @@ impl Exchange {
 
 /// Why a head was refused; the client gets the status, then the connection closes.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HeadError {
+pub(crate) enum RequestHeadError {
     #[error("malformed request head: {0}")]
     Parse(httparse::Error),
     #[error("malformed request head: {0}")]
@@ -64,37 +63,42 @@ pub(super) enum HeadError {
     Connect,
 }
 
-impl HeadError {
-    pub(super) fn status(&self) -> StatusCode {
+impl RequestHeadError {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
-            HeadError::Parse(_) | HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
-            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            HeadError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            RequestHeadError::Parse(_) | RequestHeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+            RequestHeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestHeadError::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
 
 /// The request head at the start of `buf`, consumed from it, once it is all there (`Ok(None)`
 /// until then). Heads longer than `max` bytes are refused.
-pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<ParsedRequest>, RequestHeadError> {
     let config = httparse::ParserConfig::default();
     let (length, method, target, version, fields) = {
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut []);
         let length = match config.parse_request_with_uninit_headers(&mut parsed, buf, &mut slots) {
             Ok(httparse::Status::Complete(length)) if length > max => {
-                return Err(HeadError::TooLarge)
+                return Err(RequestHeadError::TooLarge)
             }
             Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) if buf.len() >= max => {
+                return Err(RequestHeadError::TooLarge)
+            }
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(e) => return Err(HeadError::Parse(e)),
+            Err(httparse::Error::TooManyHeaders) => return Err(RequestHeadError::TooLarge),
+            Err(e) => return Err(RequestHeadError::Parse(e)),
         };
         let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-            .map_err(|_| HeadError::Malformed("method"))?;
+            .map_err(|_| RequestHeadError::Malformed("method"))?;
         if method == Method::CONNECT {
-            return Err(HeadError::Connect);
+            return Err(RequestHeadError::Connect);
         }
         let target = Span::of(buf, parsed.path.unwrap_or_default().as_bytes());
         let version = match parsed.version {
@@ -103,7 +107,7 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
         };
         let fields = FieldSpans::record(buf, parsed.headers);
         if !fields.crlf_lines(&buf[..length]) {
-            return Err(HeadError::Malformed("a line ends in a bare LF"));
+            return Err(RequestHeadError::Malformed("a line ends in a bare LF"));
         }
         (length, method, target, version, fields)
     };
@@ -113,7 +117,7 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
     let uri = Uri::from_maybe_shared(target.shared(&bytes))
         .ok()
         .filter(|uri| target_form(target.bytes(&bytes), uri, &method))
-        .ok_or(HeadError::Malformed("request target"))?;
+        .ok_or(RequestHeadError::Malformed("request target"))?;
     // The fields that decide framing and persistence are picked out in one pass, by name.
     let (body, exchange, expect_continue) = {
         let mut seen = Seen::default();
@@ -122,7 +126,7 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
         }
         // RFC 9112 §3.2: exactly one in HTTP/1.1, at most one in HTTP/1.0.
         if seen.hosts > 1 || (seen.hosts == 0 && version == Version::HTTP_11) {
-            return Err(HeadError::Malformed("host"));
+            return Err(RequestHeadError::Malformed("host"));
         }
         let exchange = Exchange {
             version,
@@ -139,7 +143,7 @@ pub(super) fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, Head
         head: bytes,
         spans: fields,
     };
-    Ok(Some(Head {
+    Ok(Some(ParsedRequest {
         head: ClientHead {
             method,
             uri,
@@ -203,25 +207,25 @@ impl<'a> Seen<'a> {
     /// How the request body is delimited (RFC 9112 §6.3). Anything a proxy could be smuggled
     /// through is refused: lengths that disagree, chunked not last or twice, chunked in
     /// HTTP/1.0, chunked with a length.
-    fn framing(&self, version: Version) -> Result<Reading, HeadError> {
+    fn framing(&self, version: Version) -> Result<BodyDecoder, RequestHeadError> {
         let f = &self.fields;
         let length = f
             .length
-            .map_err(|_| HeadError::Malformed("content-length"))?;
+            .map_err(|_| RequestHeadError::Malformed("content-length"))?;
         if f.transfer_encoding {
             if !f.chunked_last || f.bad_codings || version == Version::HTTP_10 {
-                return Err(HeadError::Malformed("transfer-encoding"));
+                return Err(RequestHeadError::Malformed("transfer-encoding"));
             }
             if f.content_length {
-                return Err(HeadError::Malformed(
+                return Err(RequestHeadError::Malformed(
                     "both transfer-encoding and content-length",
                 ));
             }
-            return Ok(Reading::Chunked(Chunked::request()));
+            return Ok(BodyDecoder::Chunked(Chunked::request()));
         }
         Ok(match length {
-            None | Some(0) => Reading::Done,
-            Some(n) => Reading::Length(n),
+            None => BodyDecoder::Done,
+            Some(n) => BodyDecoder::length(n),
         })
     }
 }

@@ -9,7 +9,7 @@ use super::{is_hop_by_hop, parse_length};
 
 /// The `Transfer-Encoding`, `Content-Length` and `Connection` fields of one head.
 #[derive(Debug)]
-pub struct FramingFields<'a> {
+pub(crate) struct FramingFields<'a> {
     /// `Transfer-Encoding` is present.
     pub transfer_encoding: bool,
     /// `chunked` is the last coding of the last `Transfer-Encoding` field.
@@ -34,7 +34,7 @@ pub struct FramingFields<'a> {
 
 /// `Content-Length` fields that differ, or one that is not a number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadLength;
+pub(crate) struct BadLength;
 
 impl Default for FramingFields<'_> {
     fn default() -> Self {
@@ -54,7 +54,7 @@ impl Default for FramingFields<'_> {
 
 impl<'a> FramingFields<'a> {
     /// Reads `name: value` if it is one of these fields; `false` if it is not.
-    pub fn note(&mut self, name: &[u8], value: &'a [u8]) -> bool {
+    pub(crate) fn note(&mut self, name: &[u8], value: &'a [u8]) -> bool {
         let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
         match name.len() {
             10 if is(b"connection") => {
@@ -100,13 +100,13 @@ impl<'a> FramingFields<'a> {
 
     /// Whether a field named `name` describes this connection only: hop-by-hop, or named by
     /// `Connection`.
-    pub fn connection_specific(&self, name: &[u8]) -> bool {
+    pub(crate) fn connection_specific(&self, name: &[u8]) -> bool {
         is_hop_by_hop(name) || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 
     /// Whether the connection stays open after this message (HTTP/1.1 unless `close`; HTTP/1.0
     /// only with `keep-alive`).
-    pub fn persistent(&self, version: Version) -> bool {
+    pub(crate) fn persistent(&self, version: Version) -> bool {
         if version == Version::HTTP_10 {
             self.keep_alive
         } else {
@@ -118,7 +118,7 @@ impl<'a> FramingFields<'a> {
 /// The transfer codings that `values` (the `Transfer-Encoding` field values of a message, in
 /// order) name before a final `chunked`, as one list: what a hop that frames the body again
 /// passes on with its own `chunked` (RFC 9112 §6.1). Empty when there are none.
-pub fn codings_before_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+pub(crate) fn codings_before_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut codings: SmallVec<[&[u8]; 4]> = values.into_iter().flat_map(tokens).collect();
     if codings
         .last()
@@ -137,7 +137,7 @@ pub fn codings_before_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) ->
 }
 
 /// The items of a comma-separated field value, trimmed, empty ones left out.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
