@@ -111,6 +111,13 @@ impl HeldBody {
 #[derive(Debug)]
 pub(crate) struct UpstreamBody(State);
 
+impl UpstreamBody {
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        UpstreamBody(State::Empty)
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Empty,

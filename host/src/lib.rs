@@ -13,6 +13,8 @@ mod body;
 pub mod config;
 mod health;
 mod http1;
+#[cfg_attr(not(test), allow(dead_code))]
+mod layers;
 mod metrics;
 pub mod pool;
 mod proxy;

@@ -36,8 +36,6 @@ use crate::proxy::{local_response, Proxy, ProxyBody};
 use crate::reload::{ReloadError, Reloader};
 use crate::text::bounded;
 
-pub(crate) use auth::read_token;
-
 /// Largest admin request body read (a strategy switch is a few bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 

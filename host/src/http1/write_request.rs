@@ -27,6 +27,8 @@ pub(crate) struct RequestHeadBuilder {
     buf: Vec<u8>,
     method: Method,
     upgrade: bool,
+    /// It says `connection: close`.
+    close: bool,
     /// The client's `Transfer-Encoding` values, joined (see [`RequestHeadBuilder::transfer_encoding`]);
     /// empty (no allocation) for nearly every request.
     codings: Vec<u8>,
@@ -41,6 +43,8 @@ pub(crate) struct Outgoing {
     pub method: Method,
     /// Whether it asks for an upgrade (so a 101 is expected).
     pub upgrade: bool,
+    /// It says `connection: close`: its connection carries nothing after the response.
+    pub close: bool,
 }
 
 /// A header value being written by [`RequestHeadBuilder::header_with`].
@@ -73,8 +77,16 @@ impl RequestHeadBuilder {
             buf,
             method: method.clone(),
             upgrade: false,
+            close: false,
             codings: Vec::new(),
         }
+    }
+
+    /// `connection: close`: the connection closes after the response (a health probe's, which
+    /// must find out whether the backend still accepts new connections).
+    pub(crate) fn close_connection(&mut self) {
+        self.buf.extend_from_slice(b"connection: close\r\n");
+        self.close = true;
     }
 
     /// Notes a `Transfer-Encoding` field of the client's request (the field itself is
@@ -154,6 +166,7 @@ impl RequestHeadBuilder {
             framing,
             method: self.method,
             upgrade: self.upgrade,
+            close: self.close,
         }
     }
 }

@@ -58,7 +58,7 @@ pub(super) async fn exchange(
     conn.timer = Some(timer);
     conn.mark.answered();
     let (parts, ()) = answer.response.into_parts();
-    let keep_alive = answer.keep_alive && complete;
+    let keep_alive = answer.keep_alive && complete && !head.close;
     let body = BackendBody::new(conn, answer.framing, keep_alive, answer.fields);
     Ok(Response::from_parts(parts, body))
 }

@@ -138,6 +138,27 @@ impl Upstream {
         }
     }
 
+    /// Sends `head` (a request without a body that says `connection: close`) to `backend` on a
+    /// new connection, never a pooled one, and resolves to the response head: a health probe,
+    /// through the same connector and codec as traffic.
+    pub(crate) async fn probe(
+        &self,
+        backend: &Backend,
+        head: &Outgoing,
+        connect_timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Response<BackendBody>, UpstreamError> {
+        let conn = self.connect(backend, connect_timeout, deadline).await?;
+        match exchange(conn, head, UpstreamBody::empty(), deadline).await {
+            Ok(response) => Ok(response),
+            Err(
+                ExchangeFailure::Unsent(_, e)
+                | ExchangeFailure::Stale(_, e)
+                | ExchangeFailure::Failed(e),
+            ) => Err(e),
+        }
+    }
+
     /// Opens a connection to `backend` within `timeout`, or by the request's `deadline` if that
     /// comes first.
     async fn connect(
