@@ -9,8 +9,6 @@ use std::path::Path;
 use http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
-/// Largest token file read; a bearer token is a few dozen bytes.
-
 /// Why a mutating admin request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
