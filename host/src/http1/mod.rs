@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the wire (RFC 9112), both roles, one codec: request heads read from clients
-//! ([`parse_request`]) and written to backends ([`write_request`]), response heads read from
-//! backends ([`parse_response`]) and written to clients ([`write_response`]), one body decoder
+//! (`parse_request.rs`) and written to backends (`write_request.rs`), response heads read from
+//! backends (`parse_response.rs`) and written to clients (`write_response.rs`), one body decoder
 //! for both directions ([`decoder`], chunked coding in [`chunked`]) and one chunk encoder
 //! ([`encode`]), the socket with its read buffer ([`io`]) and the per-worker spare buffers
 //! ([`buffers`]). Nothing here knows about backends, strategies or the proxy: `server` and

@@ -135,9 +135,8 @@ impl Proxy {
             .await)
     }
 
-    /// Chooses a backend and forwards; after a failure before any response byte, asks the
-    /// strategy again with the failed backends excluded, if the request can be resent and
-    /// the retry budget allows.
+    /// Chooses a backend and forwards ([`Proxy::attempt`]), then answers: the one place where
+    /// a forwarded request is counted and logged, whatever its end ([`Proxy::answer`]).
     async fn forward(
         &self,
         config: &Config,
@@ -146,11 +145,28 @@ impl Proxy {
         body: HeldBody,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let set = self.pool.load();
         let method = head.method.clone();
         // For logs; a reference-counted copy, not a new string.
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
+        let client_ip = client.ip;
+        let attempted = self.attempt(config, client, head, body, path).await;
+        self.answer(config, attempted, &method, path, client_ip, started)
+    }
+
+    /// Chooses a backend and sends the request; after a failure before any response byte, asks
+    /// the strategy again with the failed backends excluded, if the request can be resent and
+    /// the retry budget allows.
+    async fn attempt(
+        &self,
+        config: &Config,
+        client: Client,
+        head: ClientHead,
+        body: HeldBody,
+        path: &str,
+    ) -> Attempted {
+        let set = self.pool.load();
+        let method = head.method.clone();
         // Boxed: it moves into the guest's store and back for every selection.
         let mut data = Box::new(RequestData {
             head,
@@ -161,6 +177,7 @@ impl Proxy {
         // The failure of the last attempt, while a retry is being looked for.
         let mut failed: Option<(Arc<Backend>, ProxyError)> = None;
         let mut retries = 0u32;
+        let mut select: Option<Duration>;
         loop {
             let select_started = Instant::now();
             let (returned, choice) = self.strategies.select(&self.pool, &set, &exclude, data);
@@ -169,6 +186,7 @@ impl Proxy {
             let selected = Instant::now();
             let select_time = selected - select_started;
             self.metrics.select(select_time);
+            select = Some(select_time);
             let index = match choice {
                 Choice::Strategy(i) => i,
                 Choice::Fallback(i, fault) => {
@@ -226,28 +244,14 @@ impl Proxy {
                     let outcome = Outcome::of_status(status.as_u16());
                     self.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
-                    self.metrics.backend_request(
-                        &backend.series,
-                        &backend.address,
-                        &method,
-                        status,
-                        answered - started,
-                    );
-                    if config.access_log {
-                        access_line(&Access {
-                            method: &method,
-                            path,
-                            status,
-                            backend: &backend.address,
-                            retries,
-                            select: Some(select_time),
-                            upstream: Some(latency),
-                            client: client.ip,
-                            started,
-                        });
-                    }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
-                    return relay(response, client_upgrade, in_flight, &backend);
+                    return Attempted {
+                        end: Ok(relay(response, client_upgrade, in_flight, &backend)),
+                        backend: Some(backend),
+                        retries,
+                        select,
+                        upstream: Some(latency),
+                    };
                 }
                 Err(UpstreamError::Body(cause)) => {
                     // The client's body failed (malformed, or the client went away): nothing is
@@ -255,8 +259,13 @@ impl Proxy {
                     // request cannot go again (its body is spent). The backend's connection
                     // closed with the attempt.
                     drop(in_flight);
-                    let error = ProxyError::ClientBody(format!("request body: {cause}"));
-                    return self.failure(&backend, &method, path, &error, client.ip, started);
+                    return Attempted {
+                        end: Err(ProxyError::ClientBody(format!("request body: {cause}"))),
+                        backend: Some(backend),
+                        retries,
+                        select,
+                        upstream: None,
+                    };
                 }
                 Err(UpstreamError::TimedOut) => {
                     let error = ProxyError::Timeout {
@@ -295,86 +304,99 @@ impl Proxy {
                 && retry::is_retryable(&method, failure)
                 && body.is_replayable();
             if !retry {
-                return self.failure(&backend, &method, path, &error, client.ip, started);
+                return Attempted {
+                    end: Err(error),
+                    backend: Some(backend),
+                    retries,
+                    select,
+                    upstream: Some(latency),
+                };
             }
             tracing::debug!(backend = %backend.address, path = %bounded(path), cause = %error, "retrying on another backend");
             exclude.push(index as u32);
             failed = Some((backend, error));
         }
-        match failed {
+        let (backend, error) = match failed {
             // No other backend to retry on, or no budget: the client gets the last failure.
-            Some((backend, error)) => {
-                self.failure(&backend, &method, path, &error, client.ip, started)
-            }
-            None => {
-                let error = ProxyError::NoBackend;
-                tracing::warn!(client_ip = %client.ip, path = %bounded(path), cause = %error, "503");
-                self.metrics
-                    .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
-                if config.access_log {
-                    access_line(&Access {
-                        method: &method,
-                        path,
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        backend: "none",
-                        retries,
-                        select: None,
-                        upstream: None,
-                        client: client.ip,
-                        started,
-                    });
-                }
-                error.response()
-            }
+            Some((backend, error)) => (Some(backend), error),
+            None => (None, ProxyError::NoBackend),
+        };
+        Attempted {
+            end: Err(error),
+            backend,
+            retries,
+            select,
+            upstream: None,
         }
     }
 
-    /// Logs and counts a failed request, and answers it (a warning for a 5xx).
-    fn failure(
+    /// Counts, logs and answers a forwarded request, however its attempts ended: a backend's
+    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's).
+    fn answer(
         &self,
-        backend: &Backend,
+        config: &Config,
+        attempted: Attempted,
         method: &Method,
         path: &str,
-        error: &ProxyError,
         client_ip: IpAddr,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let status = error.status();
-        if status.is_server_error() {
-            tracing::warn!(
-                backend = %backend.address,
-                strategy = %self.strategies.active().name,
-                path = %bounded(path),
-                cause = %error,
-                "{}",
-                status.as_u16()
-            );
-        } else {
-            // The client's fault: not worth a warning.
-            tracing::debug!(
-                backend = %backend.address,
-                path = %bounded(path),
-                cause = %error,
-                "{}",
-                status.as_u16()
-            );
-        }
-        self.metrics
-            .request(&backend.address, method, status, started);
-        if self.config.load().access_log {
+        let backend = attempted.backend.as_deref();
+        let address = backend.map_or("none", |b| b.address.as_str());
+        let response = match attempted.end {
+            Ok(response) => {
+                if let Some(backend) = backend {
+                    let took = started.elapsed();
+                    self.metrics.backend_request(
+                        &backend.series,
+                        address,
+                        method,
+                        response.status(),
+                        took,
+                    );
+                }
+                response
+            }
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::warn!(
+                        backend = %address,
+                        strategy = %self.strategies.active().name,
+                        %client_ip,
+                        path = %bounded(path),
+                        cause = %error,
+                        "{}",
+                        status.as_u16()
+                    );
+                } else {
+                    // The client's fault: not worth a warning.
+                    tracing::debug!(
+                        backend = %address,
+                        path = %bounded(path),
+                        cause = %error,
+                        "{}",
+                        status.as_u16()
+                    );
+                }
+                self.metrics.request(address, method, status, started);
+                error.response()
+            }
+        };
+        if config.access_log {
             access_line(&Access {
                 method,
                 path,
-                status,
-                backend: &backend.address,
-                retries: 0,
-                select: None,
-                upstream: None,
+                status: response.status(),
+                backend: address,
+                retries: attempted.retries,
+                select: attempted.select,
+                upstream: attempted.upstream,
                 client: client_ip,
                 started,
             });
         }
-        error.response()
+        response
     }
 
     /// 429 with `Retry-After` for a client over its rate.
@@ -396,6 +418,19 @@ impl Proxy {
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         response
     }
+}
+
+/// How a request's attempts ended, for [`Proxy::answer`].
+struct Attempted {
+    /// A backend's response, ready to relay, or why there is none.
+    end: Result<Response<ProxyBody>, ProxyError>,
+    /// The backend that answered, or the last one tried; `None` when none could be chosen.
+    backend: Option<Arc<Backend>>,
+    retries: u32,
+    /// Time the last selection took.
+    select: Option<Duration>,
+    /// Time from sending upstream to the response head (or the failure).
+    upstream: Option<Duration>,
 }
 
 /// One access log line's fields.

@@ -2,7 +2,7 @@
 //! counted.
 //!
 //! lbhost speaks HTTP/1.1 to backends itself ([`crate::http1`]) rather than through hyper's
-//! client: a request writes and reads its connection from its own task ([`exchange`]) and the
+//! client: a request writes and reads its connection from its own task (`exchange.rs`) and the
 //! response body reads the rest ([`BackendBody`]), so no task, channel or wake-up sits between the
 //! request and its backend. An idle connection is a socket in the pool and nothing else.
 
