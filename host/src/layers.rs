@@ -19,6 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["proxy"],
     // What runs it: the listener, the admin API, reload and its triggers.
     &["server", "admin", "reload", "watch"],
+    // Fuzzing harnesses over the parsers (tests and the `fuzzing` feature only).
+    &["fuzz"],
 ];
 
 /// Pairs in one layer that use each other: `request` keeps a parsed head's fields as the

@@ -38,6 +38,8 @@
 mod admin;
 mod body;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod health;
 mod http1;
 #[cfg_attr(not(test), allow(dead_code))]
