@@ -18,6 +18,10 @@ use crate::config::RateLimitConfig;
 const SHARDS: usize = 64;
 
 /// The token buckets of all clients.
+///
+/// Kept instead of `governor`'s keyed limiter: its key store grows with every client address
+/// until `retain_recent` is called, so a flood of spoofed or rotating addresses grows memory
+/// without bound between sweeps; this one never holds more than `max_clients`.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     hasher: RandomState,

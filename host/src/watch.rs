@@ -105,6 +105,11 @@ fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     }
 }
 
+/// Runs the reloads the events ask for, once each burst has been quiet for [`DEBOUNCE`].
+///
+/// Kept instead of `notify-debouncer-mini`: that one adds a thread that wakes every tick even
+/// when no file changes, and hands back paths to classify again; this waits on the control
+/// runtime until an event comes, and merges config and strategy events into one reload.
 async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<Target>) {
     let mut pending: Vec<Target> = Vec::new();
     loop {
