@@ -45,6 +45,7 @@ use tokio::sync::watch;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configures a [`Backend`] before it starts. Listens on `127.0.0.1` on a free port by default.
+#[derive(Debug)]
 pub struct Builder {
     name: String,
     addr: SocketAddr,
