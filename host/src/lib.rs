@@ -33,7 +33,7 @@
 //! 6. `server/h1/respond.rs` writes the response (`http1/write_response.rs` for the head), and
 //!    the connection reads the next request.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, missing_debug_implementations)]
 
 mod admin;
 mod body;

@@ -118,6 +118,7 @@ pub fn visible_ascii(value: &[u8]) -> Option<&str> {
 }
 
 /// The fields of a [`RequestFields`], in order.
+#[derive(Debug)]
 pub enum Iter<'a> {
     Head {
         head: &'a [u8],

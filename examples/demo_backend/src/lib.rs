@@ -103,6 +103,14 @@ pub struct Backend {
     shutdown: watch::Sender<bool>,
 }
 
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Backend {
     /// A builder for a backend that calls itself `name` (in bodies and `x-backend`).
     pub fn builder(name: impl Into<String>) -> Builder {
