@@ -29,6 +29,7 @@ const OTHER_RUST_GUESTS: &[(&str, &str)] = &[
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
     ("guest-loud-refusal", "tests/guests/loud_refusal.wasm"),
     ("guest-feedback-trap", "tests/guests/feedback_trap.wasm"),
+    ("guest-v0-1", "tests/guests/v0_1.wasm"),
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 

@@ -3,8 +3,11 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::Response;
 use ipnet::IpNet;
 
+use super::ProxyBody;
 use crate::request::{is_named, visible_ascii, RequestFields};
 use crate::upstream::RequestHead;
 use crate::wire;
@@ -239,6 +242,22 @@ pub fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
         fields.get("upgrade").map(Bytes::copy_from_slice)
     } else {
         None
+    }
+}
+
+/// Puts the fields the strategy chose for this response (`add-response-header`, e.g. a
+/// `Set-Cookie`) on it, after the backend's own (a backend's `Set-Cookie` stays). `fields` is
+/// left empty. Nothing to do, and nothing done, for the strategies that put none.
+pub fn add_strategy_fields(
+    response: &mut Response<ProxyBody>,
+    fields: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    if fields.is_empty() {
+        return;
+    }
+    let headers = response.headers_mut();
+    for (name, value) in fields.drain(..) {
+        headers.append(name, value);
     }
 }
 

@@ -1,14 +1,16 @@
-//! Host side of the WIT contract: generated bindings and the `request` resource the guest reads.
+//! Host side of the WIT contract (`lb:strategy@0.2.0`): generated bindings and the `request`
+//! resource the guest reads. The 0.1.0 contract's bindings (`super::v0_1`) share all of it.
 
 use std::net::IpAddr;
 
+use http::header::{HeaderName, HeaderValue};
 use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, StoreLimits};
 
 use crate::request::{visible_ascii, ClientHead};
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/strategy.wit",
     world: "balancer",
     with: { "lb:strategy/http.request": RequestHandle },
     // Every import may trap: a guest that calls the host too often in one call is stopped.
@@ -25,8 +27,18 @@ pub const MAX_HOST_CALLS: u32 = 256;
 #[error("more than {MAX_HOST_CALLS} host calls in one call")]
 pub struct HostCallBudget;
 
+/// The trap of a guest call that put a field on the response it may not put there.
+#[derive(Debug, thiserror::Error)]
+#[error("add-response-header: {0}")]
+pub struct BadResponseField(pub &'static str);
+
+/// Most fields one request's `select` may put on the response.
+pub const MAX_RESPONSE_FIELDS: usize = 8;
+/// Most bytes (names and values) one request's `select` may put on the response.
+pub const MAX_RESPONSE_FIELD_BYTES: usize = 8 * 1024;
+
 pub use exports::lb::strategy::strategy::SelectContext;
-pub use lb::strategy::types::{Backend as WitBackend, IpAddress, Needs};
+pub use lb::strategy::types::{Backend as WitBackend, IpAddress, Needs, Settings};
 
 /// The type behind `resource request` on the host side. The guest only ever sees a borrow of the
 /// one request lent to it for a `select` call; its data lives in [`GuestState::request`].
@@ -44,6 +56,8 @@ pub struct GuestState {
     pub memory_denied: bool,
     /// Host calls made by the current guest call.
     pub host_calls: u32,
+    /// What the guest asked for in `configure` (empty until then).
+    pub needs: Needs,
 }
 
 impl GuestState {
@@ -59,6 +73,7 @@ impl GuestState {
                 .build(),
             memory_denied: false,
             host_calls: 0,
+            needs: Needs::empty(),
         }
     }
 }
@@ -106,6 +121,9 @@ pub struct RequestData {
     pub head: ClientHead,
     /// The resolved client address (trusted proxies applied).
     pub client_ip: IpAddr,
+    /// Fields the strategy put on the response in its last `select` (`add-response-header`):
+    /// empty for strategies that put none, which is all that costs them.
+    pub response_fields: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Drop for RequestData {
@@ -123,6 +141,16 @@ impl RequestData {
         Box::new(RequestData {
             head: ClientHead::empty(),
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            response_fields: Vec::new(),
+        })
+    }
+
+    /// A request from `client_ip` with head `head`, no response fields yet.
+    pub fn new(head: ClientHead, client_ip: IpAddr) -> Box<Self> {
+        Box::new(RequestData {
+            head,
+            client_ip,
+            response_fields: Vec::new(),
         })
     }
 }
@@ -143,41 +171,30 @@ impl GuestState {
     }
 }
 
-impl lb::strategy::types::Host for GuestState {}
-impl lb::strategy::http::Host for GuestState {}
-
-impl lb::strategy::http::HostRequest for GuestState {
-    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+impl GuestState {
+    pub(super) fn request_method(&mut self) -> wasmtime::Result<String> {
         Ok(self.head()?.method.to_string())
     }
 
-    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+    pub(super) fn request_path(&mut self) -> wasmtime::Result<String> {
         Ok(self.head()?.uri.path().to_string())
     }
 
-    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+    pub(super) fn request_query(&mut self) -> wasmtime::Result<Option<String>> {
         Ok(self.head()?.uri.query().map(str::to_string))
     }
 
-    fn header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
+    pub(super) fn request_header(&mut self, name: &str) -> wasmtime::Result<Option<String>> {
         // Matched in any case, as header maps do.
         Ok(self
             .head()?
             .fields
-            .get(&name)
+            .get(name)
             .and_then(visible_ascii)
             .map(str::to_string))
     }
 
-    fn cookie(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
+    pub(super) fn request_cookie(&mut self, name: &str) -> wasmtime::Result<Option<String>> {
         Ok(self
             .head()?
             .fields
@@ -189,15 +206,123 @@ impl lb::strategy::http::HostRequest for GuestState {
             .map(|(_, v)| v.to_string()))
     }
 
-    fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<IpAddress> {
+    pub(super) fn request_client_ip(&mut self) -> wasmtime::Result<IpAddr> {
         self.host_call()?;
-        Ok(match self.request.client_ip {
-            IpAddr::V4(v4) => IpAddress::Ipv4(u32::from(v4)),
+        Ok(self.request.client_ip)
+    }
+
+    /// `add-response-header`: checked, bounded, kept with the lent request.
+    fn add_response_field(&mut self, name: &str, value: &str) -> wasmtime::Result<()> {
+        self.host_call()?;
+        if !self.needs.contains(Needs::RESPONSE_HEADERS) {
+            return Err(
+                BadResponseField("configure did not ask for needs.response-headers").into(),
+            );
+        }
+        let fields = &self.request.response_fields;
+        if fields.len() >= MAX_RESPONSE_FIELDS {
+            return Err(BadResponseField("more than 8 fields").into());
+        }
+        let used: usize = fields.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        if used + name.len() + value.len() > MAX_RESPONSE_FIELD_BYTES {
+            return Err(BadResponseField("more than 8 KiB of fields").into());
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BadResponseField("the name is not a field name"))?;
+        if is_reserved(&name) {
+            return Err(BadResponseField("framing and hop-by-hop fields are the host's").into());
+        }
+        if visible_ascii(value.as_bytes()).is_none() {
+            return Err(BadResponseField("the value is not visible text").into());
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| BadResponseField("the value is not visible text"))?;
+        self.request.response_fields.push((name, value));
+        Ok(())
+    }
+}
+
+/// Fields only the host writes: framing, hop-by-hop, and what the proxy sets itself.
+fn is_reserved(name: &HeaderName) -> bool {
+    use http::header;
+    [
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ]
+    .contains(name)
+}
+
+/// A client address as the WIT's `ip-address` holds it: IPv4 as a number, IPv6 as two halves.
+pub(super) enum WitIp {
+    V4(u32),
+    V6(u64, u64),
+}
+
+impl From<IpAddr> for WitIp {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => WitIp::V4(u32::from(v4)),
             IpAddr::V6(v6) => {
                 let bits = u128::from(v6);
-                IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
+                WitIp::V6((bits >> 64) as u64, bits as u64)
             }
+        }
+    }
+}
+
+impl lb::strategy::types::Host for GuestState {}
+impl lb::strategy::http::Host for GuestState {}
+
+impl lb::strategy::http::HostRequest for GuestState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_method()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_path()
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        self.request_query()
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        self.request_header(&name)
+    }
+
+    fn cookie(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        self.request_cookie(&name)
+    }
+
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<IpAddress> {
+        Ok(match WitIp::from(self.request_client_ip()?) {
+            WitIp::V4(bits) => IpAddress::Ipv4(bits),
+            WitIp::V6(hi, lo) => IpAddress::Ipv6((hi, lo)),
         })
+    }
+
+    fn add_response_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        self.add_response_field(&name, &value)
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {

@@ -99,6 +99,11 @@ impl ResponseBody {
         std::mem::take(&mut self.fields)
     }
 
+    /// The header fields of the response head, left in place (see [`ResponseBody::take_fields`]).
+    pub fn fields(&self) -> &RawFields {
+        &self.fields
+    }
+
     /// The connection, if this is the body of a `101 Switching Protocols`.
     pub fn into_upgraded(self) -> Option<Upgraded> {
         match self.state {
