@@ -18,6 +18,7 @@ pub const STRATEGIES: &[(&str, &str)] = &[
     ("strategy-least-request", "strategies/least_request.wasm"),
     ("strategy-maglev", "strategies/maglev.wasm"),
     ("strategy-hash", "strategies/hash.wasm"),
+    ("strategy-sticky-cookie", "strategies/sticky_cookie.wasm"),
 ];
 
 /// The other Rust guests: the example strategy, the tests' guests and the bench's call floor.
