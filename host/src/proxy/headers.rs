@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use http::Response;
 use ipnet::IpNet;
 
 use super::ProxyBody;
 use crate::request::{is_named, visible_ascii, RequestFields};
+use crate::strategy::ResponseFields;
 use crate::upstream::RequestHead;
 use crate::wire;
 
@@ -248,10 +248,7 @@ pub fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
 /// Puts the fields the strategy chose for this response (`add-response-header`, e.g. a
 /// `Set-Cookie`) on it, after the backend's own (a backend's `Set-Cookie` stays). `fields` is
 /// left empty. Nothing to do, and nothing done, for the strategies that put none.
-pub fn add_strategy_fields(
-    response: &mut Response<ProxyBody>,
-    fields: &mut Vec<(HeaderName, HeaderValue)>,
-) {
+pub fn add_strategy_fields(response: &mut Response<ProxyBody>, fields: &mut ResponseFields) {
     if fields.is_empty() {
         return;
     }

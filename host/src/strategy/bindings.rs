@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
+use smallvec::SmallVec;
 use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, StoreLimits};
 
@@ -31,6 +33,10 @@ pub struct HostCallBudget;
 #[derive(Debug, thiserror::Error)]
 #[error("add-response-header: {0}")]
 pub struct BadResponseField(pub &'static str);
+
+/// The fields a strategy put on a response: one kept inline (a `Set-Cookie`), so that putting it
+/// allocates nothing beyond its value.
+pub type ResponseFields = SmallVec<[(HeaderName, HeaderValue); 1]>;
 
 /// Most fields one request's `select` may put on the response.
 pub const MAX_RESPONSE_FIELDS: usize = 8;
@@ -123,7 +129,7 @@ pub struct RequestData {
     pub client_ip: IpAddr,
     /// Fields the strategy put on the response in its last `select` (`add-response-header`):
     /// empty for strategies that put none, which is all that costs them.
-    pub response_fields: Vec<(HeaderName, HeaderValue)>,
+    pub response_fields: ResponseFields,
 }
 
 impl Drop for RequestData {
@@ -141,7 +147,7 @@ impl RequestData {
         Box::new(RequestData {
             head: ClientHead::empty(),
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            response_fields: Vec::new(),
+            response_fields: ResponseFields::new(),
         })
     }
 
@@ -150,7 +156,7 @@ impl RequestData {
         Box::new(RequestData {
             head,
             client_ip,
-            response_fields: Vec::new(),
+            response_fields: ResponseFields::new(),
         })
     }
 }
@@ -212,7 +218,7 @@ impl GuestState {
     }
 
     /// `add-response-header`: checked, bounded, kept with the lent request.
-    fn add_response_field(&mut self, name: &str, value: &str) -> wasmtime::Result<()> {
+    fn add_response_field(&mut self, name: &str, value: String) -> wasmtime::Result<()> {
         self.host_call()?;
         if !self.needs.contains(Needs::RESPONSE_HEADERS) {
             return Err(
@@ -235,7 +241,8 @@ impl GuestState {
         if visible_ascii(value.as_bytes()).is_none() {
             return Err(BadResponseField("the value is not visible text").into());
         }
-        let value = HeaderValue::from_str(value)
+        // The string lifted from the guest becomes the value's buffer: no copy.
+        let value = HeaderValue::from_maybe_shared(Bytes::from(value))
             .map_err(|_| BadResponseField("the value is not visible text"))?;
         self.request.response_fields.push((name, value));
         Ok(())
@@ -322,11 +329,65 @@ impl lb::strategy::http::HostRequest for GuestState {
         name: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        self.add_response_field(&name, &value)
+        self.add_response_field(&name, value)
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // The guest never owns a request: nothing to free.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(needs: Needs) -> GuestState {
+        let mut state = GuestState::new(1 << 20);
+        state.needs = needs;
+        state
+    }
+
+    fn refusal(state: &mut GuestState, name: &str, value: &str) -> String {
+        let error = state
+            .add_response_field(name, value.to_string())
+            .expect_err("refused");
+        error
+            .downcast_ref::<BadResponseField>()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| format!("{error:#}"))
+    }
+
+    #[test]
+    fn response_fields_are_checked_and_bounded() {
+        let mut s = state(Needs::RESPONSE_HEADERS);
+        s.add_response_field("Set-Cookie", "a=1; Path=/".into())
+            .unwrap();
+        assert_eq!(s.request.response_fields.len(), 1);
+        assert_eq!(s.request.response_fields[0].0, "set-cookie");
+        for name in [
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "keep-alive",
+            "te",
+        ] {
+            assert!(refusal(&mut s, name, "1").contains("hop-by-hop"), "{name}");
+        }
+        assert!(refusal(&mut s, "a b", "1").contains("not a field name"));
+        assert!(refusal(&mut s, "x", "a\r\nb: c").contains("not visible text"));
+        assert!(refusal(&mut s, "x", "caf\u{e9}").contains("not visible text"));
+        assert!(refusal(&mut s, "x", &"v".repeat(9 * 1024)).contains("8 KiB"));
+        for _ in 1..MAX_RESPONSE_FIELDS {
+            s.add_response_field("x-ok", "1".into()).unwrap();
+        }
+        assert!(refusal(&mut s, "x-ok", "1").contains("more than 8 fields"));
+    }
+
+    #[test]
+    fn response_fields_need_the_flag() {
+        let mut s = state(Needs::FEEDBACK);
+        assert!(refusal(&mut s, "set-cookie", "a=1").contains("needs.response-headers"));
+        assert!(s.request.response_fields.is_empty());
     }
 }
