@@ -1,7 +1,8 @@
 //! The strategy contract through the real lbhost: components built against 0.1.0 still load and
 //! serve; 0.2.0's response fields (a sticky cookie set on the first response and honoured
-//! after), its clock (a newly added backend ramps up under slow start), and a strategy that puts
-//! a field it may not put is a fault served by the fallback.
+//! after), its clock (a newly added backend ramps up under slow start), a value backends report
+//! in a response field, and a strategy that puts a field it may not put is a fault served by
+//! the fallback.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -184,7 +185,11 @@ async fn slow_start_ramps_up_a_newly_added_backend() {
 async fn a_field_the_strategy_may_not_put_is_a_fault_and_the_request_is_served() {
     let backends = start_backends(&["a", "b"]).await;
     let params = json!({"mode": "bad_response_header", "n": 3});
-    let lb = Lb::start(with_strategy(&backends, guest("hostile"), params)).await;
+    let mut c = with_strategy(&backends, guest("hostile"), params);
+    // One worker: one instance counts the calls (every third faults, and the rebuilt instance
+    // counts afresh, so the pattern holds).
+    c["workers"] = json!(1);
+    let lb = Lb::start(c).await;
     let http = Http::new();
     for i in 1..=6 {
         let reply = http.get(&lb.url("/")).await;
@@ -200,6 +205,27 @@ async fn a_field_the_strategy_may_not_put_is_a_fault_and_the_request_is_served()
         log.contains("add-response-header: framing and hop-by-hop fields are the host's"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_backends_report_in_a_response_field_reaches_the_strategy() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    // The demo backends name themselves in `x-backend`: the strategy prefers the one saying c.
+    let params = json!({"report_header": "x-backend", "prefer": "c"});
+    let mut c = with_strategy(&backends, guest("feedback"), params);
+    // One worker: one instance hears every response.
+    c["workers"] = json!(1);
+    let lb = Lb::start(c).await;
+    let http = Http::new();
+    // Rotation until c has answered once (a, b, c), then c only.
+    for _ in 0..3 {
+        http.get(&lb.url("/")).await;
+    }
+    for _ in 0..30 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.header("x-backend"), Some("c"));
+    }
+    assert_eq!(faults(&http, &lb).await, 0.0, "{}", lb.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
