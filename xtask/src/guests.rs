@@ -19,6 +19,7 @@ pub const STRATEGIES: &[(&str, &str)] = &[
     ("strategy-maglev", "strategies/maglev.wasm"),
     ("strategy-hash", "strategies/hash.wasm"),
     ("strategy-sticky-cookie", "strategies/sticky_cookie.wasm"),
+    ("strategy-locality", "strategies/locality.wasm"),
 ];
 
 /// The other Rust guests: the example strategy, the tests' guests and the bench's call floor.
