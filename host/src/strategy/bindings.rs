@@ -249,21 +249,20 @@ impl GuestState {
     }
 }
 
-/// Fields only the host writes: framing, hop-by-hop, and what the proxy sets itself.
+/// Fields only the host writes: framing and hop-by-hop ones (names are lowercase here).
 fn is_reserved(name: &HeaderName) -> bool {
-    use http::header;
-    [
-        header::CONNECTION,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ]
-    .contains(name)
+    matches!(
+        name.as_str(),
+        "connection"
+            | "content-length"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-connection"
+    )
 }
 
 /// A client address as the WIT's `ip-address` holds it: IPv4 as a number, IPv6 as two halves.
