@@ -99,6 +99,22 @@ impl RawFields {
         self.date
     }
 
+    /// The value of the first field named `name` (any case), without surrounding whitespace.
+    /// A linear scan of the head: for a field or two per response, not for many.
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.runs.iter().find_map(|run| {
+            run.bytes(&self.head)
+                .split(|&b| b == b'\n')
+                .find_map(|line| {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let colon = line.iter().position(|&b| b == b':')?;
+                    line[..colon]
+                        .eq_ignore_ascii_case(name.as_bytes())
+                        .then(|| line[colon + 1..].trim_ascii())
+                })
+        })
+    }
+
     /// Appends the fields as `name: value\r\n` lines; the `Content-Length` line only if
     /// `with_length`, last.
     pub(crate) fn write(&self, out: &mut Vec<u8>, with_length: bool) {
@@ -161,6 +177,17 @@ mod tests {
         let mut out = Vec::new();
         fields.write(&mut out, with_length);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn get_finds_the_first_value_of_a_name_in_any_case() {
+        let f = fields(
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nX-Load:  0.5 \r\nx-load: 9\r\n\r\n",
+            |_| false,
+        );
+        assert_eq!(f.get("x-load"), Some(&b"0.5"[..]));
+        assert_eq!(f.get("SERVER"), Some(&b"x"[..]));
+        assert_eq!(f.get("x-lo"), None);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use http::Response;
 use ipnet::IpNet;
 
+use super::ProxyBody;
 use crate::http1;
 use crate::http1::RequestHeadBuilder;
 use crate::request::{is_named, visible_ascii, RequestFields};
+use crate::strategy::ResponseFields;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -243,6 +246,19 @@ pub(super) fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
         fields.get("upgrade").map(Bytes::copy_from_slice)
     } else {
         None
+    }
+}
+
+/// Puts the fields the strategy chose for this response (`add-response-header`, e.g. a
+/// `Set-Cookie`) on it, after the backend's own (a backend's `Set-Cookie` stays). `fields` is
+/// left empty. Nothing to do, and nothing done, for the strategies that put none.
+pub(super) fn add_strategy_fields(response: &mut Response<ProxyBody>, fields: &mut ResponseFields) {
+    if fields.is_empty() {
+        return;
+    }
+    let headers = response.headers_mut();
+    for (name, value) in fields.drain(..) {
+        headers.append(name, value);
     }
 }
 

@@ -168,10 +168,7 @@ impl Proxy {
         let set = self.pool.load();
         let method = head.method.clone();
         // Boxed: it moves into the guest's store and back for every selection.
-        let mut data = Box::new(RequestData {
-            head,
-            client_ip: client.ip,
-        });
+        let mut data = RequestData::new(head, client.ip);
         // Backends tried (or refused by their circuit) for this request.
         let mut exclude: Vec<u32> = Vec::new();
         // The failure of the last attempt, while a retry is being looked for.
@@ -240,13 +237,18 @@ impl Proxy {
                 Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
-                    self.strategies.feedback(index, status.as_u16(), latency);
+                    self.strategies
+                        .feedback(index, status.as_u16(), latency, |name| {
+                            response.body().fields().get(name.as_str())
+                        });
                     let outcome = Outcome::of_status(status.as_u16());
                     self.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
+                    let mut response = relay(response, client_upgrade, in_flight, &backend);
+                    headers::add_strategy_fields(&mut response, &mut data.response_fields);
                     return Attempted {
-                        end: Ok(relay(response, client_upgrade, in_flight, &backend)),
+                        end: Ok(response),
                         backend: Some(backend),
                         retries,
                         select,
@@ -292,7 +294,7 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            self.strategies.feedback(index, 0, latency);
+            self.strategies.feedback(index, 0, latency, |_| None);
             self.pool.report(
                 &backend,
                 admitted,

@@ -75,7 +75,17 @@ pub(crate) fn with_header_map(
             // The usual case: no field was added to the backend's (one map, not two).
             *headers = map;
         } else {
-            headers.extend(map);
+            // Appended, not replacing: a field the strategy added (`Set-Cookie`) and the
+            // backend's of the same name both go out.
+            let mut last = None;
+            for (name, value) in map {
+                if let Some(name) = name {
+                    last = Some(name);
+                }
+                if let Some(name) = &last {
+                    headers.append(name.clone(), value);
+                }
+            }
         }
     }
     Ok(response)

@@ -8,6 +8,7 @@ mod instance;
 mod loader;
 mod quarantine;
 mod runtime;
+mod v0_1;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use bindings::RequestData;
+pub use bindings::{RequestData, ResponseFields};
 pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
@@ -39,10 +40,10 @@ pub enum LoadError {
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
-    #[error("imports `{0}`, which lbhost does not provide (strategies may import only the lb:strategy@0.1.0 interfaces: no WASI, no ambient authority)")]
+    #[error("imports `{0}`, which lbhost does not provide (strategies may import only the lb:strategy@0.2.0 or @0.1.0 interfaces: no WASI, no ambient authority)")]
     Import(String),
     #[error(
-        "not an lb:strategy@0.1.0 strategy: it does not export lb:strategy/strategy@0.1.0 ({0})"
+        "not an lb:strategy@0.2.0 (or 0.1.0) strategy: it does not export lb:strategy/strategy@0.2.0 ({0})"
     )]
     World(String),
     #[error("configure refused strategy_config: {0}")]
@@ -100,6 +101,10 @@ impl Fault {
         }
     }
 }
+
+/// The longest value of a strategy's `report-header` field passed to it; a longer one is
+/// passed as absent.
+pub const MAX_REPORT_BYTES: usize = 256;
 
 /// The outcome of one selection.
 #[derive(Debug)]
@@ -180,8 +185,25 @@ impl Strategies {
     }
 
     /// Chooses a backend of `set` for `request`, never trusting the guest: a fault or an
-    /// unusable answer is served by the fallback. The request is handed back.
+    /// unusable answer is served by the fallback. The request is handed back, with the fields
+    /// the strategy put on the response ([`RequestData::response_fields`]) when it chose, none
+    /// otherwise (each selection starts without the last one's).
     pub fn select(
+        &self,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        mut request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
+        request.response_fields.clear();
+        let (mut request, choice) = self.choose(pool, set, exclude, request);
+        if !matches!(choice, Choice::Strategy(_)) {
+            request.response_fields.clear();
+        }
+        (request, choice)
+    }
+
+    fn choose(
         &self,
         pool: &Pool,
         set: &BackendSet,
@@ -257,8 +279,15 @@ impl Strategies {
         }
     }
 
-    /// Tells the active strategy how a backend answered, if it asked to know.
-    pub fn feedback(&self, backend: usize, status: u16, latency: Duration) {
+    /// Tells the active strategy how a backend answered, if it asked to know. `field` looks up
+    /// a field of the response by name; it is asked only for the strategy's `report-header`.
+    pub fn feedback<'r>(
+        &self,
+        backend: usize,
+        status: u16,
+        latency: Duration,
+        field: impl FnOnce(&http::HeaderName) -> Option<&'r [u8]>,
+    ) {
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.
         let wanted = WARM.with_borrow(|warm| {
@@ -277,7 +306,15 @@ impl Strategies {
             let Ok(backend) = u32::try_from(backend) else {
                 return;
             };
-            if let Err(fault) = instance.on_response(&self.runtime, backend, status, latency) {
+            let report = instance
+                .report_header
+                .as_ref()
+                .and_then(field)
+                .filter(|value| value.len() <= MAX_REPORT_BYTES)
+                .and_then(crate::request::visible_ascii);
+            if let Err(fault) =
+                instance.on_response(&self.runtime, backend, status, latency, report)
+            {
                 *warm = None;
                 self.record_fault(&loaded, &fault);
             }

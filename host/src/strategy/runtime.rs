@@ -88,6 +88,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
+        super::v0_1::Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Arc::new(Runtime {
             engine,
             settings,

@@ -99,6 +99,11 @@ impl BackendBody {
         std::mem::take(&mut self.fields)
     }
 
+    /// The header fields of the response head, left in place (see [`BackendBody::take_fields`]).
+    pub(crate) fn fields(&self) -> &RawFields {
+        &self.fields
+    }
+
     /// The connection, if this is the body of a `101 Switching Protocols`.
     pub(crate) fn into_upgraded(self) -> Option<Upgraded> {
         match self.state {
