@@ -9,6 +9,8 @@ const LAYERS: &[&[&str]] = &[
     &["text"],
     // HTTP/1.1 on the wire, the request head as everything above reads it, body types.
     &["http1", "request", "body"],
+    // Certificates and rustls settings for clients' TLS.
+    &["tls"],
     // Config and metric families.
     &["config", "metrics"],
     // Backends and their state, the wasm strategies, per-client limits.

@@ -53,6 +53,7 @@ pub mod request;
 mod server;
 pub mod strategy;
 mod text;
+mod tls;
 mod upstream;
 mod watch;
 
@@ -93,6 +94,14 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen {}", config.listen))?;
+    let tls_listener = match &config.tls {
+        Some(tls) => Some(
+            TcpListener::bind(tls.listen)
+                .await
+                .with_context(|| format!("tls.listen {}", tls.listen))?,
+        ),
+        None => None,
+    };
     let admin_listener = TcpListener::bind(config.admin)
         .await
         .with_context(|| format!("admin {}", config.admin))?;
@@ -138,7 +147,15 @@ pub async fn run(
         .into_std()
         .with_context(|| format!("listen {}", config.listen))?;
     let stop = stop_after_drain_delay(Arc::clone(&proxy), draining);
-    let drained = server::serve(listener, proxy, &config, stop).await;
+    let tls = match tls_listener {
+        Some(listener) => Some(server::TlsListener {
+            listener: listener.into_std().context("the TLS listening socket")?,
+            config: tls::server_config(Arc::clone(&proxy.certificates))
+                .context("setting up TLS")?,
+        }),
+        None => None,
+    };
+    let drained = server::serve(listener, tls, proxy, &config, stop).await;
     admin.abort();
     drop(watcher);
     if drained? {

@@ -15,7 +15,7 @@ use crate::text::bounded;
 
 /// Settings read only at start; a reload that changes them logs that a restart is needed.
 const RESTART_ONLY: &str =
-    "listen, admin, workers, sandbox, limits, timeouts.header_read, timeouts.client_idle";
+    "listen, admin, workers, sandbox, limits, timeouts.header_read, timeouts.client_idle, tls (but its certificates)";
 
 /// The longest strategy name `POST /strategy` takes (a file name's limit on Linux, `.wasm`
 /// included or not).
@@ -182,6 +182,7 @@ impl Reloader {
             self.activate(loaded);
         }
         self.health_sync(&next);
+        self.proxy.set_certificates(&next);
         self.proxy.config.store(Arc::new(next));
         let version = {
             let mut state = self.lock_state();
@@ -367,6 +368,12 @@ fn file_hash_differs(path: &Path, sha256: &str) -> bool {
 fn restart_only_changed(a: &Config, b: &Config) -> bool {
     a.listen != b.listen
         || a.admin != b.admin
+        || a.tls
+            .as_ref()
+            .map(|t| (t.listen, t.handshake_timeout, t.max_handshakes))
+            != b.tls
+                .as_ref()
+                .map(|t| (t.listen, t.handshake_timeout, t.max_handshakes))
         || a.workers != b.workers
         || a.sandbox != b.sandbox
         || a.limits != b.limits

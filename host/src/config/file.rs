@@ -36,6 +36,23 @@ pub(super) struct FileConfig {
     pub drain_delay: Option<String>,
     pub access_log: Option<bool>,
     pub admin_token_file: Option<String>,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTls {
+    pub listen: String,
+    pub certificates: Vec<FileCertificate>,
+    pub handshake_timeout: Option<String>,
+    pub max_handshakes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCertificate {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -68,6 +68,24 @@ pub struct Config {
     /// (read at each such request, so a rotated secret applies at once). Without it, those
     /// endpoints answer only on a loopback admin address.
     pub admin_token_file: Option<PathBuf>,
+    /// A TLS listener beside the plain one; `None` (the default) is none.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsConfig {
+    /// Where HTTPS is accepted (HTTP/1.1 and HTTP/2 by ALPN).
+    pub listen: SocketAddr,
+    /// The certificate files, in config order (the first is the default).
+    pub files: Vec<(PathBuf, PathBuf)>,
+    /// The certificates loaded from them and checked.
+    pub(crate) certificates: std::sync::Arc<crate::tls::CertificateSet>,
+    /// A handshake not done within this closes the connection (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress per worker; a connection past it waits to start its own
+    /// (default 256), so a flood of handshakes cannot starve served connections of CPU.
+    pub max_handshakes: usize,
 }
 
 /// One backend.

@@ -164,7 +164,12 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "must be at least 1048576 (1 MiB)",
         ));
     }
+    let tls = match &file.tls {
+        Some(tls) => Some(tls_config(tls, base, listen, admin)?),
+        None => None,
+    };
     Ok(Config {
+        tls,
         listen,
         admin,
         strategy,
@@ -185,6 +190,60 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         drain_delay: duration("drain_delay", file.drain_delay.as_deref(), "0s")?,
         access_log: file.access_log.unwrap_or(false),
         admin_token_file,
+    })
+}
+
+/// The `tls` section: its listener, and every certificate loaded and checked.
+fn tls_config(
+    tls: &super::file::FileTls,
+    base: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<super::TlsConfig, ConfigError> {
+    let tls_listen = socket_addr("tls.listen", &tls.listen)?;
+    if tls_listen == listen || tls_listen == admin {
+        return Err(ConfigError::field(
+            "tls.listen",
+            "must differ from listen and admin",
+        ));
+    }
+    if tls.certificates.is_empty() {
+        return Err(ConfigError::field(
+            "tls.certificates",
+            "must name at least one certificate",
+        ));
+    }
+    let mut files = Vec::with_capacity(tls.certificates.len());
+    let mut loaded = Vec::with_capacity(tls.certificates.len());
+    for (i, certificate) in tls.certificates.iter().enumerate() {
+        let field = format!("tls.certificates[{i}]");
+        let cert = base.join(plain_path(&format!("{field}.cert"), &certificate.cert)?);
+        let key = base.join(plain_path(&format!("{field}.key"), &certificate.key)?);
+        let checked = crate::tls::Certificate::load(&cert, &key)
+            .map_err(|e| ConfigError::field(&field, e.to_string()))?;
+        loaded.push(checked);
+        files.push((cert, key));
+    }
+    let max_handshakes = match tls.max_handshakes {
+        Some(0) => {
+            return Err(ConfigError::field(
+                "tls.max_handshakes",
+                "must be at least 1",
+            ))
+        }
+        Some(n) => n,
+        None => 256,
+    };
+    Ok(super::TlsConfig {
+        listen: tls_listen,
+        files,
+        certificates: std::sync::Arc::new(crate::tls::CertificateSet::new(loaded)),
+        handshake_timeout: duration(
+            "tls.handshake_timeout",
+            tls.handshake_timeout.as_deref(),
+            "10s",
+        )?,
+        max_handshakes,
     })
 }
 

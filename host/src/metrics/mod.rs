@@ -77,6 +77,11 @@ pub struct Metrics {
     /// `lbhost_client_connections{state}`: open client connections, `serving` (held by the
     /// HTTP machinery) or `parked` (idle keep-alive, waiting as a bare socket).
     pub client_connections: IntGaugeVec,
+    /// `lbhost_tls_certificate_expiry_seconds{names,file}`: when each served certificate
+    /// expires (Unix time).
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// `lbhost_tls_handshakes_total{result}`: TLS handshakes, `ok`, `failed` or `timeout`.
+    pub tls_handshakes: IntCounterVec,
 }
 
 impl Metrics {
@@ -217,6 +222,16 @@ impl Metrics {
                 "lbhost_client_connections",
                 "Open client connections, serving or parked (idle keep-alive)",
                 &["state"],
+            )?,
+            tls_certificate_expiry: gauge(
+                "lbhost_tls_certificate_expiry_seconds",
+                "When each served TLS certificate expires (Unix time).",
+                &["names", "file"],
+            )?,
+            tls_handshakes: counter(
+                "lbhost_tls_handshakes_total",
+                "TLS handshakes with clients, by result (ok, failed, timeout).",
+                &["result"],
             )?,
             registry,
         })

@@ -77,6 +77,8 @@ pub(super) struct Forwarding<'a> {
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
     pub peer_trusted: bool,
+    /// The client's connection is TLS: `https` in the forwarding fields.
+    pub secure: bool,
     /// The host the client asked for (the target's authority, or `Host`), if any.
     pub host: Option<&'a [u8]>,
     /// The `Host` to send when the client named none: the backend's own.
@@ -132,7 +134,10 @@ pub(super) fn write_upstream(
             head.header(b"x-forwarded-proto", value);
         }
     } else {
-        head.header(b"x-forwarded-proto", b"http");
+        head.header(
+            b"x-forwarded-proto",
+            if f.secure { b"https" } else { b"http" },
+        );
     }
     if kept(X_FORWARDED_HOST) {
         for value in fields.get_all(X_FORWARDED_HOST) {
@@ -160,7 +165,11 @@ pub(super) fn write_upstream(
                 value.push(b"]\"");
             }
         }
-        value.push(b";proto=http");
+        value.push(if f.secure {
+            b";proto=https"
+        } else {
+            b";proto=http"
+        });
         if let Some(host) = f.host {
             value.push(b";host=\"");
             // Quotes and backslashes would end or escape the quoted string: left out.
@@ -309,6 +318,7 @@ mod tests {
         let forwarding = Forwarding {
             peer: peer.parse().unwrap(),
             peer_trusted: trusted,
+            secure: false,
             host: host.map(str::as_bytes),
             fallback_host: "backend:80",
             upgrade: None,
@@ -367,6 +377,7 @@ mod tests {
         let forwarding = Forwarding {
             peer: "10.0.0.1".parse().unwrap(),
             peer_trusted: false,
+            secure: false,
             host: Some(b"h"),
             fallback_host: "backend:80",
             upgrade: None,

@@ -30,11 +30,14 @@ use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData, Strategies};
 use crate::text::bounded;
+use crate::tls::Resolver;
 use crate::upstream::{BackendBody, Upstream, UpstreamError};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Proxy {
+    /// The TLS listener's certificates, swapped on reload.
+    pub(crate) certificates: Arc<Resolver>,
     /// The running config (swapped whole on reload).
     pub config: ArcSwap<Config>,
     /// The backends.
@@ -56,6 +59,8 @@ struct Client {
     ip: IpAddr,
     peer_ip: IpAddr,
     peer_trusted: bool,
+    /// It came over TLS.
+    secure: bool,
     /// The protocol asked for in `Upgrade`, and the client's half of the upgrade.
     upgrade: Option<(Bytes, ClientUpgrade)>,
 }
@@ -72,11 +77,43 @@ impl Proxy {
             upstream: Upstream::new(),
             retry_budget: RetryBudget::new(&config.retries),
             rate_limiter: RateLimiter::new(),
+            certificates: Arc::new(Resolver::default()),
             config: ArcSwap::from_pointee(config),
             pool,
             strategies,
             metrics,
         }
+        .with_certificates()
+    }
+
+    fn with_certificates(self) -> Self {
+        self.set_certificates(&self.config.load());
+        self
+    }
+
+    /// Serves the certificates of `config` from the next TLS handshake on, and publishes their
+    /// expiry; warns of any that expires within 14 days.
+    pub(crate) fn set_certificates(&self, config: &Config) {
+        let Some(tls) = &config.tls else {
+            return;
+        };
+        self.metrics.tls_certificate_expiry.reset();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for certificate in &tls.certificates.certificates {
+            let names = certificate.names.join(",");
+            let file = certificate.cert_path.display().to_string();
+            self.metrics
+                .tls_certificate_expiry
+                .with_label_values(&[names.as_str(), file.as_str()])
+                .set(certificate.not_after);
+            let days = (certificate.not_after - now) / 86_400;
+            if days < 14 {
+                tracing::warn!(names = %names, file = %file, days, "TLS certificate expires soon");
+            }
+        }
+        self.certificates.set(Arc::clone(&tls.certificates));
     }
 
     /// Serves one client request. Never fails: every problem becomes a status for the client.
@@ -87,6 +124,7 @@ impl Proxy {
         head: ClientHead,
         body: B,
         peer: SocketAddr,
+        secure: bool,
         upgrade: Option<ClientUpgrade>,
     ) -> Result<Response<ProxyBody>, Infallible>
     where
@@ -127,6 +165,7 @@ impl Proxy {
             ip: client_ip,
             peer_ip,
             peer_trusted,
+            secure,
             upgrade,
         };
         self.retry_budget.deposit(&config.retries);
@@ -529,6 +568,7 @@ fn upstream_head(
     let forwarding = headers::Forwarding {
         peer: client.peer_ip,
         peer_trusted: client.peer_trusted,
+        secure: client.secure,
         host,
         fallback_host: backend.authority.as_str(),
         upgrade: client.upgrade.as_ref().map(|(protocol, _)| &protocol[..]),

@@ -6,19 +6,19 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::stream::ClientStream;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// `stream`, with `prefix` read first.
 #[derive(Debug)]
 pub(super) struct Prefixed {
-    stream: TcpStream,
+    stream: ClientStream,
     prefix: Bytes,
 }
 
 impl Prefixed {
-    pub(super) fn new(stream: TcpStream, prefix: Bytes) -> Self {
+    pub(super) fn new(stream: ClientStream, prefix: Bytes) -> Self {
         Prefixed { stream, prefix }
     }
 }

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream::ClientStream;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntGauge;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::client_io::Prefixed;
@@ -93,7 +93,7 @@ impl Drop for Counted<'_> {
 /// (`stopped` turns true: in-flight exchanges finish, then the connection closes). `_active` is
 /// held until the connection is gone, so the worker can wait for its connections to drain.
 pub(super) async fn serve(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     settings: Arc<Settings>,
@@ -105,6 +105,7 @@ pub(super) async fn serve(
     let h1::Ended::Http2(stream, read) = ended else {
         return;
     };
+    let secure = stream.is_tls();
     let service = service_fn(move |request: http::Request<Incoming>| {
         let (parts, body) = request.into_parts();
         // lbhost is no forward proxy, over HTTP/1.1 (see `h1`) or HTTP/2.
@@ -113,7 +114,7 @@ pub(super) async fn serve(
         // Boxed: hyper spawns a task per stream and moves its future several times on the way
         // in (and again when it completes); the proxy's future is several KiB, a box is a word.
         let answer =
-            (!connect).then(|| Box::pin(Arc::clone(&proxy).handle(head, body, peer, None)));
+            (!connect).then(|| Box::pin(Arc::clone(&proxy).handle(head, body, peer, secure, None)));
         async move {
             let Some(answer) = answer else {
                 return Ok(local_response(StatusCode::METHOD_NOT_ALLOWED));

@@ -12,6 +12,7 @@
 mod client_io;
 mod connection;
 mod h1;
+mod stream;
 mod trim;
 
 use std::convert::Infallible;
@@ -24,15 +25,26 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use connection::Settings;
+use stream::ClientStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::proxy::Proxy;
+
+/// The TLS listener: its socket, and the rustls config its handshakes use.
+#[derive(Debug)]
+pub(crate) struct TlsListener {
+    pub(crate) listener: std::net::TcpListener,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+}
 
 /// Starts `config.workers` worker threads accepting on `listener`; once `shutdown` resolves they
 /// stop accepting and each waits up to `config.shutdown_timeout` for its in-flight requests.
 /// Returns whether everything drained in time, or an error if no worker could start.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
+    tls: Option<TlsListener>,
     proxy: Arc<Proxy>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
@@ -44,7 +56,23 @@ pub(crate) async fn serve(
             .try_clone()
             .context("sharing the listening socket")
             .and_then(|listener| {
-                start_worker(index, listener, Arc::clone(&proxy), config, stopped.clone())
+                let tls = match &tls {
+                    Some(tls) => Some((
+                        tls.listener
+                            .try_clone()
+                            .context("sharing the TLS listening socket")?,
+                        Arc::clone(&tls.config),
+                    )),
+                    None => None,
+                };
+                start_worker(
+                    index,
+                    listener,
+                    tls,
+                    Arc::clone(&proxy),
+                    config,
+                    stopped.clone(),
+                )
             });
         match started {
             Ok(done) => workers.push(done),
@@ -55,6 +83,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    drop(tls);
     let trimmer = tokio::spawn(trim::run());
     shutdown.await;
     trimmer.abort();
@@ -71,6 +100,7 @@ pub(crate) async fn serve(
 fn start_worker(
     index: usize,
     listener: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     proxy: Arc<Proxy>,
     config: &Config,
     stopped: watch::Receiver<bool>,
@@ -85,8 +115,16 @@ fn start_worker(
         .name(format!("lbhost-worker-{index}"))
         .spawn(move || {
             let drained = runtime.block_on(async move {
+                let tls = match tls.map(|(l, c)| TcpListener::from_std(l).map(|l| (l, c))) {
+                    Some(Ok((listener, config))) => Some((listener, TlsAcceptor::from(config))),
+                    Some(Err(e)) => {
+                        tracing::error!(worker = index, cause = %e, "worker cannot use the TLS listening socket");
+                        None
+                    }
+                    None => None,
+                };
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(listener, proxy, &config, stopped).await,
+                    Ok(listener) => accept_loop(listener, tls, proxy, &config, stopped).await,
                     Err(e) => {
                         tracing::error!(worker = index, cause = %e, "worker cannot use the listening socket");
                         true
@@ -99,41 +137,97 @@ fn start_worker(
     Ok(result)
 }
 
+/// The next connection on the TLS listener; never, without one.
+async fn accept_tls(
+    tls: Option<&(TcpListener, TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match tls {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One worker: accepts client connections until told to stop, then waits up to
 /// `config.shutdown_timeout` for its in-flight requests. Returns whether they all finished.
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     proxy: Arc<Proxy>,
     config: &Config,
     mut stopped: watch::Receiver<bool>,
 ) -> bool {
     let settings = Arc::new(Settings::new(config, &proxy.metrics));
+    let (handshake_timeout, max_handshakes) = config
+        .tls
+        .as_ref()
+        .map_or((Duration::from_secs(10), 1), |t| {
+            (t.handshake_timeout, t.max_handshakes)
+        });
+    let handshakes = Arc::new(Semaphore::new(max_handshakes));
     // Every connection task holds a sender; the channel closes when the last one is gone.
     let (active, mut drained) = mpsc::channel::<Infallible>(1);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::error!(cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, secure) = tokio::select! {
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept_tls(tls.as_ref()) => (accepted, true),
             _ = stopped.wait_for(|stop| *stop) => break,
         };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!(cause = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection::serve(
-            stream,
-            peer,
+        let (proxy, settings, stopped, active) = (
             Arc::clone(&proxy),
             Arc::clone(&settings),
             stopped.clone(),
             active.clone(),
-        ));
+        );
+        match (&tls, secure) {
+            (Some((_, acceptor)), true) => {
+                let (acceptor, handshakes) = (acceptor.clone(), Arc::clone(&handshakes));
+                // The handshake runs in the connection's task, never on the accept loop.
+                tokio::spawn(async move {
+                    let Ok(permit) = handshakes.acquire_owned().await else {
+                        return;
+                    };
+                    let shaken =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    drop(permit);
+                    let result = match &shaken {
+                        Ok(Ok(_)) => "ok",
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, cause = %e, "TLS handshake failed");
+                            "failed"
+                        }
+                        Err(_) => "timeout",
+                    };
+                    proxy
+                        .metrics
+                        .tls_handshakes
+                        .with_label_values(&[result])
+                        .inc();
+                    if let Ok(Ok(tls)) = shaken {
+                        let stream = ClientStream::Tls(Box::new(tls));
+                        connection::serve(stream, peer, proxy, settings, stopped, active).await;
+                    }
+                });
+            }
+            _ => {
+                let stream = ClientStream::Plain(stream);
+                tokio::spawn(connection::serve(
+                    stream, peer, proxy, settings, stopped, active,
+                ));
+            }
+        }
     }
     drop(listener);
+    drop(tls);
     drop(active);
     tokio::time::timeout(config.shutdown_timeout, drained.recv())
         .await

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 
+use crate::server::stream::ClientStream;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite as _;
-use tokio::net::TcpStream;
 
 use crate::http1::{BodyDecoder, Io};
 
@@ -21,7 +21,7 @@ pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 #[derive(Debug)]
 pub(super) struct ClientConn {
     /// The socket and what was read from it but not used yet.
-    pub(super) wire: Io<TcpStream>,
+    pub(super) wire: Io<ClientStream>,
     /// The body of the request in progress ([`BodyDecoder::Done`] between requests).
     pub(super) body: BodyDecoder,
     /// How much of [`CONTINUE`] is still to be written before the body is read (0: none).
@@ -37,7 +37,7 @@ pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, ClientConn> {
 }
 
 impl ClientConn {
-    pub(super) fn new(stream: TcpStream, buf: BytesMut) -> Self {
+    pub(super) fn new(stream: ClientStream, buf: BytesMut) -> Self {
         ClientConn {
             wire: Io::new(stream, buf),
             body: BodyDecoder::Done,

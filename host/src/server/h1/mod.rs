@@ -30,10 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::server::stream::ClientStream;
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -71,7 +71,7 @@ pub(super) enum Ended {
     /// The connection is closed (or its socket dropped).
     Closed,
     /// It started with the HTTP/2 preface: the socket, and what was read from it.
-    Http2(TcpStream, Bytes),
+    Http2(ClientStream, Bytes),
 }
 
 /// What the timer guards.
@@ -140,13 +140,14 @@ type Slot<T> = Option<Pin<Box<Option<T>>>>;
 /// Serves HTTP/1.1 on `stream` until it closes, idles out, turns into a tunnel or HTTP/2, or
 /// the worker stops (`stopped`: the exchange in progress finishes, with `connection: close`).
 pub(super) async fn serve<'s>(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     settings: &'s Settings,
     stopped: &mut watch::Receiver<bool>,
     counted: &mut Counted<'s>,
 ) -> Ended {
+    let conn_secure = stream.is_tls();
     let mut conn = Connection {
         io: Arc::new(Mutex::new(ClientConn::new(stream, BytesMut::new()))),
         in_flight: None,
@@ -167,7 +168,8 @@ pub(super) async fn serve<'s>(
     let mut stop = pin!(async {
         let _ = stopped.wait_for(|stop| *stop).await;
     });
-    let handle = |head, body, upgrade| Arc::clone(proxy).handle(head, body, peer, upgrade);
+    let secure = conn_secure;
+    let handle = |head, body, upgrade| Arc::clone(proxy).handle(head, body, peer, secure, upgrade);
     loop {
         match conn.next_head(stop.as_mut(), &handle).await {
             Next::Request => {}

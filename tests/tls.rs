@@ -1,0 +1,378 @@
+//! The HTTPS listener with real certificates made at test time (Debian's `openssl`) and a real
+//! TLS client (rustls): certificates by SNI, HTTP/1.1 and HTTP/2 by ALPN, `https` in the
+//! forwarding fields, certificates replaced on reload, bad ones refused with the old ones kept.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lbhost_e2e::{free_addr, full, Http, Lb, RecordingBackend, Scratch};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Makes a CA in `dir` (once) and a leaf certificate `name` for `dns` names signed by it:
+/// returns the chain and key paths.
+fn make_certificate(dir: &Path, name: &str, dns: &[&str]) -> (PathBuf, PathBuf) {
+    let ca = dir.join("ca.pem");
+    let ca_key = dir.join("ca.key");
+    if !ca.exists() {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=lbhost test CA",
+            "-keyout",
+            path(&ca_key),
+            "-out",
+            path(&ca),
+        ]);
+    }
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.pem"));
+    let ext = dir.join(format!("{name}.ext"));
+    let san: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            san.join(",")
+        ),
+    )
+    .expect("writing the extensions");
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={}", dns[0]),
+        "-keyout",
+        path(&key),
+        "-out",
+        path(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path(&csr),
+        "-CA",
+        path(&ca),
+        "-CAkey",
+        path(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        path(&ext),
+        "-out",
+        path(&cert),
+    ]);
+    (cert, key)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Accepts any certificate and keeps the one presented, so a test can see which one the
+/// server chose for a name it does not cover too.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Option<Vec<u8>>>);
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.0.lock().expect("lock") = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::RSA_PSS_SHA256,
+            SignatureScheme::ED25519,
+        ]
+    }
+}
+
+/// A TLS connection to `addr` with SNI `name` and ALPN `alpn`: the stream and the DER of the
+/// certificate the server presented.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[u8],
+) -> (tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>) {
+    let recorder = Arc::new(Recorder::default());
+    #[allow(deprecated)] // ring, as lbhost uses (see host/src/tls/mod.rs).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to the TLS listener");
+    let server_name = ServerName::try_from(name.to_string()).expect("a DNS name");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .expect("TLS handshake");
+    let presented = recorder
+        .0
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a certificate");
+    (tls, presented)
+}
+
+/// The DER of the first certificate in PEM file `path`.
+fn der(path: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-in",
+            path.to_str().expect("UTF-8"),
+            "-outform",
+            "DER",
+        ])
+        .output()
+        .expect("openssl runs");
+    out.stdout
+}
+
+/// `GET /` over `tls` with HTTP/1.1 or HTTP/2: the status.
+async fn get(tls: tokio_rustls::client::TlsStream<TcpStream>, h2: bool) -> u16 {
+    let io = TokioIo::new(tls);
+    let request = Request::get("https://a.test/")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .expect("a request");
+    let response = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        send.send_request(request).await.expect("h2 response")
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        send.send_request(request).await.expect("h1 response")
+    };
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+struct Setup {
+    lb: Lb,
+    tls: SocketAddr,
+    backend: RecordingBackend,
+    certs: Scratch,
+    /// (chain, key) of: the default certificate, `a.test`, `*.wild.test`.
+    files: [(PathBuf, PathBuf); 3],
+}
+
+async fn start() -> Setup {
+    let certs = Scratch::new();
+    let files = [
+        make_certificate(certs.path(), "default", &["default.test"]),
+        make_certificate(certs.path(), "a", &["a.test"]),
+        make_certificate(certs.path(), "wild", &["*.wild.test"]),
+    ];
+    let backend = RecordingBackend::start().await;
+    let tls = free_addr();
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = json!({
+        "listen": listen.to_string(),
+        "admin": admin.to_string(),
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{"url": backend.url()}],
+        "tls": {
+            "listen": tls.to_string(),
+            "certificates": files.iter().map(|(cert, key)| json!({"cert": cert, "key": key})).collect::<Vec<_>>(),
+        },
+    });
+    let config_path = certs.write("config.json", config.to_string());
+    let lb = Lb::start_from_file(&config_path, listen, admin).await;
+    Setup {
+        lb,
+        tls,
+        backend,
+        certs,
+        files,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_picks_certificates_by_sni_and_serves_http1_and_h2() {
+    let s = start().await;
+    let [default, a, wild] = &s.files;
+    let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+    assert_eq!(presented, der(&a.0), "a.test gets its own certificate");
+    assert_eq!(get(tls, false).await, 200);
+    let (tls, presented) = connect(s.tls, "x.wild.test", b"h2").await;
+    assert_eq!(presented, der(&wild.0), "x.wild.test gets the wildcard");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(get(tls, true).await, 200);
+    let (_, presented) = connect(s.tls, "deep.x.wild.test", b"http/1.1").await;
+    assert_eq!(
+        presented,
+        der(&default.0),
+        "a wildcard covers one label only"
+    );
+    let (_, presented) = connect(s.tls, "other.test", b"http/1.1").await;
+    assert_eq!(
+        presented,
+        der(&default.0),
+        "an unknown name gets the default"
+    );
+    let seen = s.backend.received().to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-proto: https\r\n"), "{seen}");
+    assert!(seen.contains(";proto=https"), "{seen}");
+    // The plain listener still serves, and says http.
+    let reply = Http::new().get(&s.lb.url("/")).await;
+    assert_eq!(reply.status, 200);
+    let http = Http::new();
+    let metrics = http.get(&s.lb.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("lbhost_tls_certificate_expiry_seconds{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lbhost_tls_handshakes_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_change_on_reload_and_bad_ones_keep_the_old() {
+    let s = start().await;
+    let http = Http::new();
+    let [_, a, _] = &s.files;
+    let old = der(&a.0);
+    // Renewed the way certbot does it: new files renamed over the old ones.
+    let renewed = s.certs.path().join("renewed");
+    std::fs::create_dir_all(&renewed).expect("a folder");
+    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
+    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
+    std::fs::rename(&key, &a.1).expect("rename the key");
+    std::fs::rename(&cert, &a.0).expect("rename the chain");
+    let reload = Request::post(s.lb.admin_url("/reload"))
+        .body(full(""))
+        .expect("a request");
+    let reply = http.send(reload).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+    assert_ne!(
+        presented, old,
+        "a new handshake gets the renewed certificate"
+    );
+    assert_eq!(presented, der(&a.0));
+    let current = presented;
+
+    // A key that does not match: refused with the reason, the running certificate kept.
+    let (_, other_key) = make_certificate(&renewed, "other", &["other.test"]);
+    std::fs::copy(&other_key, &a.1).expect("copy the wrong key");
+    let reload = Request::post(s.lb.admin_url("/reload"))
+        .body(full(""))
+        .expect("a request");
+    let reply = http.send(reload).await;
+    assert_ne!(reply.status, 200, "a mismatched key was accepted");
+    assert!(reply.text().contains("does not match"), "{}", reply.text());
+    let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+    assert_eq!(presented, current, "the old certificate keeps serving");
+    assert_eq!(get(tls, false).await, 200);
+}
+
+#[tokio::test]
+async fn check_refuses_bad_certificate_files_in_one_line() {
+    let certs = Scratch::new();
+    let (cert, key) = make_certificate(certs.path(), "a", &["a.test"]);
+    let (_, wrong_key) = make_certificate(certs.path(), "b", &["b.test"]);
+    let not_pem = certs.write("junk.pem", "not a certificate");
+    let cases = [
+        (json!({"cert": cert, "key": wrong_key}), "does not match"),
+        (json!({"cert": not_pem, "key": key}), "no certificate"),
+        (
+            json!({"cert": certs.path().join("missing.pem"), "key": key}),
+            "missing.pem",
+        ),
+    ];
+    for (certificate, expected) in cases {
+        let config = json!({
+            "strategy": lbhost_e2e::strategy("round_robin"),
+            "backends": [{"url": "http://127.0.0.1:9"}],
+            "tls": {"listen": "127.0.0.1:0", "certificates": [certificate]},
+        });
+        let path = certs.write("config.json", config.to_string());
+        let run = Lb::spawn_raw(["check", "--config", path.to_str().expect("UTF-8")]).await;
+        assert!(!run.status.success(), "accepted: {certificate}");
+        let text = run.stderr;
+        assert!(text.contains("tls.certificates[0]"), "{text}");
+        assert!(text.contains(expected), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+    }
+}
