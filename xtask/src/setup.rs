@@ -20,7 +20,7 @@ pub const C_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-14-d
 
 /// The Debian packages the tests need besides the C toolchain: the status page test renders in
 /// headless Chromium.
-const TEST_PACKAGES: &[&str] = &["chromium"];
+const TEST_PACKAGES: &[&str] = &["chromium", "openssl"];
 
 /// For `cargo xtask demo`: the wasm target, nothing else (the demo runs Rust strategies only).
 pub fn for_demo() -> Result<()> {
