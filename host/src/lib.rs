@@ -2,13 +2,14 @@
 //!
 //! The host owns the network; which backend gets a request is decided by a strategy component
 //! (see `wit/strategy.wit`). Modules, one job each:
-//! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
+//! [`config`] parsing and validation, [`pool`] the backends, [`discovery`] backends from DNS, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
 //! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`text`] foreign text made safe to show, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
 
 pub mod admin;
 pub mod buffers;
 pub mod config;
+pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod pool;
@@ -64,9 +65,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let active = strategies.active();
     metrics.set_active_strategy(&active.name, &active.sha256);
-    let pool = Pool::new(&config.backends);
+    // DNS entries get their first answers before lbhost serves (a failed lookup is logged and
+    // tried again; the entry adds no backend until one succeeds).
+    let discovery = Arc::new(discovery::Discovery::new(Arc::clone(&metrics)));
+    discovery.sync(&config).await.context("dns")?;
+    let pool = Pool::new(&discovery::compose(&config.backends, discovery.answers()));
     let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
     health.sync(config.health_check.as_ref());
+    let pool_size = pool.load().backends.len();
     let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
     let proxy = Arc::new(Proxy::new(config.clone(), pool, strategies, metrics));
     tracing::info!(
@@ -74,7 +80,7 @@ pub async fn run(
         admin = %config.admin,
         strategy = %active.name,
         sha256 = %&active.sha256[..12],
-        backends = config.backends.len(),
+        backends = pool_size,
         workers = config.workers,
         "lbhost ready"
     );
@@ -83,7 +89,9 @@ pub async fn run(
         config_path,
         overrides,
         health,
+        discovery,
     ));
+    let following = tokio::spawn(Arc::clone(&reloader).follow_discovery());
     let watcher = match watch::start(Arc::clone(&reloader)) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -105,6 +113,7 @@ pub async fn run(
     let stop = stop_after_drain_delay(Arc::clone(&proxy), draining);
     let drained = server::serve(listener, proxy, &config, stop).await;
     admin.abort();
+    following.abort();
     drop(watcher);
     if drained? {
         tracing::info!("drained; bye");

@@ -77,6 +77,11 @@ pub struct Metrics {
     /// `lbhost_client_connections{state}`: open client connections, `serving` (held by the
     /// HTTP machinery) or `parked` (idle keep-alive, waiting as a bare socket).
     pub client_connections: IntGaugeVec,
+    /// `lbhost_dns_lookups_total{name, result}`: lookups of DNS backend entries, `ok`,
+    /// `nxdomain`, `empty`, `timeout` or `error`.
+    pub dns_lookups: IntCounterVec,
+    /// `lbhost_dns_addresses{name}`: addresses in the last good answer of a DNS entry.
+    pub dns_addresses: IntGaugeVec,
 }
 
 impl Metrics {
@@ -217,6 +222,16 @@ impl Metrics {
                 "lbhost_client_connections",
                 "Open client connections, serving or parked (idle keep-alive)",
                 &["state"],
+            )?,
+            dns_lookups: counter(
+                "lbhost_dns_lookups_total",
+                "Lookups of DNS backend entries, by name and result (ok, nxdomain, empty, timeout, error)",
+                &["name", "result"],
+            )?,
+            dns_addresses: gauge(
+                "lbhost_dns_addresses",
+                "Addresses in the last good answer of a DNS backend entry",
+                &["name"],
             )?,
             registry,
         })
