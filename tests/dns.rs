@@ -1,0 +1,422 @@
+//! Backends from DNS, against a real DNS server (dnsmasq) on loopback: requests reach the
+//! addresses a name resolves to; a changed answer reaches traffic within one refresh with no
+//! failed request; a DNS server that stops or says NXDOMAIN leaves the last answer in place,
+//! shown in `/status` and counted; SRV records give ports and weights; `lbhost check` refuses a
+//! bad DNS entry with one clear line.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use demo_backend::Backend;
+use lbhost_e2e::dnsmasq::{Dnsmasq, ZONE};
+use lbhost_e2e::load::Load;
+use lbhost_e2e::{
+    get, loopback_backends, metric, metric_total, start_backends, strategy, wait_until, Http, Lb,
+    Scratch,
+};
+use serde_json::{json, Value};
+
+/// The refresh the tests' settings give: dnsmasq's TTL (1 s) within 250 ms..1 s.
+const REFRESH: Duration = Duration::from_secs(1);
+/// What a change may take beyond one refresh: the lookup itself, applying it, a request.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn name(host: &str) -> String {
+    format!("{host}.{ZONE}")
+}
+
+/// A config over `backends` (entries), resolved by `dns` with short refresh bounds.
+fn config(dns: &Dnsmasq, strategy_name: &str, backends: Value) -> Value {
+    json!({
+        "strategy": strategy(strategy_name),
+        "workers": 2,
+        "backends": backends,
+        "dns": {
+            "servers": [dns.addr().to_string()],
+            "min_refresh": "250ms",
+            "max_refresh": "1s",
+            "timeout": "300ms",
+        },
+    })
+}
+
+/// The hosts file naming `api` with each of `backends`' addresses.
+fn hosts(host: &str, backends: &[&Backend]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("{} {}\n", b.addr().ip(), name(host)))
+        .collect()
+}
+
+async fn status(lb: &Lb) -> Value {
+    get(&lb.admin_url("/status")).await.json()
+}
+
+async fn metrics(lb: &Lb) -> String {
+    get(&lb.admin_url("/metrics")).await.text()
+}
+
+/// The addresses of `status.dns[i].answer`.
+fn answer(status: &Value, i: usize) -> Vec<String> {
+    status["dns"][i]["answer"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x["address"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits up to `within` until `backend` got a request; returns how long that took.
+async fn until_hit(backend: &Backend, within: Duration) -> Duration {
+    let started = Instant::now();
+    let before = backend.hits();
+    wait_until(&format!("{} gets traffic", backend.name()), within, || {
+        backend.hits() > before
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_the_addresses_the_name_resolves_to() {
+    let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let [b2, b3, b4] = [&backends[0], &backends[1], &backends[2]];
+    let dns = Dnsmasq::start(
+        &format!("{}{}", hosts("api", &[b2, b3]), hosts("other", &[b4])),
+        &[],
+    )
+    .await;
+    let entry = json!([{ "dns": name("api"), "port": port }]);
+    let lb = Lb::start(config(&dns, "round_robin", entry)).await;
+    let http = Http::new();
+    for _ in 0..40 {
+        let reply = http.get(&lb.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!([b2.hits(), b3.hits(), b4.hits()], [20, 20, 0]);
+
+    let status = status(&lb).await;
+    let dns_entry = &status["dns"][0];
+    assert_eq!(dns_entry["kind"], "dns");
+    assert_eq!(dns_entry["name"], name("api"));
+    assert_eq!(
+        answer(&status, 0),
+        [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")]
+    );
+    assert_eq!(dns_entry["failures_in_a_row"], 0);
+    assert!(dns_entry["answer_age_ms"].as_u64().is_some(), "{dns_entry}");
+    assert_eq!(dns_entry["last_error"], Value::Null);
+    let series = format!(
+        "lbhost_dns_lookups_total{{name=\"{}\",result=\"ok\"}}",
+        name("api")
+    );
+    assert!(metric(&metrics(&lb).await, &series) >= 1.0);
+
+    // A reload that names another host starts its resolution over: traffic follows at once.
+    let next = config(
+        &dns,
+        "round_robin",
+        json!([{ "dns": name("other"), "port": port }]),
+    );
+    let mut next = next.as_object().cloned().expect("an object");
+    next.insert("listen".into(), json!(lb.listen().to_string()));
+    next.insert("admin".into(), json!(lb.admin().to_string()));
+    std::fs::write(
+        lb.dir().join("config.json"),
+        serde_json::to_vec(&Value::Object(next)).expect("JSON"),
+    )
+    .expect("writing the config");
+    let reloaded = Http::new()
+        .send(
+            hyper::Request::post(lb.admin_url("/reload"))
+                .body(lbhost_e2e::empty())
+                .expect("a request"),
+        )
+        .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    let before = [b2.hits(), b3.hits(), b4.hits()];
+    for _ in 0..10 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert_eq!(
+        [b2.hits(), b3.hits(), b4.hits()],
+        [before[0], before[1], before[2] + 10]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_answer_reaches_traffic_within_one_refresh_with_no_failed_request() {
+    let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let [b2, b3, b4] = [&backends[0], &backends[1], &backends[2]];
+    let dns = Dnsmasq::start(&hosts("api", &[b2, b3]), &[]).await;
+    let entry = json!([{ "dns": name("api"), "port": port }]);
+    let lb = Lb::start(config(&dns, "round_robin", entry)).await;
+    let load = Load::start(&lb.url("/"), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    dns.set_hosts(&hosts("api", &[b3, b4]));
+    let took = until_hit(b4, REFRESH + MARGIN).await;
+    eprintln!("new address got traffic {took:?} after the DNS change");
+    // The removed address drains: once its last requests ended, it gets no more.
+    until_status(&lb, "the old address is out", REFRESH + MARGIN, |s| {
+        !in_pool(s, b2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let drained = b2.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b2.hits(), drained, "a removed address still gets requests");
+    let summary = load.stop().await;
+    eprintln!("under load: {summary:?}");
+    assert_eq!(summary.failed, 0, "failed requests: {summary:?}");
+    assert!(summary.ok > 100, "too little load to tell: {summary:?}");
+}
+
+/// Waits up to `within` until `/status` satisfies `holds`.
+async fn until_status(lb: &Lb, what: &str, within: Duration, holds: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(lb).await;
+        if holds(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {within:?}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `backend` is in the pool `status` shows.
+fn in_pool(status: &Value, backend: &Backend) -> bool {
+    let address = backend.addr().to_string();
+    status["backends"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|b| b["address"] == address.as_str()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dns_server_leaves_the_last_answer_in_place() {
+    let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let [b2, b3, b4] = [&backends[0], &backends[1], &backends[2]];
+    let mut dns = Dnsmasq::start(&hosts("api", &[b2, b3]), &[]).await;
+    let entry = json!([{ "dns": name("api"), "port": port }]);
+    let lb = Lb::start(config(&dns, "round_robin", entry)).await;
+    let load = Load::start(&lb.url("/"), 4);
+    let addresses = [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")];
+
+    // The server stops: lookups time out, the answer stays.
+    dns.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let failing = loop {
+        let s = status(&lb).await;
+        if s["dns"][0]["failures_in_a_row"].as_u64() >= Some(2) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no failed lookup shown: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer(&failing, 0), addresses);
+    assert!(failing["dns"][0]["last_error"].is_string(), "{failing}");
+    let text = metrics(&lb).await;
+    let failed_lookups = metric_total(&text, "lbhost_dns_lookups_total")
+        - metric(
+            &text,
+            &format!(
+                "lbhost_dns_lookups_total{{name=\"{}\",result=\"ok\"}}",
+                name("api")
+            ),
+        );
+    assert!(failed_lookups >= 2.0, "{text}");
+    let (h2, h3) = (b2.hits(), b3.hits());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b2.hits() > h2 && b3.hits() > h3,
+        "the kept answer gets no traffic"
+    );
+
+    // Back, but without the name: NXDOMAIN, the answer stays.
+    dns.set_hosts(&hosts("other", &[b4]));
+    dns.restart(&[]).await;
+    let series = format!(
+        "lbhost_dns_lookups_total{{name=\"{}\",result=\"nxdomain\"}}",
+        name("api")
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&metrics(&lb).await, &series) < 1.0 {
+        assert!(Instant::now() < deadline, "no NXDOMAIN counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(&lb).await;
+    assert_eq!(answer(&s, 0), addresses);
+    let error = s["dns"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("NXDOMAIN"), "{s}");
+
+    // The name is back with another address: traffic follows.
+    dns.set_hosts(&hosts("api", &[b4]));
+    until_hit(b4, REFRESH * 2 + MARGIN).await;
+    let summary = load.stop().await;
+    eprintln!("under load: {summary:?}");
+    assert_eq!(summary.failed, 0, "failed requests: {summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_give_ports_and_weights() {
+    let backends = start_backends(&["p1", "p2", "p3"]).await;
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr().port()).collect();
+    let srv = |port: u16, priority: u16, weight: u16| {
+        format!(
+            "--srv-host=_http._tcp.{},{},{port},{priority},{weight}",
+            name("api"),
+            name("b")
+        )
+    };
+    // p1 weight 3, p2 weight 1; p3 a backup (priority 1), not used.
+    let mut dns = Dnsmasq::start(
+        &format!("127.0.0.1 {}\n", name("b")),
+        &[
+            srv(ports[0], 0, 3),
+            srv(ports[1], 0, 1),
+            srv(ports[2], 1, 5),
+        ],
+    )
+    .await;
+    let entry = json!([{ "srv": format!("_http._tcp.{}", name("api")) }]);
+    let lb = Lb::start(config(&dns, "weighted", entry)).await;
+    let s = status(&lb).await;
+    let weights: Vec<(String, u64)> = s["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().unwrap_or_default().to_string(),
+                b["weight"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (format!("127.0.0.1:{}", ports[0]), 3),
+        (format!("127.0.0.1:{}", ports[1]), 1),
+    ];
+    expected.sort();
+    assert_eq!(weights, expected, "{s}");
+    let http = Http::new();
+    for _ in 0..400 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let hits: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    eprintln!("SRV weights 3:1 gave {hits:?}");
+    assert_eq!(hits[2], 0);
+    assert!((270..=330).contains(&hits[0]), "{hits:?}");
+
+    // The records change: p1 leaves, p3 joins at the lowest priority.
+    let load = Load::start(&lb.url("/"), 2);
+    dns.restart(&[srv(ports[1], 0, 1), srv(ports[2], 0, 1)])
+        .await;
+    until_hit(&backends[2], REFRESH * 2 + MARGIN).await;
+    let summary = load.stop().await;
+    assert_eq!(summary.failed, 0, "failed requests: {summary:?}");
+    let s = status(&lb).await;
+    let mut expected = vec![
+        format!("127.0.0.1:{}", ports[1]),
+        format!("127.0.0.1:{}", ports[2]),
+    ];
+    expected.sort();
+    assert_eq!(answer(&s, 0), expected);
+}
+
+#[tokio::test]
+async fn check_refuses_bad_dns_entries_with_one_clear_line() {
+    let scratch = Scratch::new();
+    let base = |backends: Value, dns: Value| {
+        json!({
+            "listen": "127.0.0.1:18080",
+            "admin": "127.0.0.1:19901",
+            "strategy": strategy("round_robin"),
+            "backends": backends,
+            "dns": dns,
+        })
+    };
+    let servers = json!({ "servers": ["127.0.0.1:5353"] });
+    let cases = [
+        (
+            json!([{ "dns": "api..internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0].dns", "not a DNS name"],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 70000 }]),
+            servers.clone(),
+            vec!["backends[0].port", "70000 is not a port (1-65535)"],
+        ),
+        (
+            json!([{ "dns": "api.internal" }]),
+            servers.clone(),
+            vec!["backends[0].port", "required"],
+        ),
+        (
+            json!([{ "srv": "api.internal" }]),
+            servers.clone(),
+            vec!["backends[0].srv", "_service._proto."],
+        ),
+        (
+            json!([{ "srv": "_http._tcp.api.internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0].port", "srv"],
+        ),
+        (
+            json!([{ "url": "http://127.0.0.1:9001", "dns": "api.internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0]", "exclude each other"],
+        ),
+        (
+            json!([{ "weight": 2 }]),
+            servers.clone(),
+            vec!["backends[0]", "needs \"url\""],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 80 }]),
+            json!({ "min_refresh": "30s", "max_refresh": "1s" }),
+            vec!["dns.min_refresh", "30s is above dns.max_refresh (1s)"],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 80 }]),
+            json!({ "servers": ["dns.example"] }),
+            vec!["dns.servers[0]", "not an IP address"],
+        ),
+    ];
+    for (backends, dns, wanted) in cases {
+        let path = scratch.write("config.json", base(backends, dns).to_string());
+        let run = Lb::spawn_raw([
+            OsStr::new("check"),
+            OsStr::new("--config"),
+            path.as_os_str(),
+        ])
+        .await;
+        let stderr = run.stderr.trim_end();
+        assert!(!run.status.success(), "check passed: {wanted:?}");
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+        assert!(stderr.starts_with("error: "), "{stderr:?}");
+        for word in wanted {
+            assert!(stderr.contains(word), "{word:?} not in {stderr:?}");
+        }
+    }
+    // A good one passes (check looks nothing up).
+    let good = base(
+        json!([{ "dns": "api.internal", "port": 80 }, { "srv": "_http._tcp.api.internal" }]),
+        servers,
+    );
+    let path = scratch.write("config.json", good.to_string());
+    let run = Lb::spawn_raw([
+        OsStr::new("check"),
+        OsStr::new("--config"),
+        path.as_os_str(),
+    ])
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+}
