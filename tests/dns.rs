@@ -198,6 +198,90 @@ fn in_pool(status: &Value, backend: &Backend) -> bool {
         .is_some_and(|all| all.iter().any(|b| b["address"] == address.as_str()))
 }
 
+/// An address that stays in the answer keeps its pooled connection: one client, one worker,
+/// and the kept backend never sees a second connection across the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_stays_keeps_its_pooled_connection() {
+    let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let [b2, b3, b4] = [&backends[0], &backends[1], &backends[2]];
+    let dns = Dnsmasq::start(&hosts("api", &[b2, b3]), &[]).await;
+    let mut config = config(
+        &dns,
+        "round_robin",
+        json!([{ "dns": name("api"), "port": port }]),
+    );
+    config["workers"] = json!(1);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for _ in 0..20 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert_eq!([b2.connections(), b3.connections()], [1, 1]);
+
+    dns.set_hosts(&hosts("api", &[b2, b4]));
+    let deadline = Instant::now() + REFRESH + MARGIN;
+    while b4.hits() == 0 {
+        assert!(Instant::now() < deadline, "the new address got no traffic");
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = b2.hits();
+    for _ in 0..20 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert!(b2.hits() >= before + 10, "the kept address lost its share");
+    assert_eq!(
+        b2.connections(),
+        1,
+        "the kept address was connected to anew"
+    );
+}
+
+/// An address that stays keeps its health: one that health checks took down is still down
+/// after the answer changes around it (a backend made anew would start up) and gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_stays_keeps_its_health() {
+    let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let [b2, b3, b4] = [&backends[0], &backends[1], &backends[2]];
+    let dns = Dnsmasq::start(&hosts("api", &[b2, b3]), &[]).await;
+    let mut config = config(
+        &dns,
+        "round_robin",
+        json!([{ "dns": name("api"), "port": port }]),
+    );
+    config["health_check"] = json!({ "interval": "200ms", "timeout": "200ms" });
+    let lb = Lb::start(config).await;
+    b3.set_health_status(503);
+    until_status(&lb, "127.0.0.3 down", Duration::from_secs(5), |s| {
+        is_up(s, b3) == Some(false)
+    })
+    .await;
+
+    dns.set_hosts(&hosts("api", &[b2, b3, b4]));
+    until_status(&lb, "127.0.0.4 in the pool", REFRESH + MARGIN, |s| {
+        is_up(s, b4).is_some()
+    })
+    .await;
+    let down_hits = b3.hits();
+    let http = Http::new();
+    for _ in 0..40 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    assert_eq!(b3.hits(), down_hits, "the down address got traffic");
+    assert_eq!(is_up(&status(&lb).await, b3), Some(false));
+    assert!(b4.hits() >= 15, "the new address got no share");
+}
+
+/// Whether `status` shows `backend` up; `None` when it is not in the pool.
+fn is_up(status: &Value, backend: &Backend) -> Option<bool> {
+    let address = backend.addr().to_string();
+    status["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == address.as_str())
+        .map(|b| b["up"] == true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_dns_server_leaves_the_last_answer_in_place() {
     let (port, backends) = loopback_backends(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;

@@ -168,8 +168,14 @@ impl Discovery {
                 };
                 running.entries.push(entry);
             }
-            // `old` holds the entries the config dropped: their tasks stop as they drop.
-            drop(old);
+            // `old` holds the entries the config dropped: their tasks stop as they drop, and
+            // their gauge goes unless an entry of the same name stays.
+            for gone in old {
+                let name = gone.spec.lookup.name();
+                if !running.entries.iter().any(|e| e.spec.lookup.name() == name) {
+                    let _ = self.metrics.dns_addresses.remove_label_values(&[name]);
+                }
+            }
             running.settings = Some(settings.clone());
         }
         let wait = settings.timeout * 2 + Duration::from_millis(500);
