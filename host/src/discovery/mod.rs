@@ -13,6 +13,7 @@
 //! again after `min_refresh`, then twice as long each time up to `max_refresh`.
 
 pub mod dns;
+mod entry;
 mod registry;
 
 use std::future::Future;

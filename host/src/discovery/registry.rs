@@ -9,6 +9,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::dns::{DnsDiscovery, DnsResolver};
+use super::entry::{EntryState, Schedule};
 use super::{Discover, DiscoveryError};
 use crate::config::{BackendConfig, Config, DnsBackend, DnsConfig};
 use crate::metrics::Metrics;
@@ -44,23 +45,6 @@ impl Drop for Entry {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// What one entry's task last saw.
-#[derive(Debug, Default)]
-struct EntryState {
-    /// The last good answer (empty until the first lookup succeeds).
-    answer: Vec<BackendConfig>,
-    /// When a lookup last succeeded.
-    answered_at: Option<Instant>,
-    /// When the answer last changed.
-    changed_at: Option<Instant>,
-    /// The TTL of the last good answer.
-    ttl: Option<Duration>,
-    /// The last failure and when it happened (kept after a success, for a look back).
-    last_error: Option<(String, Instant)>,
-    /// Lookups failed since the last success.
-    failures_in_a_row: u32,
 }
 
 /// One entry in `/status`.
@@ -250,7 +234,7 @@ async fn refresh(
     first: oneshot::Sender<()>,
 ) {
     let mut first = Some(first);
-    let mut backoff = settings.min_refresh;
+    let mut schedule = Schedule::new(&settings);
     loop {
         let result = discover.discover().await;
         metrics
@@ -263,43 +247,30 @@ async fn refresh(
         let now = Instant::now();
         let wait = match result {
             Ok(found) => {
-                backoff = settings.min_refresh;
+                let ttl = found.ttl;
                 let mut s = lock_state(&state);
                 if s.failures_in_a_row > 0 {
                     tracing::info!(%name, failures = s.failures_in_a_row, "DNS lookup answers again");
                 }
-                s.failures_in_a_row = 0;
-                s.answered_at = Some(now);
-                s.ttl = Some(found.ttl);
-                if s.answer != found.backends {
-                    let added = count_missing(&found.backends, &s.answer);
-                    let removed = count_missing(&s.answer, &found.backends);
-                    tracing::info!(%name, added, removed, addresses = found.backends.len(), "DNS answer changed");
+                if let Some(change) = s.answered(found, now) {
+                    tracing::info!(%name, added = change.added, removed = change.removed, addresses = s.answer.len(), "DNS answer changed");
                     metrics
                         .dns_addresses
                         .with_label_values(&[name.as_str()])
-                        .set(i64::try_from(found.backends.len()).unwrap_or(i64::MAX));
-                    s.answer = found.backends;
-                    s.changed_at = Some(now);
+                        .set(i64::try_from(s.answer.len()).unwrap_or(i64::MAX));
                     changed.notify_one();
                 }
-                found.ttl.clamp(settings.min_refresh, settings.max_refresh)
+                schedule.after_success(ttl)
             }
             Err(e) => {
-                let mut s = lock_state(&state);
-                s.failures_in_a_row += 1;
                 let reason = e.to_string();
-                // Once per streak of one reason, not once per retry.
-                let new_reason = s.last_error.as_ref().is_none_or(|(r, _)| r != &reason);
-                if s.failures_in_a_row == 1 || new_reason {
+                let mut s = lock_state(&state);
+                if s.failed(reason.clone(), now) {
                     tracing::warn!(%name, cause = %reason, kept = s.answer.len(), "DNS lookup failed; keeping the last answer");
                 } else {
                     tracing::debug!(%name, cause = %reason, failures = s.failures_in_a_row, "DNS lookup failed again");
                 }
-                s.last_error = Some((reason, now));
-                let wait = backoff;
-                backoff = (backoff * 2).min(settings.max_refresh);
-                wait
+                schedule.after_failure()
             }
         };
         if let Some(first) = first.take() {
@@ -307,13 +278,6 @@ async fn refresh(
         }
         tokio::time::sleep(wait).await;
     }
-}
-
-/// How many addresses of `a` are not in `b`.
-fn count_missing(a: &[BackendConfig], b: &[BackendConfig]) -> usize {
-    a.iter()
-        .filter(|x| !b.iter().any(|y| y.address == x.address))
-        .count()
 }
 
 fn millis(d: Duration) -> u64 {
