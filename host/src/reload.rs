@@ -70,7 +70,7 @@ fn start_loader() -> std::sync::mpsc::Sender<Job> {
 
 /// Why a reload was refused. `Display` is the reason shown to the operator.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error("config {0}")]
     Config(#[from] config::ConfigError),
     #[error("strategy {path}: {source}")]
@@ -86,7 +86,7 @@ pub enum ReloadError {
 
 /// The outcome of the last reload attempt of one kind, for the admin status.
 #[derive(Clone, Debug, Serialize)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// Seconds since the Unix epoch.
     pub at_unix: u64,
     /// What triggered it (`file`, `sighup`, `admin`).
@@ -96,7 +96,7 @@ pub struct Attempt {
 }
 
 /// Applies config and strategy changes; one at a time.
-pub struct Reloader {
+pub(crate) struct Reloader {
     proxy: Arc<Proxy>,
     /// Jobs for the loader thread (config parsing, strategy compiling).
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
@@ -130,7 +130,7 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// A reloader for `proxy`, whose config came from `config_path` with `overrides`, and
     /// whose DNS entries `discovery` runs (already synced with the running config).
-    pub fn new(
+    pub(crate) fn new(
         proxy: Arc<Proxy>,
         config_path: PathBuf,
         overrides: Overrides,
@@ -153,13 +153,13 @@ impl Reloader {
     }
 
     /// The config file being watched.
-    pub fn config_path(&self) -> &Path {
+    pub(crate) fn config_path(&self) -> &Path {
         &self.config_path
     }
 
     /// Re-reads the config file and applies it: backends (keeping the live state of those that
     /// stay), health checks, timeouts, trusted proxies and the strategy with its parameters.
-    pub async fn reload_config(&self, trigger: &str) -> Result<(), ReloadError> {
+    pub(crate) async fn reload_config(&self, trigger: &str) -> Result<(), ReloadError> {
         let result = self.try_reload_config().await;
         self.record(true, trigger, &result);
         result
@@ -212,7 +212,7 @@ impl Reloader {
     /// Applies the DNS entries' current answers to the pool, as a config reload applies a
     /// backend list: addresses that stay keep their live state, removed ones drain, new ones
     /// join and are health checked.
-    pub fn apply_discovered(&self) {
+    pub(crate) fn apply_discovered(&self) {
         let _applying = self.lock_applying();
         let config = self.proxy.config.load_full();
         self.update_pool(&config);
@@ -220,7 +220,7 @@ impl Reloader {
     }
 
     /// Follows the DNS entries: applies each change of their answers until the task is dropped.
-    pub async fn follow_discovery(self: Arc<Self>) {
+    pub(crate) async fn follow_discovery(self: Arc<Self>) {
         loop {
             self.discovery.changed().await;
             self.apply_discovered();
@@ -228,7 +228,7 @@ impl Reloader {
     }
 
     /// The DNS entries and their last answers.
-    pub fn discovery(&self) -> &Discovery {
+    pub(crate) fn discovery(&self) -> &Discovery {
         &self.discovery
     }
 
@@ -244,7 +244,7 @@ impl Reloader {
 
     /// Loads the strategy at `path` (with the current `strategy_config`, or `params`) and makes
     /// it active. The config's `strategy` path now points at it for later reloads of the file.
-    pub async fn switch_strategy(
+    pub(crate) async fn switch_strategy(
         &self,
         path: PathBuf,
         params: Option<Vec<(String, String)>>,
@@ -279,7 +279,7 @@ impl Reloader {
 
     /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths
     /// and names longer than a file name can be.
-    pub fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
+    pub(crate) fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
         let name = name.trim();
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME_BYTES
@@ -302,18 +302,18 @@ impl Reloader {
     }
 
     /// The active strategy's file (what the watcher follows).
-    pub fn active_strategy_path(&self) -> PathBuf {
+    pub(crate) fn active_strategy_path(&self) -> PathBuf {
         self.proxy.config.load().strategy.clone()
     }
 
     /// The folder of strategies that can be switched to by name.
-    pub fn strategy_dir(&self) -> PathBuf {
+    pub(crate) fn strategy_dir(&self) -> PathBuf {
         let dir = self.proxy.config.load().strategies_dir.clone();
         dir.canonicalize().unwrap_or(dir)
     }
 
     /// The version and the last attempts, for the admin status.
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let state = self.lock_state();
         serde_json::json!({
             "config_path": self.config_path,

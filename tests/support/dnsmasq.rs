@@ -19,6 +19,7 @@ pub const TTL_S: u64 = 1;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running dnsmasq; killed when dropped.
+#[derive(Debug)]
 pub struct Dnsmasq {
     child: Option<Child>,
     addr: SocketAddr,

@@ -25,6 +25,7 @@ pub struct Summary {
 }
 
 /// Clients sending requests until [`Load::stop`].
+#[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,

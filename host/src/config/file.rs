@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The top-level JSON object. Every field has a default except `backends`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     pub listen: Option<String>,
     pub admin: Option<String>,
     pub strategy: Option<String>,
@@ -41,7 +41,7 @@ pub struct FileConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileBackend {
+pub(super) struct FileBackend {
     /// Exactly one of `url`, `dns` and `srv` (checked in validation).
     pub url: Option<String>,
     pub dns: Option<String>,
@@ -55,7 +55,7 @@ pub struct FileBackend {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDns {
+pub(super) struct FileDns {
     #[serde(default)]
     pub servers: Vec<String>,
     pub min_refresh: Option<String>,
@@ -65,7 +65,7 @@ pub struct FileDns {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHealthCheck {
+pub(super) struct FileHealthCheck {
     pub path: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
@@ -78,7 +78,7 @@ pub struct FileHealthCheck {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePassive {
+pub(super) struct FilePassive {
     pub enabled: Option<bool>,
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<String>,
@@ -88,7 +88,7 @@ pub struct FilePassive {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRetries {
+pub(super) struct FileRetries {
     pub max: Option<u32>,
     pub budget_percent: Option<f64>,
     pub min_per_second: Option<f64>,
@@ -96,7 +96,7 @@ pub struct FileRetries {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileCircuitBreaker {
+pub(super) struct FileCircuitBreaker {
     pub enabled: Option<bool>,
     pub failure_ratio: Option<f64>,
     pub min_requests: Option<u32>,
@@ -107,7 +107,7 @@ pub struct FileCircuitBreaker {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRateLimit {
+pub(super) struct FileRateLimit {
     pub requests_per_second: Option<f64>,
     pub burst: Option<u32>,
     pub max_clients: Option<usize>,
@@ -115,7 +115,7 @@ pub struct FileRateLimit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileTimeouts {
+pub(super) struct FileTimeouts {
     pub connect: Option<String>,
     pub response_header: Option<String>,
     pub client_idle: Option<String>,
@@ -124,13 +124,13 @@ pub struct FileTimeouts {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLimits {
+pub(super) struct FileLimits {
     pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSandbox {
+pub(super) struct FileSandbox {
     pub deadline: Option<String>,
     pub memory_limit_bytes: Option<usize>,
     pub quarantine: Option<FileQuarantine>,
@@ -138,7 +138,7 @@ pub struct FileSandbox {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileQuarantine {
+pub(super) struct FileQuarantine {
     pub fault_ratio: Option<f64>,
     pub min_faults: Option<u32>,
     pub window: Option<String>,

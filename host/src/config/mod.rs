@@ -8,6 +8,7 @@ mod file;
 mod resilience;
 #[cfg(test)]
 mod tests;
+mod token;
 mod validate;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::text::bounded_owned;
 
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
+pub(crate) use token::read_token;
 pub use validate::from_file;
 
 /// The largest backend weight.

@@ -23,13 +23,13 @@ use crate::text::bounded_owned;
 
 /// Most addresses one entry contributes (a bound on the pool); the rest, by address order, are
 /// left out with a warning.
-pub const MAX_ADDRESSES: usize = 256;
+pub(crate) const MAX_ADDRESSES: usize = 256;
 /// Attempts of one lookup at each server, each bounded by `dns.timeout`.
 const ATTEMPTS: usize = 2;
 
 /// A resolver built from the `dns` settings, shared by every entry.
 #[derive(Clone)]
-pub struct DnsResolver {
+pub(crate) struct DnsResolver {
     resolver: TokioResolver,
 }
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for DnsResolver {
 impl DnsResolver {
     /// A resolver asking `config.servers`, or those of `/etc/resolv.conf` when there are none
     /// (then its search domains, `ndots` and `/etc/hosts` apply too, as for any program).
-    pub fn new(config: &DnsConfig) -> Result<Self, DiscoveryError> {
+    pub(crate) fn new(config: &DnsConfig) -> Result<Self, DiscoveryError> {
         let mut builder = if config.servers.is_empty() {
             Resolver::builder_tokio().map_err(|e| DiscoveryError::Setup(e.to_string()))?
         } else {
@@ -114,13 +114,13 @@ impl DnsResolver {
 
 /// One DNS backend entry, looked up with a shared resolver.
 #[derive(Debug)]
-pub struct DnsDiscovery {
+pub(crate) struct DnsDiscovery {
     resolver: Arc<DnsResolver>,
     entry: DnsBackend,
 }
 
 impl DnsDiscovery {
-    pub fn new(resolver: Arc<DnsResolver>, entry: DnsBackend) -> Self {
+    pub(crate) fn new(resolver: Arc<DnsResolver>, entry: DnsBackend) -> Self {
         DnsDiscovery { resolver, entry }
     }
 

@@ -9,30 +9,30 @@ use crate::config::{BackendConfig, DnsConfig};
 #[derive(Debug, Default)]
 pub(super) struct EntryState {
     /// The last good answer (empty until the first lookup succeeds).
-    pub answer: Vec<BackendConfig>,
+    pub(crate) answer: Vec<BackendConfig>,
     /// When a lookup last succeeded.
-    pub answered_at: Option<Instant>,
+    pub(crate) answered_at: Option<Instant>,
     /// When the answer last changed.
-    pub changed_at: Option<Instant>,
+    pub(crate) changed_at: Option<Instant>,
     /// The TTL of the last good answer.
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
     /// The last failure and when it happened (kept after a success, for a look back).
-    pub last_error: Option<(String, Instant)>,
+    pub(crate) last_error: Option<(String, Instant)>,
     /// Lookups failed since the last success.
-    pub failures_in_a_row: u32,
+    pub(crate) failures_in_a_row: u32,
 }
 
 /// How a good answer differs from the one before.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Change {
-    pub added: usize,
-    pub removed: usize,
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
 }
 
 impl EntryState {
     /// Takes a good answer; returns how it changed the entry's backends, `None` if it did not
     /// (a weight or label change counts, with nothing added or removed).
-    pub fn answered(&mut self, found: Discovered, now: Instant) -> Option<Change> {
+    pub(crate) fn answered(&mut self, found: Discovered, now: Instant) -> Option<Change> {
         self.failures_in_a_row = 0;
         self.answered_at = Some(now);
         self.ttl = Some(found.ttl);
@@ -50,7 +50,7 @@ impl EntryState {
 
     /// Records a failed lookup; the answer stays. Returns whether it is worth a warning: the
     /// first of a streak, or a reason other than the last one.
-    pub fn failed(&mut self, reason: String, now: Instant) -> bool {
+    pub(crate) fn failed(&mut self, reason: String, now: Instant) -> bool {
         self.failures_in_a_row += 1;
         let new_reason = self.last_error.as_ref().is_none_or(|(r, _)| *r != reason);
         self.last_error = Some((reason, now));
@@ -70,7 +70,7 @@ pub(super) struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(settings: &DnsConfig) -> Self {
+    pub(crate) fn new(settings: &DnsConfig) -> Self {
         Schedule {
             min: settings.min_refresh,
             max: settings.max_refresh,
@@ -78,12 +78,12 @@ impl Schedule {
         }
     }
 
-    pub fn after_success(&mut self, ttl: Duration) -> Duration {
+    pub(crate) fn after_success(&mut self, ttl: Duration) -> Duration {
         self.backoff = self.min;
         ttl.clamp(self.min, self.max)
     }
 
-    pub fn after_failure(&mut self) -> Duration {
+    pub(crate) fn after_failure(&mut self) -> Duration {
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(self.max);
         wait

@@ -12,7 +12,7 @@
 //! (`lbhost_dns_lookups_total{name, result}`) and shown in `/status`, and the lookup is tried
 //! again after `min_refresh`, then twice as long each time up to `max_refresh`.
 
-pub mod dns;
+pub(crate) mod dns;
 mod entry;
 mod registry;
 
@@ -21,26 +21,26 @@ use std::time::Duration;
 
 use crate::config::BackendConfig;
 
-pub use registry::{Discovery, EntryStatus};
+pub(crate) use registry::{Discovery, EntryStatus};
 
 /// A source of backends.
-pub trait Discover: Send + Sync + 'static {
+pub(crate) trait Discover: Send + Sync + 'static {
     /// The current backend set, and how long it may be trusted.
     fn discover(&self) -> impl Future<Output = Result<Discovered, DiscoveryError>> + Send;
 }
 
 /// What one discovery found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// The backends, sorted by address, no address twice; never empty.
-    pub backends: Vec<BackendConfig>,
+    pub(crate) backends: Vec<BackendConfig>,
     /// How long the answer stays valid (the smallest TTL of its records).
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 /// Why a discovery found nothing usable. `Display` is what logs and `/status` show.
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum DiscoveryError {
+pub(crate) enum DiscoveryError {
     /// The name does not exist (NXDOMAIN).
     #[error("no such name (NXDOMAIN)")]
     NotFound,
@@ -60,7 +60,7 @@ pub enum DiscoveryError {
 
 impl DiscoveryError {
     /// The `result` label of `lbhost_dns_lookups_total`.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match self {
             DiscoveryError::NotFound => "nxdomain",
             DiscoveryError::Empty => "empty",
@@ -72,7 +72,7 @@ impl DiscoveryError {
 
 /// The backend list the pool gets: the static backends, then each DNS entry's last answer in
 /// config order; an address already listed is left out (the first entry naming it wins).
-pub fn compose(
+pub(crate) fn compose(
     static_backends: &[BackendConfig],
     discovered: impl IntoIterator<Item = Vec<BackendConfig>>,
 ) -> Vec<BackendConfig> {

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 
 /// The DNS entries of the running config and their refresh tasks.
 #[derive(Debug)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     metrics: Arc<Metrics>,
     /// Signalled (one stored permit) whenever an entry's answer changes.
     changed: Arc<Notify>,
@@ -49,38 +49,38 @@ impl Drop for Entry {
 
 /// One entry in `/status`.
 #[derive(Debug, Serialize)]
-pub struct EntryStatus {
+pub(crate) struct EntryStatus {
     /// `dns` (A/AAAA) or `srv`.
-    pub kind: &'static str,
-    pub name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
     /// The configured port (`dns` entries).
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// The last good answer: the backends this entry adds.
-    pub answer: Vec<AnswerStatus>,
+    pub(crate) answer: Vec<AnswerStatus>,
     /// Milliseconds since a lookup last confirmed the answer (`null`: never).
-    pub answer_age_ms: Option<u64>,
+    pub(crate) answer_age_ms: Option<u64>,
     /// Milliseconds since the answer last changed.
-    pub changed_age_ms: Option<u64>,
+    pub(crate) changed_age_ms: Option<u64>,
     /// TTL of the last good answer, in seconds.
-    pub ttl_s: Option<u64>,
+    pub(crate) ttl_s: Option<u64>,
     /// The last failed lookup's reason (kept after later successes; see `failures_in_a_row`).
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Milliseconds since that failure.
-    pub last_error_age_ms: Option<u64>,
+    pub(crate) last_error_age_ms: Option<u64>,
     /// Lookups failed since the last success (0: the answer is current).
-    pub failures_in_a_row: u32,
+    pub(crate) failures_in_a_row: u32,
 }
 
 /// One address of an answer.
 #[derive(Debug, Serialize)]
-pub struct AnswerStatus {
-    pub address: String,
-    pub weight: u32,
+pub(crate) struct AnswerStatus {
+    pub(crate) address: String,
+    pub(crate) weight: u32,
 }
 
 impl Discovery {
     /// No entries yet; [`Discovery::sync`] starts them.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Discovery {
             metrics,
             changed: Arc::new(Notify::new()),
@@ -91,7 +91,7 @@ impl Discovery {
 
     /// Resolves once an answer changed since the last call (changes in between are folded into
     /// one).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 
@@ -99,7 +99,7 @@ impl Discovery {
     /// when the `dns` settings changed, every entry starts over with a new resolver but keeps its
     /// last answer until a lookup replaces it. Waits (up to about two lookup timeouts) for the
     /// first lookup of each started entry, so a reload or a start applies their answers at once.
-    pub async fn sync(&self, config: &Config) -> Result<(), DiscoveryError> {
+    pub(crate) async fn sync(&self, config: &Config) -> Result<(), DiscoveryError> {
         let _one_at_a_time = self.syncing.lock().await;
         let settings = &config.dns;
         let (restart_all, current) = {
@@ -173,7 +173,7 @@ impl Discovery {
     }
 
     /// Each entry's last good answer, in config order.
-    pub fn answers(&self) -> Vec<Vec<BackendConfig>> {
+    pub(crate) fn answers(&self) -> Vec<Vec<BackendConfig>> {
         self.lock()
             .entries
             .iter()
@@ -182,7 +182,7 @@ impl Discovery {
     }
 
     /// Every entry's state, for `/status`.
-    pub fn status(&self) -> Vec<EntryStatus> {
+    pub(crate) fn status(&self) -> Vec<EntryStatus> {
         let now = Instant::now();
         let age = |at: Option<Instant>| at.map(|at| millis(now.saturating_duration_since(at)));
         self.lock()

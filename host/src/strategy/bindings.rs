@@ -18,24 +18,25 @@ wasmtime::component::bindgen!({
 /// Host calls one guest call may make. Fuel pays for the guest's own instructions; this bounds
 /// the time it can make the host spend for it (a legitimate strategy reads a few headers; at 256
 /// copies of the largest allowed header the host works ~2 ms).
-pub const MAX_HOST_CALLS: u32 = 256;
+pub(super) const MAX_HOST_CALLS: u32 = 256;
 
 /// The trap of a guest call that made more than [`MAX_HOST_CALLS`] host calls.
 #[derive(Debug, thiserror::Error)]
 #[error("more than {MAX_HOST_CALLS} host calls in one call")]
-pub struct HostCallBudget;
+pub(super) struct HostCallBudget;
 
-pub use exports::lb::strategy::strategy::SelectContext;
-pub use lb::strategy::types::{Backend as WitBackend, IpAddress, Needs};
+pub(super) use exports::lb::strategy::strategy::SelectContext;
+pub(super) use lb::strategy::types::{Backend as WitBackend, IpAddress, Needs};
 
 /// The type behind `resource request` on the host side. The guest only ever sees a borrow of the
 /// one request lent to it for a `select` call; its data lives in [`GuestState::request`].
 #[derive(Debug)]
+#[allow(unreachable_pub)] // `bindgen!`'s `with` re-exports it.
 pub struct RequestHandle;
 
 /// What a store holds for its guest instance.
 #[derive(Debug)]
-pub struct GuestState {
+pub(super) struct GuestState {
     /// The request lent to the guest for the current `select` call; between calls, an empty
     /// placeholder (host functions run only inside a call). Swapped in and out by pointer.
     pub request: Box<RequestData>,
@@ -48,7 +49,7 @@ pub struct GuestState {
 
 impl GuestState {
     /// A state whose guest may use at most `memory_limit_bytes` of linear memory.
-    pub fn new(memory_limit_bytes: usize) -> Self {
+    pub(super) fn new(memory_limit_bytes: usize) -> Self {
         GuestState {
             request: RequestData::placeholder(),
             limits: wasmtime::StoreLimitsBuilder::new()
@@ -106,15 +107,6 @@ pub struct RequestData {
     pub head: ClientHead,
     /// The resolved client address (trusted proxies applied).
     pub client_ip: IpAddr,
-}
-
-impl Drop for RequestData {
-    /// An HTTP/2 request's header map goes back to the worker's spares for the next request.
-    fn drop(&mut self) {
-        if let Some(map) = self.head.fields.take_map() {
-            crate::buffers::release_header_map(map);
-        }
-    }
 }
 
 impl RequestData {

@@ -15,7 +15,7 @@ use crate::pool::BackendSet;
 use crate::text::bounded_owned;
 
 /// One instance of a loaded strategy, owned by one worker thread.
-pub struct Warm {
+pub(super) struct Warm {
     /// The [`Loaded::id`] this instance was built from.
     pub strategy_id: u64,
     /// What the guest asked for in `configure`.
@@ -30,7 +30,7 @@ pub struct Warm {
 
 impl Warm {
     /// Instantiates `loaded` and runs `configure` with its parameters.
-    pub fn new(runtime: &Runtime, loaded: &Loaded) -> Result<Self, Fault> {
+    pub(super) fn new(runtime: &Runtime, loaded: &Loaded) -> Result<Self, Fault> {
         let mut store = runtime.new_store();
         let bindings = loaded
             .pre
@@ -59,7 +59,7 @@ impl Warm {
     }
 
     /// Pushes the backend set to the guest.
-    pub fn backends_changed(
+    pub(super) fn backends_changed(
         &mut self,
         runtime: &Runtime,
         set: &BackendSet,
@@ -87,7 +87,7 @@ impl Warm {
 
     /// Asks the guest for a backend. The request is lent to the guest for the call and always
     /// handed back, whatever happened.
-    pub fn select(
+    pub(super) fn select(
         &mut self,
         runtime: &Runtime,
         set: &BackendSet,
@@ -126,7 +126,7 @@ impl Warm {
     }
 
     /// Tells the guest how a backend answered.
-    pub fn on_response(
+    pub(super) fn on_response(
         &mut self,
         runtime: &Runtime,
         backend: u32,

@@ -208,8 +208,14 @@ impl Strategies {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
-            let (request, answer) =
-                instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
+            let (request, answer) = instance.select(
+                &self.runtime,
+                set,
+                sequence,
+                fastrand::u64(..),
+                exclude,
+                request,
+            );
             if answer.is_err() {
                 // A trapped instance cannot be entered again: rebuild on next use.
                 *warm = None;
@@ -329,21 +335,4 @@ fn is_usable(set: &BackendSet, exclude: &[u32], i: u32) -> bool {
         .get(i as usize)
         .is_some_and(|b| b.is_eligible() && b.weight > 0)
         && !exclude.contains(&i)
-}
-
-/// 64 random bits (not for cryptography) from a per-thread xorshift generator seeded from the OS hasher's keys.
-pub fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, RandomState};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        lbhost_sdk::hash::mix64(x)
-    })
 }

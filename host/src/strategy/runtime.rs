@@ -33,7 +33,7 @@ use crate::config::{QuarantineConfig, Sandbox};
 pub const FUEL_PER_MS: u64 = 6_000_000;
 
 /// Deadline for the hooks that may rebuild tables (`configure`, `backends-changed`).
-pub const HOOK_DEADLINE: Duration = Duration::from_millis(100);
+pub(super) const HOOK_DEADLINE: Duration = Duration::from_millis(100);
 
 /// Most guest instances alive at once (a warm one per worker per loaded strategy, plus trials).
 const MAX_INSTANCES: u32 = 256;
@@ -155,7 +155,7 @@ pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
 /// pooling allocator's slots, whose address space reservation (hundreds of GiB, virtual)
 /// valgrind cannot map. For `bench/run.sh --instructions`; the memory limit still holds (the store's
 /// limiter), only instantiation is slower.
-pub const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
+pub(super) const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
 
 fn on_demand_instances() -> bool {
     std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1")
