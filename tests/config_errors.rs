@@ -203,3 +203,98 @@ async fn a_strategy_path_must_be_plain_text() {
         assert!(line.len() < 4096, "{} bytes", line.len());
     }
 }
+
+#[tokio::test]
+/// Backends from DNS: a bad name, a port out of range or missing, fields that do not go together,
+/// inverted refresh bounds, a server that is not an address; a good entry passes (check looks
+/// nothing up).
+async fn bad_dns_entries_are_refused_with_one_clear_line() {
+    let scratch = Scratch::new();
+    let base = |backends: Value, dns: Value| {
+        json!({
+            "listen": "127.0.0.1:18080",
+            "admin": "127.0.0.1:19901",
+            "strategy": strategy("round_robin"),
+            "backends": backends,
+            "dns": dns,
+        })
+    };
+    let servers = json!({ "servers": ["127.0.0.1:5353"] });
+    let cases = [
+        (
+            json!([{ "dns": "api..internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0].dns", "not a DNS name"],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 70000 }]),
+            servers.clone(),
+            vec!["backends[0].port", "70000 is not a port (1-65535)"],
+        ),
+        (
+            json!([{ "dns": "api.internal" }]),
+            servers.clone(),
+            vec!["backends[0].port", "required"],
+        ),
+        (
+            json!([{ "srv": "api.internal" }]),
+            servers.clone(),
+            vec!["backends[0].srv", "_service._proto."],
+        ),
+        (
+            json!([{ "srv": "_http._tcp.api.internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0].port", "srv"],
+        ),
+        (
+            json!([{ "url": "http://127.0.0.1:9001", "dns": "api.internal", "port": 80 }]),
+            servers.clone(),
+            vec!["backends[0]", "exclude each other"],
+        ),
+        (
+            json!([{ "weight": 2 }]),
+            servers.clone(),
+            vec!["backends[0]", "needs \"url\""],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 80 }]),
+            json!({ "min_refresh": "30s", "max_refresh": "1s" }),
+            vec!["dns.min_refresh", "30s is above dns.max_refresh (1s)"],
+        ),
+        (
+            json!([{ "dns": "api.internal", "port": 80 }]),
+            json!({ "servers": ["dns.example"] }),
+            vec!["dns.servers[0]", "not an IP address"],
+        ),
+    ];
+    for (backends, dns, wanted) in cases {
+        let path = scratch.write("config.json", base(backends, dns).to_string());
+        let run = Lb::spawn_raw([
+            OsStr::new("check"),
+            OsStr::new("--config"),
+            path.as_os_str(),
+        ])
+        .await;
+        let stderr = run.stderr.trim_end();
+        assert!(!run.status.success(), "check passed: {wanted:?}");
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+        assert!(stderr.starts_with("error: "), "{stderr:?}");
+        for word in wanted {
+            assert!(stderr.contains(word), "{word:?} not in {stderr:?}");
+        }
+    }
+    // A good one passes (check looks nothing up).
+    let good = base(
+        json!([{ "dns": "api.internal", "port": 80 }, { "srv": "_http._tcp.api.internal" }]),
+        servers,
+    );
+    let path = scratch.write("config.json", good.to_string());
+    let run = Lb::spawn_raw([
+        OsStr::new("check"),
+        OsStr::new("--config"),
+        path.as_os_str(),
+    ])
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+}

@@ -7,7 +7,8 @@
 //! [`request`] the client request head as the proxy and strategies read it · `body` body types
 //! shared by the layers · [`config`] parsing and validation · `metrics` Prometheus families ·
 //! [`pool`] the backends and their health, circuits and counts · [`strategy`] wasm selection ·
-//! `ratelimit` per-client limits · `upstream` connections to backends · `health` active checks ·
+//! `ratelimit` per-client limits · `discovery` backends from DNS names · `upstream` connections
+//! to backends · `health` active checks ·
 //! `proxy` a request's way through · `server` the client listener · `admin` the admin API ·
 //! `reload` and `watch` hot reload.
 //!
@@ -38,6 +39,7 @@
 mod admin;
 mod body;
 pub mod config;
+mod discovery;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod health;
@@ -108,9 +110,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let active = strategies.active();
     metrics.set_active_strategy(&active.name, &active.sha256);
-    let pool = Pool::new(&config.backends);
+    // DNS entries get their first answers before lbhost serves (a failed lookup is logged and
+    // tried again; the entry adds no backend until one succeeds).
+    let discovery = Arc::new(discovery::Discovery::new(Arc::clone(&metrics)));
+    discovery.sync(&config).await.context("dns")?;
+    let pool = Pool::new(&discovery::compose(&config.backends, discovery.answers()));
     let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
     health.sync(config.health_check.as_ref());
+    let pool_size = pool.load().backends.len();
     let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
     let proxy = Arc::new(Proxy::new(config.clone(), pool, strategies, metrics));
     tracing::info!(
@@ -118,7 +125,7 @@ pub async fn run(
         admin = %config.admin,
         strategy = %active.name,
         sha256 = %&active.sha256[..12],
-        backends = config.backends.len(),
+        backends = pool_size,
         workers = config.workers,
         "lbhost ready"
     );
@@ -127,7 +134,9 @@ pub async fn run(
         config_path,
         overrides,
         health,
+        discovery,
     ));
+    let following = tokio::spawn(Arc::clone(&reloader).follow_discovery());
     let watcher = match watch::start(Arc::clone(&reloader)) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -157,6 +166,7 @@ pub async fn run(
     };
     let drained = server::serve(listener, tls, proxy, &config, stop).await;
     admin.abort();
+    following.abort();
     drop(watcher);
     if drained? {
         tracing::info!("drained; bye");

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::{self, Config};
+use crate::discovery::{self, Discovery, DiscoveryError};
 use crate::health::HealthChecker;
 use crate::proxy::Proxy;
 use crate::strategy::Loaded;
@@ -77,6 +78,8 @@ pub(crate) enum ReloadError {
         path: PathBuf,
         source: crate::strategy::LoadError,
     },
+    #[error("dns: {0}")]
+    Dns(#[from] DiscoveryError),
     #[error("{0}")]
     BadRequest(String),
 }
@@ -100,6 +103,11 @@ pub(crate) struct Reloader {
     config_path: PathBuf,
     overrides: Overrides,
     health: Mutex<HealthChecker>,
+    /// The DNS backend entries and their last answers.
+    discovery: Arc<Discovery>,
+    /// Held while a backend list is composed and applied (a config reload, a DNS change), so
+    /// the pool never gets one composed from an older config.
+    applying: Mutex<()>,
     state: Mutex<ReloadState>,
 }
 
@@ -120,12 +128,14 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// A reloader for `proxy`, whose config came from `config_path` with `overrides`.
+    /// A reloader for `proxy`, whose config came from `config_path` with `overrides`, and
+    /// whose DNS entries `discovery` runs (already synced with the running config).
     pub(crate) fn new(
         proxy: Arc<Proxy>,
         config_path: PathBuf,
         overrides: Overrides,
         health: HealthChecker,
+        discovery: Arc<Discovery>,
     ) -> Self {
         Reloader {
             proxy,
@@ -133,6 +143,8 @@ impl Reloader {
             config_path,
             overrides,
             health: Mutex::new(health),
+            discovery,
+            applying: Mutex::new(()),
             state: Mutex::new(ReloadState {
                 config_version: 1,
                 ..ReloadState::default()
@@ -176,14 +188,19 @@ impl Reloader {
         } else {
             None
         };
+        // DNS entries that are new or changed get their first answer now (bounded wait).
+        self.discovery.sync(&next).await?;
         // Everything is checked: apply.
-        self.proxy.pool.update(&next.backends);
-        if let Some(loaded) = loaded {
-            self.activate(loaded);
+        {
+            let _applying = self.lock_applying();
+            self.update_pool(&next);
+            if let Some(loaded) = loaded {
+                self.activate(loaded);
+            }
+            self.health_sync(&next);
+            self.proxy.set_certificates(&next);
+            self.proxy.config.store(Arc::new(next));
         }
-        self.health_sync(&next);
-        self.proxy.set_certificates(&next);
-        self.proxy.config.store(Arc::new(next));
         let version = {
             let mut state = self.lock_state();
             state.config_version += 1;
@@ -191,6 +208,39 @@ impl Reloader {
         };
         tracing::info!(version, "config reloaded");
         Ok(())
+    }
+
+    /// Applies the DNS entries' current answers to the pool, as a config reload applies a
+    /// backend list: addresses that stay keep their live state, removed ones drain, new ones
+    /// join and are health checked.
+    pub(crate) fn apply_discovered(&self) {
+        let _applying = self.lock_applying();
+        let config = self.proxy.config.load_full();
+        self.update_pool(&config);
+        self.health_sync(&config);
+    }
+
+    /// Follows the DNS entries: applies each change of their answers until the task is dropped.
+    pub(crate) async fn follow_discovery(self: Arc<Self>) {
+        loop {
+            self.discovery.changed().await;
+            self.apply_discovered();
+        }
+    }
+
+    /// The DNS entries and their last answers.
+    pub(crate) fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// The pool becomes `config`'s static backends and the DNS entries' answers.
+    fn update_pool(&self, config: &Config) {
+        let backends = discovery::compose(&config.backends, self.discovery.answers());
+        self.proxy.pool.update(&backends);
+    }
+
+    fn lock_applying(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Loads the strategy at `path` (with the current `strategy_config`, or `params`) and makes

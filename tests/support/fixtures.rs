@@ -18,6 +18,30 @@ pub async fn start_backends(names: &[&str]) -> Vec<Backend> {
     backends
 }
 
+/// Starts one demo backend on each of the loopback addresses `ips` (127.0.0.2, 127.0.0.3, ...:
+/// all of 127.0.0.0/8 reaches `lo` on Linux), all on one port, so that one DNS name with a port
+/// can stand for them; each is named by its address. Returns the port and the backends.
+pub async fn loopback_backends(ips: &[&str]) -> (u16, Vec<Backend>) {
+    for _ in 0..20 {
+        let port = crate::free_addr().port();
+        let mut backends = Vec::with_capacity(ips.len());
+        for ip in ips {
+            let addr = std::net::SocketAddr::new(ip.parse().expect("an IP address"), port);
+            match Backend::builder(*ip).listen(addr).start().await {
+                Ok(backend) => backends.push(backend),
+                Err(_) => break,
+            }
+        }
+        if backends.len() == ips.len() {
+            return (port, backends);
+        }
+        for backend in backends {
+            backend.stop().await;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
 /// A minimal config: the built-in strategy `strategy` (absolute path) over `backends`.
 /// `listen` and `admin` are filled in by [`crate::Lb::start`].
 pub fn config(strategy: &str, backends: &[Backend]) -> Value {

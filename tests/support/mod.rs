@@ -14,13 +14,15 @@
 //! Needs `cargo build --release -p lbhost` and `cargo xtask strategies` first; the helpers
 //! panic with that advice when the files are missing.
 
+pub mod dnsmasq;
 mod fixtures;
 mod http;
 mod lb;
+pub mod load;
 mod paths;
 mod raw;
 
-pub use fixtures::{config, metric, metric_total, start_backends, wait_until};
+pub use fixtures::{config, loopback_backends, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
 pub use paths::{bench_guest, guest, lbhost_bin, strategy, workspace_root};

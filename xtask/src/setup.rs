@@ -19,8 +19,10 @@ pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 pub const C_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32"];
 
 /// The Debian packages the tests need besides the C toolchain: the status page test renders in
-/// headless Chromium.
-const TEST_PACKAGES: &[&str] = &["chromium", "openssl"];
+/// headless Chromium; the DNS tests run dnsmasq on a loopback port (`dnsmasq-base` is the
+/// program alone, without the system service the `dnsmasq` package would start); the TLS
+/// tests make their certificates with openssl.
+const TEST_PACKAGES: &[&str] = &["chromium", "dnsmasq-base", "openssl"];
 
 /// For `cargo xtask demo`: the wasm target, nothing else (the demo runs Rust strategies only).
 pub fn for_demo() -> Result<()> {
@@ -33,7 +35,7 @@ pub fn for_guests() -> Result<()> {
     debian_packages(C_PACKAGES)
 }
 
-/// For `cargo xtask test`: the wasm target, the C toolchain and Chromium.
+/// For `cargo xtask test`: the wasm target, the C toolchain, Chromium and dnsmasq.
 pub fn for_tests() -> Result<()> {
     wasm_target()?;
     debian_packages(&[C_PACKAGES, TEST_PACKAGES].concat())

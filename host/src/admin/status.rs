@@ -32,6 +32,8 @@ struct Status {
     /// Requests lbhost answered itself with no backend (503: nothing eligible), by status class.
     unavailable: BTreeMap<String, u64>,
     strategy: StrategyStatus,
+    /// Each DNS backend entry: its last good answer, that answer's age and the last error.
+    dns: Vec<crate::discovery::EntryStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
 }
@@ -141,6 +143,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
             faults_by_kind: totals_by(&series(&metrics.strategy_faults), "kind"),
             fallbacks: totals_by(&series(&metrics.fallbacks), "reason"),
         },
+        dns: reloader.discovery().status(),
         reload: reloader.status(),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {

@@ -36,6 +36,7 @@ pub(super) struct FileConfig {
     pub drain_delay: Option<String>,
     pub access_log: Option<bool>,
     pub admin_token_file: Option<String>,
+    pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
 }
 
@@ -58,10 +59,25 @@ pub(super) struct FileCertificate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileBackend {
-    pub url: String,
+    /// Exactly one of `url`, `dns` and `srv` (checked in validation).
+    pub url: Option<String>,
+    pub dns: Option<String>,
+    pub srv: Option<String>,
+    /// Any integer, so that a port out of range gets its own message.
+    pub port: Option<i64>,
     pub weight: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDns {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub min_refresh: Option<String>,
+    pub max_refresh: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! A bad file is reported as one line naming the field and the reason
 //! (`backends[1].url: scheme must be http`); a bad reload leaves the running config in place.
 
+mod dns;
 mod file;
 mod resilience;
 #[cfg(test)]
@@ -18,9 +19,13 @@ use ipnet::IpNet;
 
 use crate::text::bounded_owned;
 
+pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
 pub use validate::from_file;
+
+/// The largest backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
 
 /// A validated configuration, ready to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,8 +42,14 @@ pub struct Config {
     pub strategies_dir: PathBuf,
     /// Worker threads (default: one per core).
     pub workers: usize,
-    /// The backends, in config order; never empty.
+    /// The backends given by address (`url`), in config order. With the DNS entries, at least
+    /// one backend entry is configured.
     pub backends: Vec<BackendConfig>,
+    /// The backend entries given by a DNS name (`dns` or `srv`), in config order: each stands for
+    /// the addresses its last lookup answered (see [`crate::discovery`]).
+    pub dns_backends: Vec<DnsBackend>,
+    /// How DNS entries are resolved.
+    pub dns: DnsConfig,
     /// Active health checking; `None` means backends are assumed up until traffic says otherwise.
     pub health_check: Option<HealthCheckConfig>,
     /// Passive ejection of backends that keep failing real traffic.

@@ -58,7 +58,7 @@ fn errors_name_the_field() {
         ),
         (
             r#"{"backends": [{"url": "http://127.0.0.1:1", "wieght": 2}]}"#,
-            "backends[0].wieght: unknown field `wieght`, expected one of `url`, `weight`, `labels`",
+            "backends[0].wieght: unknown field `wieght`, expected one of `url`, `dns`, `srv`, `port`, `weight`, `labels`",
         ),
         (
             r#"{"backends": [{"url": "http://127.0.0.1:1"}], "timeouts": {"connect": "soon"}}"#,
@@ -214,4 +214,43 @@ fn failure_handling_errors_name_the_field() {
         );
         assert!(!err.contains('\n'), "one line: {err}");
     }
+}
+
+#[test]
+fn dns_entries_and_settings_parse_with_defaults() {
+    let c = parse(
+        r#"{"backends": [
+            {"url": "http://127.0.0.1:9001"},
+            {"dns": "api.internal", "port": 8080, "weight": 2, "labels": {"zone": "a"}},
+            {"srv": "_http._tcp.api.internal"}
+        ], "dns": {"servers": ["127.0.0.1:5353", "::1"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.backends.len(), 1);
+    assert_eq!(
+        c.dns_backends[0].lookup,
+        DnsLookup::Address {
+            name: "api.internal".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(c.dns_backends[0].weight, 2);
+    assert_eq!(c.dns_backends[0].labels, vec![("zone".into(), "a".into())]);
+    assert_eq!(
+        c.dns_backends[1].lookup,
+        DnsLookup::Srv {
+            name: "_http._tcp.api.internal".into()
+        }
+    );
+    assert_eq!(c.dns.servers[0].to_string(), "127.0.0.1:5353");
+    assert_eq!(c.dns.servers[1].to_string(), "[::1]:53");
+    assert_eq!(c.dns.min_refresh, Duration::from_secs(1));
+    assert_eq!(c.dns.max_refresh, Duration::from_secs(30));
+    let only_dns = parse(r#"{"backends": [{"dns": "api", "port": 80}]}"#).unwrap();
+    assert!(only_dns.backends.is_empty() && only_dns.dns.servers.is_empty());
+    let twice = parse(
+        r#"{"backends": [{"dns": "api", "port": 80}, {"dns": "api", "port": 80, "weight": 3}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(twice, "backends[1].dns: api port 80 is already backends[0]");
 }

@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use crate::text::{bounded_owned, has_control, MAX_BYTES};
 
 use super::file::{FileBackend, FileConfig, FileHealthCheck};
-use super::resilience;
+use super::{dns, resilience};
 use super::{
     BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, ProbeKind, QuarantineConfig,
-    Sandbox, Timeouts,
+    Sandbox, Timeouts, MAX_WEIGHT,
 };
 
 /// Parses JSON `text` and validates it; relative paths are resolved against `base`.
@@ -87,17 +87,52 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "at least one backend is required",
         ));
     }
-    let mut backends: Vec<BackendConfig> = Vec::with_capacity(file.backends.len());
+    // Where each entry went, for the message about a repeated one.
+    let mut positions = (Vec::new(), Vec::new());
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    let mut dns_backends: Vec<dns::DnsBackend> = Vec::new();
     for (i, b) in file.backends.into_iter().enumerate() {
-        let backend = backend(i, b)?;
-        if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
-            return Err(ConfigError::field(
-                format!("backends[{i}].url"),
-                format!("{} is already backends[{j}]", backend.address),
-            ));
+        match (&b.url, b.dns.is_some() || b.srv.is_some()) {
+            (Some(_), true) => {
+                return Err(ConfigError::field(
+                    format!("backends[{i}]"),
+                    "\"url\" and \"dns\" or \"srv\" exclude each other",
+                ))
+            }
+            (None, false) => {
+                return Err(ConfigError::field(
+                    format!("backends[{i}]"),
+                    "needs \"url\", or \"dns\" with \"port\", or \"srv\"",
+                ))
+            }
+            (Some(_), false) => {
+                let backend = backend(i, b)?;
+                if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].url"),
+                        format!(
+                            "{} is already backends[{}]",
+                            backend.address, positions.0[j]
+                        ),
+                    ));
+                }
+                backends.push(backend);
+                positions.0.push(i);
+            }
+            (None, true) => {
+                let entry = dns::backend(i, b)?;
+                if let Some(j) = dns_backends.iter().position(|o| o.lookup == entry.lookup) {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].{}", entry.lookup.kind()),
+                        format!("{} is already backends[{}]", entry.lookup, positions.1[j]),
+                    ));
+                }
+                dns_backends.push(entry);
+                positions.1.push(i);
+            }
         }
-        backends.push(backend);
     }
+    let dns = dns::settings(file.dns)?;
     let health_check = file.health_check.map(health_check).transpose()?;
     let passive = resilience::passive(file.passive)?;
     let retries = resilience::retries(file.retries)?;
@@ -177,6 +212,8 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         strategies_dir,
         workers,
         backends,
+        dns_backends,
+        dns,
         health_check,
         passive,
         retries,
@@ -273,12 +310,19 @@ fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Validates `backends[i]`, an entry with a `url`.
 fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     let field = format!("backends[{i}].url");
-    let uri: http::Uri = b
-        .url
+    let url = b.url.unwrap_or_default();
+    if b.port.is_some() {
+        return Err(ConfigError::field(
+            format!("backends[{i}].port"),
+            "applies to \"dns\" entries only (a url has its port: http://host:port)",
+        ));
+    }
+    let uri: http::Uri = url
         .parse()
-        .map_err(|e| ConfigError::field(&field, format!("{:?} is not a URL: {e}", b.url)))?;
+        .map_err(|e| ConfigError::field(&field, format!("{url:?} is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some(other) => {
@@ -290,7 +334,7 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
         None => {
             return Err(ConfigError::field(
                 &field,
-                format!("{:?} has no scheme (write http://host:port)", b.url),
+                format!("{url:?} has no scheme (write http://host:port)"),
             ))
         }
     }
@@ -318,14 +362,27 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
         ));
     }
     let weight = b.weight.unwrap_or(1);
-    if weight > 10_000 {
+    if weight > MAX_WEIGHT {
         return Err(ConfigError::field(
             format!("backends[{i}].weight"),
-            "must be at most 10000",
+            format!("must be at most {MAX_WEIGHT}"),
         ));
     }
-    // Labels are shown in `/status` and handed to strategies as they are: plain text only.
-    for (key, value) in &b.labels {
+    labels(i, &b.labels)?;
+    Ok(BackendConfig {
+        address,
+        weight,
+        labels: b.labels.into_iter().collect(),
+    })
+}
+
+/// Checks the labels of `backends[i]`: they are shown in `/status` and handed to strategies as
+/// they are, so plain text only.
+pub(super) fn labels(
+    i: usize,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in labels {
         for (what, text) in [("key", key), ("value", value)] {
             if text.len() > MAX_BYTES || has_control(text) {
                 return Err(ConfigError::field(
@@ -337,11 +394,7 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
             }
         }
     }
-    Ok(BackendConfig {
-        address,
-        weight,
-        labels: b.labels.into_iter().collect(),
-    })
+    Ok(())
 }
 
 fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {

@@ -82,6 +82,11 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// `lbhost_tls_handshakes_total{result}`: TLS handshakes, `ok`, `failed` or `timeout`.
     pub tls_handshakes: IntCounterVec,
+    /// `lbhost_dns_lookups_total{name, result}`: lookups of DNS backend entries, `ok`,
+    /// `nxdomain`, `empty`, `timeout` or `error`.
+    pub dns_lookups: IntCounterVec,
+    /// `lbhost_dns_addresses{name}`: addresses in the last good answer of a DNS entry.
+    pub dns_addresses: IntGaugeVec,
 }
 
 impl Metrics {
@@ -232,6 +237,16 @@ impl Metrics {
                 "lbhost_tls_handshakes_total",
                 "TLS handshakes with clients, by result (ok, failed, timeout).",
                 &["result"],
+            )?,
+            dns_lookups: counter(
+                "lbhost_dns_lookups_total",
+                "Lookups of DNS backend entries, by name and result (ok, nxdomain, empty, timeout, error)",
+                &["name", "result"],
+            )?,
+            dns_addresses: gauge(
+                "lbhost_dns_addresses",
+                "Addresses in the last good answer of a DNS backend entry",
+                &["name"],
             )?,
             registry,
         })
