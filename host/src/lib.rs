@@ -2,11 +2,13 @@
 //!
 //! The host owns the network; which backend gets a request is decided by a strategy component
 //! (see `wit/strategy.wit`). Modules, one job each:
-//! [`config`] parsing and validation, [`pool`] the backends, [`strategy`] wasm selection,
+//! [`config`] parsing and validation, [`author`] the `lbhost strategy` commands (new, build,
+//! simulate), [`pool`] the backends, [`strategy`] wasm selection,
 //! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
 //! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`text`] foreign text made safe to show, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
 
 pub mod admin;
+pub mod author;
 pub mod buffers;
 pub mod config;
 pub mod health;
