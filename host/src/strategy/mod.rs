@@ -35,7 +35,7 @@ pub enum LoadError {
     Read { path: PathBuf, reason: String },
     #[error("not a WebAssembly file")]
     NotWasm,
-    #[error("this is a core wasm module, not a component: build the strategy with lbhost-sdk (or wrap the module with `wasm-tools component new`)")]
+    #[error("this is a core wasm module, not a component: build the strategy crate with `lbhost strategy build` (it wraps the module), or wrap it with `wasm-tools component new`")]
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
