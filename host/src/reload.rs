@@ -227,6 +227,39 @@ impl Reloader {
         Ok(())
     }
 
+    /// Loads the strategy at `path` (with `params`, or the running `strategy_config`) and puts
+    /// it in shadow, asked on `sample` of first attempts; a shadow already there is replaced.
+    /// The active strategy is untouched.
+    pub async fn shadow_strategy(
+        &self,
+        path: PathBuf,
+        params: Option<Vec<(String, String)>>,
+        sample: f64,
+    ) -> Result<(), ReloadError> {
+        if !(sample > 0.0 && sample <= 1.0) {
+            return Err(ReloadError::BadRequest(format!(
+                "sample: must be above 0 and at most 1 (got {sample})"
+            )));
+        }
+        let params = params.unwrap_or_else(|| self.proxy.config.load().strategy_config.clone());
+        let loaded = self.load(path, params).await?;
+        let (name, sha256) = (loaded.name.clone(), loaded.sha256.clone());
+        let shadow = crate::strategy::Shadow::new(loaded, sample)
+            .map_err(|e| ReloadError::BadRequest(e.to_string()))?;
+        let replaced = self.proxy.strategies.set_shadow(Some(shadow));
+        tracing::info!(strategy = %name, sha256 = %&sha256[..12], sample, replaced = ?replaced, "strategy in shadow");
+        Ok(())
+    }
+
+    /// Ends the shadow; whether there was one.
+    pub fn end_shadow(&self) -> bool {
+        let ended = self.proxy.strategies.set_shadow(None);
+        if let Some(name) = &ended {
+            tracing::info!(strategy = %name, "shadow ended");
+        }
+        ended.is_some()
+    }
+
     /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths
     /// and names longer than a file name can be.
     pub fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {

@@ -32,6 +32,8 @@ struct Status {
     /// Requests lbhost answered itself with no backend (503: nothing eligible), by status class.
     unavailable: BTreeMap<String, u64>,
     strategy: StrategyStatus,
+    /// The strategy in shadow and its figures; null when none is.
+    shadow: Option<crate::strategy::ShadowStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
 }
@@ -141,6 +143,7 @@ pub fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> String {
             faults_by_kind: totals_by(&series(&metrics.strategy_faults), "kind"),
             fallbacks: totals_by(&series(&metrics.fallbacks), "reason"),
         },
+        shadow: proxy.strategies.shadow_status(),
         reload: reloader.status(),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {

@@ -8,19 +8,21 @@ mod instance;
 mod loader;
 mod quarantine;
 mod runtime;
+mod shadow;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use bindings::RequestData;
 pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
 pub use runtime::{Runtime, FUEL_PER_MS};
+pub use shadow::{BadSample, Shadow, ShadowStatus};
 
 use fallback::Fallback;
 use instance::Warm;
@@ -123,6 +125,8 @@ pub struct Strategies {
     /// Where faults are counted (`lbhost_strategy_faults_total`, and `/status` reads it back);
     /// `None` until [`Strategies::with_metrics`] (benchmarks run without).
     metrics: Option<Arc<Metrics>>,
+    /// A strategy asked on a sampled share of requests, never used ([`shadow`]).
+    shadow: ArcSwapOption<Shadow>,
 }
 
 impl std::fmt::Debug for Strategies {
@@ -155,6 +159,7 @@ impl Strategies {
             fallback: Fallback::default(),
             native_baseline,
             metrics: None,
+            shadow: ArcSwapOption::empty(),
         }
     }
 
@@ -225,6 +230,12 @@ impl Strategies {
             Ok(None) => Choice::Unavailable,
             Err(fault) => self.fault(&loaded, set, exclude, fault),
         };
+        // The shadow, if any, is asked after the decision and only about first attempts.
+        let request = if exclude.is_empty() {
+            self.after_select(pool, set, request, &choice)
+        } else {
+            request
+        };
         (request, choice)
     }
 
@@ -251,8 +262,11 @@ impl Strategies {
         }
     }
 
-    /// Tells the active strategy how a backend answered, if it asked to know.
+    /// Tells the active strategy (and the shadow) how a backend answered, if it asked to know.
     pub fn feedback(&self, backend: usize, status: u16, latency: Duration) {
+        if let Ok(index) = u32::try_from(backend) {
+            self.shadow_feedback(index, status, latency);
+        }
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.
         let wanted = WARM.with_borrow(|warm| {
