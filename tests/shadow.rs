@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use hyper::Request;
-use lbhost_e2e::{config, full, metric, start_backends, workspace_root, Http, Lb, Reply};
+use lbhost_e2e::{
+    chromium, config, full, headless, metric, start_backends, workspace_root, Http, Lb, Reply,
+};
 use serde_json::{json, Value};
 
 async fn post(http: &Http, lb: &Lb, body: &str) -> Reply {
@@ -162,4 +164,61 @@ async fn bad_shadow_requests_are_refused_and_change_nothing() {
     let now = status(&http, &lb).await;
     assert_eq!(now["shadow"], Value::Null);
     assert_eq!(now["strategy"]["name"], "round_robin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_shadow_and_charts_both_strategies_shares() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED the_status_page_shows_the_shadow_and_charts_both_strategies_shares: \
+             chromium is not installed (apt-get install chromium, or set LBHOST_CHROMIUM)"
+        );
+        return;
+    };
+    let backends = start_backends(&["a", "b"]).await;
+    let lb = Lb::start(one_worker("round_robin", &backends)).await;
+    let http = Http::new();
+    let dom = headless(&chromium, &lb.admin_url("/"), &["--dump-dom".into()]).await;
+    assert!(
+        dom.contains(r#"<section id="shadow" hidden="">"#),
+        "no shadow, no section"
+    );
+    let reply = post(
+        &http,
+        &lb,
+        r#"{"name": "ip_hash", "mode": "shadow", "sample": 1.0}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for k in 0..40 {
+        let ip = format!("10.8.0.{k}");
+        let reply = http
+            .get_with(&lb.url("/"), &[("x-forwarded-for", ip.as_str())])
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let dom = headless(&chromium, &lb.admin_url("/"), &["--dump-dom".into()]).await;
+    assert!(dom.contains(r#"<section id="shadow">"#), "{dom}");
+    assert!(dom.contains("ip_hash"), "the shadow's name");
+    for b in &backends {
+        let address = b.url().trim_start_matches("http://").to_string();
+        for kind in ["active", "shadow"] {
+            let line = format!(r#"data-backend="{address}" data-kind="{kind}""#);
+            assert!(dom.contains(&line), "no {kind} line for {address}:\n{dom}");
+        }
+    }
+    // And as a person sees it.
+    let shot = lb.dir().join("shadow.png");
+    headless(
+        &chromium,
+        &lb.admin_url("/"),
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1100".into(),
+        ],
+    )
+    .await;
+    assert!(std::fs::metadata(&shot)
+        .map(|m| m.len() > 10_000)
+        .unwrap_or(false));
 }

@@ -14,12 +14,14 @@
 //! Needs `cargo build --release -p lbhost` and `cargo xtask strategies` first; the helpers
 //! panic with that advice when the files are missing.
 
+mod browser;
 mod fixtures;
 mod http;
 mod lb;
 mod paths;
 mod raw;
 
+pub use browser::{chromium, headless};
 pub use fixtures::{config, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
