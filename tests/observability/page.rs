@@ -1,11 +1,8 @@
 //! The status page at `GET /` of the admin listener, rendered by headless Chromium.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use lbhost_e2e::{
-    chromium, config, headless, start_backends, strategy, workspace_root, Http, Lb, Scratch,
-};
+use lbhost_e2e::{chromium, config, headless, start_backends, strategy, workspace_root, Http, Lb};
 use serde_json::json;
 
 use super::{fast_health_check, sha256_of, wait_for_status};
