@@ -230,3 +230,74 @@ async fn the_status_page_shows_the_shadow_and_charts_both_strategies_shares() {
         .map(|m| m.len() > 10_000)
         .unwrap_or(false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_starts_a_shadow_and_a_reload_ends_or_keeps_it() {
+    let backends = start_backends(&["a", "b"]).await;
+    let mut config = one_worker("ip_hash", &backends);
+    config["shadow"] = json!({"strategy": lbhost_e2e::strategy("round_robin"), "sample": 1.0});
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    for _ in 0..30 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
+    let shadow = status(&http, &lb).await["shadow"].clone();
+    assert_eq!(shadow["name"], "round_robin", "{shadow}");
+    assert_eq!(shadow["requests"], 30, "{shadow}");
+
+    // A reload with a bad shadow is refused whole: the running one stays.
+    let path = lb.dir().join("config.json");
+    let mut written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    written["shadow"]["sample"] = json!(2);
+    std::fs::write(&path, written.to_string()).unwrap();
+    let reply = http
+        .send(
+            Request::post(lb.admin_url("/reload"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+    assert_ne!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("shadow.sample"), "{}", reply.text());
+    assert_eq!(status(&http, &lb).await["shadow"]["name"], "round_robin");
+
+    // Without `shadow` in the file, a reload ends it.
+    written.as_object_mut().unwrap().remove("shadow");
+    std::fs::write(&path, written.to_string()).unwrap();
+    let reply = http
+        .send(
+            Request::post(lb.admin_url("/reload"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(status(&http, &lb).await["shadow"], Value::Null);
+}
+
+#[tokio::test]
+async fn check_names_a_bad_shadow_in_one_line() {
+    let backends = start_backends(&["a"]).await;
+    let scratch = lbhost_e2e::Scratch::new();
+    for (shadow, named) in [
+        (
+            json!({"strategy": lbhost_e2e::strategy("round_robin"), "sample": 0}),
+            "shadow.sample",
+        ),
+        (json!({"strategy": "nowhere.wasm"}), "shadow.strategy"),
+        (
+            json!({"strategy": lbhost_e2e::strategy("round_robin"), "smaple": 0.1}),
+            "smaple",
+        ),
+    ] {
+        let mut config = config("round_robin", &backends);
+        config["shadow"] = shadow;
+        let path = scratch.write("config.json", config.to_string());
+        let run = Lb::spawn_raw(["check", "--config", path.to_str().unwrap()]).await;
+        assert!(!run.status.success(), "{named}: {}", run.stdout);
+        let stderr = run.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+}

@@ -176,10 +176,29 @@ impl Reloader {
         } else {
             None
         };
+        // The config's shadow, when it changed: a running shadow set through the admin API
+        // stays while the config's says the same as before.
+        let shadow = match (&next.shadow, next.shadow != current.shadow) {
+            (Some(wanted), true) => {
+                let loaded = self
+                    .load(wanted.strategy.clone(), wanted.strategy_config.clone())
+                    .await?;
+                let shadow = crate::strategy::Shadow::new(loaded, wanted.sample)
+                    .map_err(|e| ReloadError::BadRequest(format!("shadow.{e}")))?;
+                Some(Some(shadow))
+            }
+            (None, true) => Some(None),
+            (_, false) => None,
+        };
         // Everything is checked: apply.
         self.proxy.pool.update(&next.backends);
         if let Some(loaded) = loaded {
             self.activate(loaded);
+        }
+        if let Some(shadow) = shadow {
+            let name = shadow.as_ref().map(|s| s.name().to_string());
+            let replaced = self.proxy.strategies.set_shadow(shadow);
+            tracing::info!(shadow = ?name, replaced = ?replaced, "config's shadow applied");
         }
         self.health_sync(&next);
         self.proxy.config.store(Arc::new(next));

@@ -36,6 +36,16 @@ pub struct FileConfig {
     pub drain_delay: Option<String>,
     pub access_log: Option<bool>,
     pub admin_token_file: Option<String>,
+    pub shadow: Option<FileShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShadow {
+    pub strategy: String,
+    #[serde(default)]
+    pub strategy_config: serde_json::Map<String, serde_json::Value>,
+    pub sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

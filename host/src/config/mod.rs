@@ -66,6 +66,20 @@ pub struct Config {
     /// (read at each such request, so a rotated secret applies at once). Without it, those
     /// endpoints answer only on a loopback admin address.
     pub admin_token_file: Option<PathBuf>,
+    /// A strategy in shadow from the start: asked on a sampled share of requests, never used.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// `shadow`: a second strategy asked about a sampled share of requests after the active one
+/// decided; its answers are recorded (`/status`), never used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowConfig {
+    /// Its component.
+    pub strategy: PathBuf,
+    /// Its `strategy_config`.
+    pub strategy_config: Vec<(String, String)>,
+    /// Share of first attempts it is asked about: above 0, at most 1 (default 0.1).
+    pub sample: f64,
 }
 
 /// One backend.
