@@ -17,6 +17,13 @@ async fn post(http: &Http, lb: &Lb, body: &str) -> Reply {
     http.send(request).await
 }
 
+async fn reload(http: &Http, lb: &Lb) -> Reply {
+    let request = Request::post(lb.admin_url("/reload"))
+        .body(full(""))
+        .expect("a valid request");
+    http.send(request).await
+}
+
 async fn status(http: &Http, lb: &Lb) -> Value {
     http.get(&lb.admin_url("/status")).await.json()
 }
@@ -251,13 +258,7 @@ async fn the_config_starts_a_shadow_and_a_reload_ends_or_keeps_it() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     written["shadow"]["sample"] = json!(2);
     std::fs::write(&path, written.to_string()).unwrap();
-    let reply = http
-        .send(
-            Request::post(lb.admin_url("/reload"))
-                .body(full(""))
-                .unwrap(),
-        )
-        .await;
+    let reply = reload(&http, &lb).await;
     assert_ne!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().contains("shadow.sample"), "{}", reply.text());
     assert_eq!(status(&http, &lb).await["shadow"]["name"], "round_robin");
@@ -265,13 +266,7 @@ async fn the_config_starts_a_shadow_and_a_reload_ends_or_keeps_it() {
     // Without `shadow` in the file, a reload ends it.
     written.as_object_mut().unwrap().remove("shadow");
     std::fs::write(&path, written.to_string()).unwrap();
-    let reply = http
-        .send(
-            Request::post(lb.admin_url("/reload"))
-                .body(full(""))
-                .unwrap(),
-        )
-        .await;
+    let reply = reload(&http, &lb).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(status(&http, &lb).await["shadow"], Value::Null);
 }

@@ -164,15 +164,7 @@ impl SwitchRequest {
             return Ok(StrategyChange::Abort);
         }
         let name = self.name.ok_or("name: required (or \"abort\": true)")?;
-        let params = self.config.map(|config| {
-            config
-                .into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => (k, s),
-                    other => (k, other.to_string()),
-                })
-                .collect()
-        });
+        let params = self.config.map(crate::config::params);
         match self.mode.as_deref() {
             None | Some("active") if self.sample.is_none() => {
                 Ok(StrategyChange::Switch(name, params))

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::text::bounded_owned;
 
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
-pub use validate::from_file;
+pub use validate::{from_file, params};
 
 /// A validated configuration, ready to run.
 #[derive(Clone, Debug, PartialEq)]

@@ -42,7 +42,7 @@ fn strip_position(message: &str) -> String {
 
 /// `strategy_config` as the guest's `configure` takes it: strings as they are, other values as
 /// JSON text.
-fn params(map: serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+pub fn params(map: serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
     map.into_iter()
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => (k, s),
