@@ -67,7 +67,7 @@ pub fn run(args: &BuildArgs, out: &mut dyn Write) -> Result<Built, AuthorError> 
     say(
         out,
         format_args!(
-            "built {}: {} ({} bytes), an lb:strategy@0.1.0 component lbhost loads; {:.1} s\n",
+            "built {}: {} ({} bytes), a strategy component lbhost loads; {:.1} s\n",
             path.display(),
             human_size(component.len()),
             component.len(),

@@ -21,6 +21,7 @@ pub struct Change {
 }
 
 /// Which backend each client key had before and after each change of the set.
+#[derive(Debug)]
 pub struct KeyTracker {
     /// Each client's backend on its latest request since the last change ([`UNSERVED`]: none).
     last: Vec<u32>,
@@ -113,6 +114,7 @@ fn eligible(pool: &Pool) -> Vec<bool> {
 }
 
 /// A change whose "after" stretch is still being recorded.
+#[derive(Debug)]
 struct Open {
     at: u64,
     event: String,

@@ -48,6 +48,7 @@ pub fn synthetic_request(client: u32, rng: &mut Rng) -> Box<RequestData> {
 }
 
 /// A small deterministic generator (splitmix64) for traffic and latencies.
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {

@@ -185,8 +185,24 @@ impl Strategies {
     }
 
     /// Chooses a backend of `set` for `request`, never trusting the guest: a fault or an
-    /// unusable answer is served by the fallback. The request is handed back.
+    /// unusable answer is served by the fallback. Then, on a first attempt, the shadow strategy
+    /// (if any) is asked about a sampled share ([`shadow`]). The request is handed back.
     pub fn select(
+        &self,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
+        let (request, choice) = self.select_active(pool, set, exclude, request);
+        if !exclude.is_empty() || self.native_baseline {
+            return (request, choice);
+        }
+        (self.after_select(pool, set, request, &choice), choice)
+    }
+
+    /// The active strategy's choice (or the fallback's).
+    fn select_active(
         &self,
         pool: &Pool,
         set: &BackendSet,
@@ -229,12 +245,6 @@ impl Strategies {
             }
             Ok(None) => Choice::Unavailable,
             Err(fault) => self.fault(&loaded, set, exclude, fault),
-        };
-        // The shadow, if any, is asked after the decision and only about first attempts.
-        let request = if exclude.is_empty() {
-            self.after_select(pool, set, request, &choice)
-        } else {
-            request
         };
         (request, choice)
     }
