@@ -556,6 +556,8 @@ def run_wrk(args, port, conns, duration, core, latency=True):
                          "-d", duration, "--timeout", "2s"])
     if latency:
         argv.append("--latency")
+    if args.wrk_script:
+        argv += ["-s", args.wrk_script]
     argv.append(f"http://127.0.0.1:{port}/")
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL)
@@ -1043,6 +1045,9 @@ def main():
     ap.add_argument("--lb-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--wrk-threads", type=int, default=1)
+    ap.add_argument("--wrk-script", metavar="LUA", default=None,
+                    help="a wrk Lua script for every run, e.g. bench/cookies.lua (clients send "
+                         "back the cookie they were given: a sticky strategy's steady state)")
     ap.add_argument("--port-base", type=int, default=20000)
     ap.add_argument("--out", default=str(BENCH_DIR / "results" / "latest.md"))
     args = ap.parse_args()

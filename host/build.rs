@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     writeln!(
         out,
         "/// guest-sdk/Cargo.toml, standalone (no workspace inheritance).\n\
-         pub const SDK_MANIFEST: &str = {manifest:?};"
+         pub(crate) const SDK_MANIFEST: &str = {manifest:?};"
     )?;
     let toolchain = fs::read_to_string(root.join("rust-toolchain.toml"))?;
     let channel = toml_value(&toolchain, "toolchain", "channel")
@@ -83,7 +83,7 @@ fn files_under(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
 
 /// Writes `pub const NAME: &[(&str, &str)]` with each file's path relative to `base`.
 fn embed(out: &mut String, name: &str, base: &Path, files: &[PathBuf]) -> Result<()> {
-    writeln!(out, "pub const {name}: &[(&str, &str)] = &[")?;
+    writeln!(out, "pub(crate) const {name}: &[(&str, &str)] = &[")?;
     for file in files {
         let relative = file
             .strip_prefix(base)?

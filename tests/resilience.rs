@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use demo_backend::Backend;
 use hyper::{Request, StatusCode};
-use lbhost_e2e::{config, free_addr, full, start_backends, wait_until, Http, Lb};
+use lbhost_e2e::{
+    config, free_addr, full, start_backends, wait_until, Http, Lb, RawBackend, RecordingBackend,
+};
 use serde_json::{json, Value};
 
 #[path = "resilience/fixtures.rs"]
@@ -549,4 +551,64 @@ async fn all_backends_down_gives_503_quickly_and_traffic_resumes_by_itself() {
         back.elapsed()
     );
     assert!(restarted.hits() >= 1);
+}
+
+/// Probes go through the connector and codec traffic uses: `GET path` in HTTP/1.1 with the
+/// backend's `host`, each on a new connection that says `connection: close` and is closed after
+/// the answer; a backend whose answer is not HTTP/1.1 fails them and is taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_are_http1_on_a_new_connection_each_and_bad_answers_fail_them() {
+    let recording = RecordingBackend::start().await;
+    let garbage = RawBackend::start(|mut stream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(b"HTTP/1.1 2OO OK\r\n\r\n").await;
+    })
+    .await;
+    let mut config = json!({
+        "backends": [{"url": recording.url()}, {"url": garbage.url()}],
+        "strategy": lbhost_e2e::strategy("round_robin"),
+    });
+    config["health_check"] = health_check(100, 1, 1);
+    let lb = Lb::start(config).await;
+    let http = Http::new();
+    let bad = format!(
+        "backend=\"{}\"",
+        garbage.url().trim_start_matches("http://")
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(&http, &lb, "lbhost_backend_up", &[&bad]).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the garbage backend still up after 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(
+        "three probes of the recording backend",
+        Duration::from_secs(3),
+        || recording.connections().iter().filter(|c| c.ended).count() >= 3,
+    )
+    .await;
+    let host = recording.url().trim_start_matches("http://").to_string();
+    for probe in recording.connections().iter().filter(|c| c.ended) {
+        let text = probe.text().to_ascii_lowercase();
+        assert!(text.starts_with("get /health http/1.1\r\n"), "{text}");
+        assert!(text.contains(&format!("\r\nhost: {host}\r\n")), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(
+            text.contains("\r\nuser-agent: lbhost-health-check\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("http/1.1\r\n").count(),
+            1,
+            "one probe per connection: {text}"
+        );
+    }
+    // Traffic still flows, to the backend that answers.
+    for _ in 0..4 {
+        assert_eq!(http.get(&lb.url("/")).await.status, 200);
+    }
 }

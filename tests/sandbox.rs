@@ -232,7 +232,8 @@ async fn a_component_of_another_world_is_refused_saying_so() {
     let run = Lb::spawn_raw(["check", "--config", path.to_str().expect("utf-8 path")]).await;
     assert!(!run.status.success(), "refused");
     assert!(
-        run.stderr.contains("not an lb:strategy@0.1.0 strategy"),
+        run.stderr
+            .contains("not an lb:strategy@0.2.0 (or 0.1.0) strategy"),
         "says what is wrong: {}",
         run.stderr
     );

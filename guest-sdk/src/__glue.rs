@@ -10,7 +10,7 @@ use crate::{Backend, BackendSet, Backends, Params, Request, Strategy};
 #[allow(missing_docs, unsafe_code)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/strategy.wit",
         world: "balancer",
         pub_export_macro: true,
         export_macro_name: "__export_balancer",
@@ -22,6 +22,7 @@ pub use bindings::exports::lb::strategy::strategy::Guest;
 pub use bindings::lb::strategy::http::Request as WitRequest;
 pub use bindings::lb::strategy::types::{
     Backend as WitBackend, IpAddress, Needs as WitNeeds, SelectContext as WitContext,
+    Settings as WitSettings,
 };
 
 /// One instance's state: the strategy and the backend set it was last given.
@@ -37,7 +38,7 @@ pub type Slot<S> = std::thread::LocalKey<RefCell<Option<State<S>>>>;
 pub fn configure<S: Strategy>(
     slot: &'static Slot<S>,
     params: Vec<(String, String)>,
-) -> Result<WitNeeds, String> {
+) -> Result<WitSettings, String> {
     let strategy = S::configure(&Params::new(params))?;
     let needs = strategy.needs();
     let mut flags = WitNeeds::empty();
@@ -50,11 +51,21 @@ pub fn configure<S: Strategy>(
     if needs.feedback {
         flags |= WitNeeds::FEEDBACK;
     }
+    if needs.clock {
+        flags |= WitNeeds::CLOCK;
+    }
+    if needs.response_headers {
+        flags |= WitNeeds::RESPONSE_HEADERS;
+    }
+    let report_header = strategy.report_header();
     slot.set(Some(State {
         strategy,
         set: BackendSet::default(),
     }));
-    Ok(flags)
+    Ok(WitSettings {
+        needs: flags,
+        report_header,
+    })
 }
 
 pub fn backends_changed<S: Strategy>(slot: &'static Slot<S>, backends: Vec<WitBackend>) {
@@ -67,6 +78,7 @@ pub fn backends_changed<S: Strategy>(slot: &'static Slot<S>, backends: Vec<WitBa
                 weight: b.weight,
                 eligible: b.eligible,
                 labels: b.labels,
+                eligible_since_ms: b.eligible_since_ms,
             })
             .collect(),
     );
@@ -92,6 +104,7 @@ pub fn select<S: Strategy>(
             in_flight: ctx.in_flight.as_deref().unwrap_or_default(),
             latency_ewma_us: ctx.latency_ewma_us.as_deref().unwrap_or_default(),
             exclude: ctx.exclude.as_deref().unwrap_or_default(),
+            now_ms: ctx.now_ms,
         };
         let choice = state.strategy.select(&view, &Request::host(request))?;
         u32::try_from(choice).ok()
@@ -103,9 +116,13 @@ pub fn on_response<S: Strategy>(
     backend: u32,
     status: u16,
     latency_us: u32,
+    report: Option<String>,
 ) {
     slot.with_borrow_mut(|state| {
         if let Some(state) = state.as_mut() {
+            if let Some(report) = &report {
+                state.strategy.on_report(backend as usize, report);
+            }
             state.strategy.on_response(
                 backend as usize,
                 status,

@@ -13,6 +13,8 @@ pub struct Backend {
     pub eligible: bool,
     /// Labels from the config.
     pub labels: Vec<(String, String)>,
+    /// When it last became eligible, on the host's clock ([`Backends::now_ms`]).
+    pub eligible_since_ms: u64,
 }
 
 impl Backend {
@@ -77,6 +79,7 @@ pub struct Backends<'a> {
     pub(crate) in_flight: &'a [u32],
     pub(crate) latency_ewma_us: &'a [u32],
     pub(crate) exclude: &'a [u32],
+    pub(crate) now_ms: Option<u64>,
 }
 
 impl<'a> Backends<'a> {
@@ -116,6 +119,20 @@ impl<'a> Backends<'a> {
     #[inline]
     pub fn latency_ewma_us(&self, index: usize) -> Option<u32> {
         self.latency_ewma_us.get(index).copied()
+    }
+
+    /// The host's clock in milliseconds, if the strategy asked for [`crate::Needs::clock`].
+    #[inline]
+    pub fn now_ms(&self) -> Option<u64> {
+        self.now_ms
+    }
+
+    /// How long backend `index` has been eligible, in milliseconds, if the strategy asked for
+    /// [`crate::Needs::clock`] and the backend is eligible.
+    #[inline]
+    pub fn eligible_for_ms(&self, index: usize) -> Option<u64> {
+        let backend = self.get(index).filter(|b| b.eligible)?;
+        Some(self.now_ms?.saturating_sub(backend.eligible_since_ms))
     }
 
     /// Whether some backends were already tried for this request (a retry).

@@ -180,7 +180,8 @@ mod tests {
             .with_cookie("sid", "s1")
             .with_path("/a/b")
             .with_query("x=1&id=42&id=43&flag");
-        let req = crate::Request::test(&request);
+        let fields = Default::default();
+        let req = crate::Request::test(&request, &fields);
         let hash = |text: &str| text.parse::<KeySource>().unwrap().hash(&req);
         assert_eq!(hash("header:x-user"), Some(fnv1a64(b"alice")));
         assert_eq!(hash("cookie:sid"), Some(fnv1a64(b"s1")));
@@ -192,7 +193,7 @@ mod tests {
         assert_eq!(hash("query:flag"), None, "an empty value is missing");
         assert_eq!(hash("query:nope"), None);
         let no_query = TestRequest::default();
-        let req = crate::Request::test(&no_query);
+        let req = crate::Request::test(&no_query, &fields);
         assert_eq!("query:id".parse::<KeySource>().unwrap().hash(&req), None);
     }
 

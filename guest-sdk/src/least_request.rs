@@ -4,7 +4,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::{power_of_two_choices, BackendSet, Backends};
+use crate::{power_of_two_choices, BackendSet, Backends, SlowStart};
 
 /// Deadlines are rebased to 0 past this, so that `1 / weight` steps stay exact in an `f64`.
 const REBASE_AFTER: f64 = 1e6;
@@ -18,7 +18,12 @@ const REBASE_AFTER: f64 = 1e6;
 ///   `weight / (in_flight + 1) ^ active_request_bias`: a loaded backend comes round later.
 ///   A bias of 0 is plain weighted round-robin; higher biases drain load faster.
 ///
-/// Needs [`crate::Needs::in_flight`]. Rebuild with [`LeastRequest::backends_changed`].
+/// With [`LeastRequest::with_slow_start`], a backend's weight is also scaled by its slow start
+/// factor, and while some backend ramps up the schedule is used even when the weights are equal
+/// (as Envoy does).
+///
+/// Needs [`crate::Needs::in_flight`] (and [`crate::Needs::clock`] with slow start). Rebuild with
+/// [`LeastRequest::backends_changed`].
 #[derive(Clone, Debug)]
 pub struct LeastRequest {
     /// `active_request_bias`: finite, not negative.
@@ -31,6 +36,12 @@ pub struct LeastRequest {
     now: f64,
     /// Order of the next entry, so equal deadlines keep their insertion order.
     next_order: u64,
+    /// Slow start, if configured.
+    slow_start: Option<SlowStart>,
+    /// Until when (host clock) some backend ramps up.
+    ramp_until_ms: u64,
+    /// The schedule is to be built at the next `select`, when the clock is known.
+    rebuild: bool,
 }
 
 /// One backend in the schedule.
@@ -79,7 +90,24 @@ impl LeastRequest {
             schedule: BinaryHeap::new(),
             now: 0.0,
             next_order: 0,
+            slow_start: None,
+            ramp_until_ms: 0,
+            rebuild: false,
         })
+    }
+
+    /// This balancer with slow start (none: every backend at its full weight at once).
+    pub fn with_slow_start(mut self, slow_start: Option<SlowStart>) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// Whether some backend is ramping up now (slow start).
+    pub fn is_ramping(&self, backends: &Backends<'_>) -> bool {
+        self.slow_start.is_some()
+            && backends
+                .now_ms()
+                .is_some_and(|now| now < self.ramp_until_ms)
     }
 
     /// Takes a new backend set: decides between P2C and the schedule, and rebuilds the schedule.
@@ -89,6 +117,12 @@ impl LeastRequest {
         self.uniform = weights.all(|w| Some(w) == first);
         self.schedule.clear();
         self.now = 0.0;
+        if let Some(slow_start) = &self.slow_start {
+            // Scaled by each backend's factor, which needs the clock `select` brings.
+            self.ramp_until_ms = slow_start.ramp_until_ms(set);
+            self.rebuild = true;
+            return;
+        }
         if self.uniform {
             return;
         }
@@ -100,8 +134,16 @@ impl LeastRequest {
 
     /// Chooses a candidate; `None` when there is none.
     pub fn select(&mut self, backends: &Backends<'_>) -> Option<usize> {
-        if self.uniform {
+        if self.uniform && !self.is_ramping(backends) {
             return power_of_two_choices(backends, |i| backends.in_flight(i));
+        }
+        if self.rebuild {
+            self.rebuild = false;
+            for &index in backends.set().eligible() {
+                let weight = backends.set().all()[index].weight;
+                let effective = f64::from(weight) * self.factor(backends, index);
+                self.push(index, weight, effective);
+            }
         }
         // Earliest deadline first, skipping backends already tried for this request (they keep
         // their place).
@@ -117,12 +159,20 @@ impl LeastRequest {
         self.schedule.extend(skipped.into_iter().map(Reverse));
         let entry = chosen?;
         self.now = entry.deadline;
-        let effective = self.effective_weight(entry.weight, backends.in_flight(entry.index));
+        let effective = self.effective_weight(entry.weight, backends.in_flight(entry.index))
+            * self.factor(backends, entry.index);
         self.push(entry.index, entry.weight, effective);
         if self.now > REBASE_AFTER {
             self.rebase();
         }
         Some(entry.index)
+    }
+
+    /// Backend `index`'s slow start factor now (1 without slow start).
+    fn factor(&self, backends: &Backends<'_>, index: usize) -> f64 {
+        self.slow_start
+            .as_ref()
+            .map_or(1.0, |s| s.factor_of(backends, index))
     }
 
     /// `weight / (in_flight + 1) ^ bias`.
@@ -175,6 +225,7 @@ mod tests {
             random,
             in_flight,
             latency_ewma_us: &[],
+            now_ms: None,
             exclude: &[],
         }
     }

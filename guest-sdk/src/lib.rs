@@ -37,6 +37,7 @@ mod params;
 mod rendezvous;
 mod request;
 pub mod ring;
+mod slow_start;
 pub mod testing;
 mod weighted;
 
@@ -49,6 +50,7 @@ pub use params::Params;
 pub use rendezvous::RendezvousTable;
 pub use request::Request;
 pub use ring::HashRing;
+pub use slow_start::{SlowStart, SLOW_START_PARAMS};
 pub use weighted::SmoothWeighted;
 
 use std::time::Duration;
@@ -62,6 +64,11 @@ pub struct Needs {
     pub latency: bool,
     /// Call [`Strategy::on_response`] after every backend response.
     pub feedback: bool,
+    /// Fill [`Backends::now_ms`] on every call, so that [`Backends::eligible_for_ms`] tells how
+    /// long each backend has been eligible (slow start).
+    pub clock: bool,
+    /// Let [`Strategy::select`] put fields on the response ([`Request::add_response_header`]).
+    pub response_headers: bool,
 }
 
 /// A load-balancing strategy.
@@ -92,6 +99,19 @@ pub trait Strategy: 'static {
     /// Feedback after a backend answered, if [`Strategy::needs`] asked for it: the backend index,
     /// the status (0 when the backend failed without one) and the time to the response head.
     fn on_response(&mut self, _backend: usize, _status: u16, _latency: Duration) {}
+
+    /// A response header in which backends report a value of their own (a load, say), asked
+    /// once after [`Strategy::configure`]. Its value in each response reaches
+    /// [`Strategy::on_report`] (with [`Needs::feedback`]). Default: none (the host looks for no
+    /// field).
+    fn report_header(&self) -> Option<String> {
+        None
+    }
+
+    /// The value backend `backend` reported in the [`Strategy::report_header`] field of a
+    /// response (visible text of at most 256 bytes), just before [`Strategy::on_response`] for
+    /// that response. Default: nothing.
+    fn on_report(&mut self, _backend: usize, _report: &str) {}
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -116,7 +136,7 @@ macro_rules! export_strategy {
             impl $crate::__glue::Guest for __LbhostStrategy {
                 fn configure(
                     params: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<$crate::__glue::WitNeeds, ::std::string::String>
+                ) -> ::std::result::Result<$crate::__glue::WitSettings, ::std::string::String>
                 {
                     $crate::__glue::configure(&STATE, params)
                 }
@@ -129,8 +149,13 @@ macro_rules! export_strategy {
                 ) -> ::std::option::Option<u32> {
                     $crate::__glue::select(&STATE, ctx, request)
                 }
-                fn on_response(backend: u32, status: u16, latency_us: u32) {
-                    $crate::__glue::on_response(&STATE, backend, status, latency_us)
+                fn on_response(
+                    backend: u32,
+                    status: u16,
+                    latency_us: u32,
+                    report: ::std::option::Option<::std::string::String>,
+                ) {
+                    $crate::__glue::on_response(&STATE, backend, status, latency_us, report)
                 }
             }
             $crate::__glue::bindings::__export_balancer!(

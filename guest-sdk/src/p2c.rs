@@ -53,6 +53,7 @@ mod tests {
             random,
             in_flight: &[],
             latency_ewma_us: &[],
+            now_ms: None,
             exclude,
         }
     }

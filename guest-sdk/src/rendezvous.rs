@@ -114,6 +114,7 @@ mod tests {
             random: 0,
             in_flight: &[],
             latency_ewma_us: &[],
+            now_ms: None,
             exclude: &[],
         }
     }

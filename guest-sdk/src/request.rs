@@ -1,5 +1,6 @@
 //! The request being routed: read from the host on demand, or from a test value natively.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use crate::testing::TestRequest;
@@ -15,7 +16,8 @@ pub struct Request<'a> {
 enum Inner<'a> {
     #[cfg(target_arch = "wasm32")]
     Host(&'a crate::__glue::WitRequest),
-    Test(&'a TestRequest),
+    /// A test request, and where the fields put on its response go.
+    Test(&'a TestRequest, &'a RefCell<Vec<(String, String)>>),
 }
 
 impl std::fmt::Debug for Request<'_> {
@@ -36,9 +38,25 @@ impl<'a> Request<'a> {
         }
     }
 
-    pub(crate) fn test(request: &'a TestRequest) -> Self {
+    pub(crate) fn test(
+        request: &'a TestRequest,
+        response_headers: &'a RefCell<Vec<(String, String)>>,
+    ) -> Self {
         Request {
-            inner: Inner::Test(request),
+            inner: Inner::Test(request, response_headers),
+        }
+    }
+
+    /// Puts the field `name: value` on the response to this request, if the backend this
+    /// `select` chooses answers it (a `Set-Cookie` that pins the client, say). Needs
+    /// [`crate::Needs::response_headers`]. The host refuses framing and hop-by-hop names,
+    /// values that are not visible text, and more than 8 fields or 8 KiB per request: any of
+    /// them is a fault (the request is served by the host's fallback, without the fields).
+    pub fn add_response_header(&self, name: &str, value: &str) {
+        match self.inner {
+            #[cfg(target_arch = "wasm32")]
+            Inner::Host(r) => r.add_response_header(name, value),
+            Inner::Test(_, out) => out.borrow_mut().push((name.to_string(), value.to_string())),
         }
     }
 
@@ -47,7 +65,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => r.method(),
-            Inner::Test(t) => t.method.clone(),
+            Inner::Test(t, _) => t.method.clone(),
         }
     }
 
@@ -56,7 +74,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => r.path(),
-            Inner::Test(t) => t.path.clone(),
+            Inner::Test(t, _) => t.path.clone(),
         }
     }
 
@@ -65,7 +83,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => r.query(),
-            Inner::Test(t) => t.query.clone(),
+            Inner::Test(t, _) => t.query.clone(),
         }
     }
 
@@ -74,7 +92,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => r.header(name),
-            Inner::Test(t) => t
+            Inner::Test(t, _) => t
                 .headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -87,7 +105,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => r.cookie(name),
-            Inner::Test(t) => t
+            Inner::Test(t, _) => t
                 .cookies
                 .iter()
                 .find(|(k, _)| k == name)
@@ -100,7 +118,7 @@ impl<'a> Request<'a> {
         match self.inner {
             #[cfg(target_arch = "wasm32")]
             Inner::Host(r) => crate::__glue::ip_from_wit(r.client_ip()),
-            Inner::Test(t) => t.client_ip,
+            Inner::Test(t, _) => t.client_ip,
         }
     }
 

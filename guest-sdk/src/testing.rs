@@ -1,5 +1,6 @@
 //! Run a strategy natively under `cargo test`, the way the host drives it.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,6 +17,7 @@ pub fn backend(address: &str) -> Backend {
         weight: 1,
         eligible: true,
         labels: Vec::new(),
+        eligible_since_ms: 0,
     }
 }
 
@@ -29,6 +31,12 @@ impl Backend {
     /// This backend marked ineligible (down).
     pub fn down(mut self) -> Self {
         self.eligible = false;
+        self
+    }
+
+    /// This backend eligible since `ms` on the host's clock ([`Harness::now_ms`]).
+    pub fn eligible_since(mut self, ms: u64) -> Self {
+        self.eligible_since_ms = ms;
         self
     }
 
@@ -116,6 +124,11 @@ pub struct Harness<S> {
     pub latency_ewma_us: Vec<u32>,
     /// Backends already tried for the next request.
     pub exclude: Vec<u32>,
+    /// The host's clock in milliseconds (seen by the strategy only if it asks for
+    /// [`crate::Needs::clock`]); tests move it by hand.
+    pub now_ms: u64,
+    /// The fields the last `select` put on the response, as `(name, value)`.
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl<S> std::fmt::Debug for Harness<S> {
@@ -143,6 +156,8 @@ impl<S: Strategy> Harness<S> {
             in_flight: Vec::new(),
             latency_ewma_us: Vec::new(),
             exclude: Vec::new(),
+            now_ms: 0,
+            response_headers: Vec::new(),
         })
     }
 
@@ -174,8 +189,19 @@ impl<S: Strategy> Harness<S> {
                 &[]
             },
             exclude: &self.exclude,
+            now_ms: needs.clock.then_some(self.now_ms),
         };
-        self.strategy.select(&view, &Request::test(request))
+        let fields = RefCell::new(Vec::new());
+        let chosen = self
+            .strategy
+            .select(&view, &Request::test(request, &fields));
+        // Like the host: fields reach the response only when a backend was chosen.
+        self.response_headers = if chosen.is_some() {
+            fields.into_inner()
+        } else {
+            Vec::new()
+        };
+        chosen
     }
 
     /// Tells the strategy how backend `index` answered, as the host does after each response,
@@ -184,6 +210,21 @@ impl<S: Strategy> Harness<S> {
         if self.strategy.needs().feedback {
             self.strategy.on_response(index, status, latency);
         }
+    }
+
+    /// Like [`Harness::respond`], for a response whose [`Strategy::report_header`] field says
+    /// `report`.
+    pub fn respond_reporting(
+        &mut self,
+        index: usize,
+        status: u16,
+        latency: Duration,
+        report: &str,
+    ) {
+        if self.strategy.needs().feedback && self.strategy.report_header().is_some() {
+            self.strategy.on_report(index, report);
+        }
+        self.respond(index, status, latency);
     }
 
     /// Selects a backend for `request` and counts the request in flight there, as the host does

@@ -36,10 +36,10 @@ fn request(headers: usize) -> Box<RequestData> {
         builder = builder.header(format!("x-header-{i}"), "some value of a typical length");
     }
     let (parts, ()) = builder.body(()).expect("valid request").into_parts();
-    Box::new(RequestData {
-        head: ClientHead::from_parts(parts),
-        client_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
-    })
+    RequestData::new(
+        ClientHead::from_parts(parts),
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+    )
 }
 
 /// Benchmarks `select` of `request` over `pool`'s backends, under id `id`.

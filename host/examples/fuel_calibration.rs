@@ -57,10 +57,10 @@ fn main() {
             .body(())
             .expect("request")
             .into_parts();
-        let mut data = Box::new(RequestData {
-            head: ClientHead::from_parts(parts),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        });
+        let mut data = RequestData::new(
+            ClientHead::from_parts(parts),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
         let mut times = Vec::new();
         let mut faults = 0;
         let mut kind = "";

@@ -13,22 +13,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::header;
 use tokio::task::JoinHandle;
 
+use crate::body::UpstreamBody;
 use crate::config::{HealthCheckConfig, ProbeKind};
+use crate::http1::RequestHeadBuilder;
 use crate::metrics::Metrics;
 use crate::pool::{Backend, Pool};
+use crate::upstream::Upstream;
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+/// Probes share the connector and codec of traffic, with connections of their own (each
+/// probe's is new and closed after the answer).
+type ProbeClient = Arc<Upstream>;
 
 /// Runs one probe task per backend and keeps the set of tasks in step with the pool.
 #[derive(Debug)]
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     client: ProbeClient,
@@ -37,13 +38,8 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     /// A checker for `pool`; call [`HealthChecker::sync`] to start probing.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // A fresh connection per probe: a probe must see a backend that stopped accepting.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+    pub(crate) fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
+        let client = Arc::new(Upstream::new());
         HealthChecker {
             pool,
             metrics,
@@ -54,7 +50,7 @@ impl HealthChecker {
 
     /// Starts probes for backends that have none, stops those of removed backends, and restarts
     /// all when the settings change. With `None`, stops everything and marks every backend up.
-    pub fn sync(&mut self, config: Option<&HealthCheckConfig>) {
+    pub(crate) fn sync(&mut self, config: Option<&HealthCheckConfig>) {
         let set = self.pool.load();
         let Some(config) = config else {
             for (_, (task, _)) in self.tasks.drain() {
@@ -199,17 +195,21 @@ async fn probe_http(
     backend: &Backend,
     config: &HealthCheckConfig,
 ) -> Result<(), String> {
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(backend.authority.clone())
-        .path_and_query(config.path.as_str())
-        .build()
+    let mut head = RequestHeadBuilder::new(&http::Method::GET, &config.path);
+    head.header(b"host", backend.authority.as_str().as_bytes());
+    head.header(
+        header::USER_AGENT.as_str().as_bytes(),
+        b"lbhost-health-check",
+    );
+    // A new connection per probe, closed after it: a probe must see a backend that stopped
+    // accepting.
+    head.close_connection();
+    let head = head.finish(&UpstreamBody::empty());
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    let response = client
+        .probe(backend, &head, config.timeout, deadline)
+        .await
         .map_err(|e| e.to_string())?;
-    let request = http::Request::get(uri)
-        .header(http::header::USER_AGENT, "lbhost-health-check")
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
     let healthy = if config.expected_statuses.is_empty() {
         status.is_success() || status.is_redirection()
@@ -225,6 +225,6 @@ async fn probe_http(
 
 /// `base` scaled by a random factor in `[1 - spread, 1 + spread)` (or `[0, base)` for spread 1).
 fn jitter(base: Duration, spread: f64) -> Duration {
-    let unit = (crate::strategy::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = fastrand::f64();
     base.mul_f64((1.0 - spread + 2.0 * spread * unit).max(0.0))
 }

@@ -1,29 +1,64 @@
 //! lbhost: a WebAssembly-programmable HTTP load balancer.
 //!
 //! The host owns the network; which backend gets a request is decided by a strategy component
-//! (see `wit/strategy.wit`). Modules, one job each:
-//! [`config`] parsing and validation, [`author`] the `lbhost strategy` commands (new, build,
-//! simulate), [`pool`] the backends, [`strategy`] wasm selection,
-//! [`proxy`] forwarding, [`upstream`] backend connections, [`server`] the client listener,
-//! [`health`] active health checks, [`ratelimit`] per-client rate limiting, [`request`] the client request head as proxy and strategies read it, [`reload`] and [`watch`] hot reload, [`admin`] the admin API, [`metrics`] Prometheus families, [`text`] foreign text made safe to show, [`wire`] HTTP/1.1 framing, [`buffers`] per-worker spare buffers.
+//! (see `wit/strategy.wit`). One module, one job; the layers they form, bottom first, are listed
+//! (and checked by a test) in `layers.rs`:
+//! `text` foreign text made safe to show · `http1` HTTP/1.1 on the wire, both roles ·
+//! [`request`] the client request head as the proxy and strategies read it · `body` body types
+//! shared by the layers · [`config`] parsing and validation · `metrics` Prometheus families ·
+//! [`pool`] the backends and their health, circuits and counts · [`strategy`] wasm selection ·
+//! `ratelimit` per-client limits · `upstream` connections to backends · `health` active checks ·
+//! `proxy` a request's way through · `server` the client listener · `admin` the admin API ·
+//! `reload` and `watch` hot reload · [`author`] the `lbhost strategy` commands (new, build,
+//! simulate), offline.
+//!
+//! # A request's path through the files
+//! 1. `server/mod.rs` accepts on each worker thread; `server/connection.rs` tells HTTP/2 (hyper)
+//!    from HTTP/1.1 and counts the connection.
+//! 2. `server/h1/mod.rs` runs the connection: `http1/parse_request.rs` reads the head into a
+//!    [`request::ClientHead`]; the body stays on the socket (`server/h1/incoming_body.rs`, read
+//!    with `http1/decoder.rs` as the proxy streams it).
+//! 3. `proxy/mod.rs` `Proxy::handle`: rate limit (`ratelimit.rs`), client address and forwarded
+//!    fields (`proxy/headers.rs`), then `forward`: `Proxy::attempt` asks the strategy
+//!    (`strategy/mod.rs` → `strategy/instance.rs`, a warm wasm instance per worker), checks the
+//!    backend's circuit (`pool/circuit.rs`), and sends:
+//! 4. `upstream/mod.rs` takes an idle connection (`upstream/idle.rs`) or connects;
+//!    `upstream/exchange.rs` writes the head (`http1/write_request.rs`) and streams the body
+//!    (`body.rs` `UpstreamBody`, chunked by `http1/encode.rs`), then reads the response head
+//!    (`http1/parse_response.rs`). On a failure before any answer, `Proxy::attempt` retries on
+//!    another backend if `proxy/retry.rs` allows.
+//! 5. `Proxy::answer` is the one exit: metrics (`metrics/`), passive health (`pool/passive.rs`),
+//!    the access log line, and the response, whose body (`upstream/backend_body.rs`, through
+//!    `proxy/response_body.rs`) streams from the backend's connection and gives it back to the
+//!    idle pool at its end.
+//! 6. `server/h1/respond.rs` writes the response (`http1/write_response.rs` for the head), and
+//!    the connection reads the next request.
 
-pub mod admin;
+#![warn(unreachable_pub, missing_debug_implementations)]
+
+mod admin;
 pub mod author;
-pub mod buffers;
+mod body;
 pub mod config;
-pub mod health;
-pub mod metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+mod health;
+mod http1;
+#[cfg_attr(not(test), allow(dead_code))]
+mod layers;
+mod metrics;
 pub mod pool;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
+mod proxy;
+mod ratelimit;
+mod reload;
 pub mod request;
-pub mod server;
+mod server;
 pub mod strategy;
-pub mod text;
-pub mod upstream;
-pub mod watch;
-pub mod wire;
+mod text;
+mod upstream;
+mod watch;
+
+pub use reload::Overrides;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -106,7 +106,7 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
     };
     let mut config =
         lbhost::config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let overrides = lbhost::reload::Overrides {
+    let overrides = lbhost::Overrides {
         strategy: args.strategy,
         listen: args.listen,
         admin: args.admin,

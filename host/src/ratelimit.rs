@@ -18,8 +18,12 @@ use crate::config::RateLimitConfig;
 const SHARDS: usize = 64;
 
 /// The token buckets of all clients.
+///
+/// Kept instead of `governor`'s keyed limiter: its key store grows with every client address
+/// until `retain_recent` is called, so a flood of spoofed or rotating addresses grows memory
+/// without bound between sweeps; this one never holds more than `max_clients`.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     hasher: RandomState,
     shards: Box<[Mutex<HashMap<IpAddr, Bucket>>]>,
 }
@@ -38,7 +42,7 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     /// An empty limiter.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RateLimiter {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -47,18 +51,14 @@ impl RateLimiter {
 
     /// Takes one token from `client`'s bucket; `Err(wait)` when it is empty, with how long
     /// until the next token.
-    pub fn check(&self, client: IpAddr, config: &RateLimitConfig) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: IpAddr, config: &RateLimitConfig) -> Result<(), Duration> {
         self.check_at(client, config, Instant::now())
     }
 
     /// Clients tracked now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    /// Whether no client is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn check_at(
@@ -91,7 +91,7 @@ impl RateLimiter {
 }
 
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 

@@ -69,7 +69,7 @@ fn start_loader() -> std::sync::mpsc::Sender<Job> {
 
 /// Why a reload was refused. `Display` is the reason shown to the operator.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error("config {0}")]
     Config(#[from] config::ConfigError),
     #[error("strategy {path}: {source}")]
@@ -83,7 +83,7 @@ pub enum ReloadError {
 
 /// The outcome of the last reload attempt of one kind, for the admin status.
 #[derive(Clone, Debug, Serialize)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// Seconds since the Unix epoch.
     pub at_unix: u64,
     /// What triggered it (`file`, `sighup`, `admin`).
@@ -93,7 +93,7 @@ pub struct Attempt {
 }
 
 /// Applies config and strategy changes; one at a time.
-pub struct Reloader {
+pub(crate) struct Reloader {
     proxy: Arc<Proxy>,
     /// Jobs for the loader thread (config parsing, strategy compiling).
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// A reloader for `proxy`, whose config came from `config_path` with `overrides`.
-    pub fn new(
+    pub(crate) fn new(
         proxy: Arc<Proxy>,
         config_path: PathBuf,
         overrides: Overrides,
@@ -141,13 +141,13 @@ impl Reloader {
     }
 
     /// The config file being watched.
-    pub fn config_path(&self) -> &Path {
+    pub(crate) fn config_path(&self) -> &Path {
         &self.config_path
     }
 
     /// Re-reads the config file and applies it: backends (keeping the live state of those that
     /// stay), health checks, timeouts, trusted proxies and the strategy with its parameters.
-    pub async fn reload_config(&self, trigger: &str) -> Result<(), ReloadError> {
+    pub(crate) async fn reload_config(&self, trigger: &str) -> Result<(), ReloadError> {
         let result = self.try_reload_config().await;
         self.record(true, trigger, &result);
         result
@@ -213,7 +213,7 @@ impl Reloader {
 
     /// Loads the strategy at `path` (with the current `strategy_config`, or `params`) and makes
     /// it active. The config's `strategy` path now points at it for later reloads of the file.
-    pub async fn switch_strategy(
+    pub(crate) async fn switch_strategy(
         &self,
         path: PathBuf,
         params: Option<Vec<(String, String)>>,
@@ -249,7 +249,7 @@ impl Reloader {
     /// Loads the strategy at `path` (with `params`, or the running `strategy_config`) and puts
     /// it in shadow, asked on `sample` of first attempts; a shadow already there is replaced.
     /// The active strategy is untouched.
-    pub async fn shadow_strategy(
+    pub(crate) async fn shadow_strategy(
         &self,
         path: PathBuf,
         params: Option<Vec<(String, String)>>,
@@ -271,7 +271,7 @@ impl Reloader {
     }
 
     /// Ends the shadow; whether there was one.
-    pub fn end_shadow(&self) -> bool {
+    pub(crate) fn end_shadow(&self) -> bool {
         let ended = self.proxy.strategies.set_shadow(None);
         if let Some(name) = &ended {
             tracing::info!(strategy = %name, "shadow ended");
@@ -281,7 +281,7 @@ impl Reloader {
 
     /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths
     /// and names longer than a file name can be.
-    pub fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
+    pub(crate) fn strategy_by_name(&self, name: &str) -> Result<PathBuf, ReloadError> {
         let name = name.trim();
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME_BYTES
@@ -304,18 +304,18 @@ impl Reloader {
     }
 
     /// The active strategy's file (what the watcher follows).
-    pub fn active_strategy_path(&self) -> PathBuf {
+    pub(crate) fn active_strategy_path(&self) -> PathBuf {
         self.proxy.config.load().strategy.clone()
     }
 
     /// The folder of strategies that can be switched to by name.
-    pub fn strategy_dir(&self) -> PathBuf {
+    pub(crate) fn strategy_dir(&self) -> PathBuf {
         let dir = self.proxy.config.load().strategies_dir.clone();
         dir.canonicalize().unwrap_or(dir)
     }
 
     /// The version and the last attempts, for the admin status.
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let state = self.lock_state();
         serde_json::json!({
             "config_path": self.config_path,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, Uri, Version};
 
-use crate::wire::{FieldSpans, Span};
+use crate::http1::{FieldSpans, Span};
 
 /// A client's request head.
 #[derive(Debug)]
@@ -97,15 +97,6 @@ impl RequestFields {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The header map, if the fields came in one, for the worker's spares once the request is
-    /// done.
-    pub fn take_map(&mut self) -> Option<HeaderMap> {
-        match self {
-            RequestFields::Map(map) => Some(std::mem::take(map)),
-            RequestFields::Head { .. } => None,
-        }
-    }
 }
 
 /// Whether the field name `name` is `wanted`, in any case.
@@ -127,6 +118,7 @@ pub fn visible_ascii(value: &[u8]) -> Option<&str> {
 }
 
 /// The fields of a [`RequestFields`], in order.
+#[derive(Debug)]
 pub enum Iter<'a> {
     Head {
         head: &'a [u8],

@@ -9,12 +9,12 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Most bytes of foreign text kept; a longer text is cut on a char boundary and says so.
-pub const MAX_BYTES: usize = 1024;
+pub(crate) const MAX_BYTES: usize = 1024;
 
 /// `text` cut to [`MAX_BYTES`] on a char boundary (then marked, e.g. `… (cut, 12.5 MB in
 /// all)`), with every control character (line breaks, escapes, bidirectional overrides) turned
 /// into a space so it cannot forge a log line or reorder one. Borrowed when nothing changes.
-pub fn bounded(text: &str) -> Cow<'_, str> {
+pub(crate) fn bounded(text: &str) -> Cow<'_, str> {
     if text.len() <= MAX_BYTES && !has_control(text) {
         return Cow::Borrowed(text);
     }
@@ -34,7 +34,7 @@ pub fn bounded(text: &str) -> Cow<'_, str> {
 }
 
 /// [`bounded`] for an owned string: no copy when nothing changes.
-pub fn bounded_owned(text: String) -> String {
+pub(crate) fn bounded_owned(text: String) -> String {
     match bounded(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(cut) => cut,
@@ -42,7 +42,7 @@ pub fn bounded_owned(text: String) -> String {
 }
 
 /// Whether `text` holds a character [`bounded`] would replace (see [`is_control`]).
-pub fn has_control(text: &str) -> bool {
+pub(crate) fn has_control(text: &str) -> bool {
     text.chars().any(is_control)
 }
 

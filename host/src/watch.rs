@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::reload::Reloader;
 
 /// Quiet time after the last event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// The symlink Kubernetes' atomic writer swaps to update a mounted ConfigMap or Secret.
 const KUBERNETES_DATA: &str = "..data";
@@ -32,7 +32,7 @@ enum Target {
 }
 
 /// Starts watching; the returned watcher must be kept alive.
-pub fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
+pub(crate) fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
     let (tx, rx) = mpsc::unbounded_channel::<Target>();
     let sorter = Arc::clone(&reloader);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -63,7 +63,7 @@ pub fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
 }
 
 /// Reloads the config on SIGHUP, until the process ends.
-pub fn on_sighup(reloader: Arc<Reloader>) {
+pub(crate) fn on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let mut hup = match signal(SignalKind::hangup()) {
@@ -105,6 +105,11 @@ fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     }
 }
 
+/// Runs the reloads the events ask for, once each burst has been quiet for [`DEBOUNCE`].
+///
+/// Kept instead of `notify-debouncer-mini`: that one adds a thread that wakes every tick even
+/// when no file changes, and hands back paths to classify again; this waits on the control
+/// runtime until an event comes, and merges config and strategy events into one reload.
 async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<Target>) {
     let mut pending: Vec<Target> = Vec::new();
     loop {

@@ -53,7 +53,7 @@ impl Reply {
 
 /// An HTTP client that keeps connections alive between requests (one pool per `Http`).
 /// Every request fails the test after 30 s.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Http {
     client: Client<HttpConnector, RequestBody>,
 }

@@ -42,6 +42,7 @@ pub fn free_addr() -> SocketAddr {
 
 /// A fresh directory under the system temp dir, removed on drop unless the test failed (then
 /// it is kept, for a look at the config and log).
+#[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
 }
@@ -97,6 +98,7 @@ pub struct RawRun {
 
 /// A running `lbhost`. Dropping it kills the process; if the test is failing, its log is
 /// printed first.
+#[derive(Debug)]
 pub struct Lb {
     child: Child,
     pid: u32,
@@ -343,6 +345,7 @@ impl Drop for Lb {
 }
 
 /// The highest resident memory of a process seen while it is watched (see [`Lb::watch_rss`]).
+#[derive(Debug)]
 pub struct PeakRss {
     stop: Arc<AtomicBool>,
     sampler: std::thread::JoinHandle<u64>,

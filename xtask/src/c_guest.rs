@@ -6,6 +6,10 @@
 //! like a Rust guest's. The build fails, instead of lbhost later, when the bindings are older than
 //! `wit/strategy.wit` or when the module imports anything but the request's methods (a stray libc
 //! function that needs WASI).
+//!
+//! The example is built against the 0.1.0 contract (`wit/v0_1/strategy.wit`), which lbhost still
+//! loads unchanged: it needs nothing 0.2.0 added, and it keeps proving that a component built
+//! before 0.2.0, in another language, still runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,15 +77,16 @@ pub fn build(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fails when `wit/strategy.wit` changed since the committed bindings were generated: they keep
-/// a copy of the WIT they were made from (`bindings/generated-from.wit`).
+/// Fails when the WIT the example is built against (`wit/v0_1/strategy.wit`) changed since the
+/// committed bindings were generated: they keep a copy of the WIT they were made from
+/// (`bindings/generated-from.wit`).
 fn check_bindings_fresh(root: &Path, dir: &Path) -> Result<()> {
-    let wit = root.join("wit/strategy.wit");
+    let wit = root.join("wit/v0_1/strategy.wit");
     let stamp = dir.join("bindings/generated-from.wit");
     let current = std::fs::read(&wit).with_context(|| format!("reading {}", wit.display()))?;
     if std::fs::read(&stamp).ok() != Some(current) {
         bail!(
-            "{DIR}/bindings were generated from another version of wit/strategy.wit; \
+            "{DIR}/bindings were generated from another version of wit/v0_1/strategy.wit; \
              regenerate them as {DIR}/README.md says"
         );
     }

@@ -18,6 +18,8 @@ pub const STRATEGIES: &[(&str, &str)] = &[
     ("strategy-least-request", "strategies/least_request.wasm"),
     ("strategy-maglev", "strategies/maglev.wasm"),
     ("strategy-hash", "strategies/hash.wasm"),
+    ("strategy-sticky-cookie", "strategies/sticky_cookie.wasm"),
+    ("strategy-locality", "strategies/locality.wasm"),
 ];
 
 /// The other Rust guests: the example strategy, the tests' guests and the bench's call floor.
@@ -29,6 +31,7 @@ const OTHER_RUST_GUESTS: &[(&str, &str)] = &[
     ("guest-wasi-import", "tests/guests/wasi_import.wasm"),
     ("guest-loud-refusal", "tests/guests/loud_refusal.wasm"),
     ("guest-feedback-trap", "tests/guests/feedback_trap.wasm"),
+    ("guest-v0-1", "tests/guests/v0_1.wasm"),
     ("bench-call-floor", "bench/call_floor.wasm"),
 ];
 

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configures a [`Backend`] before it starts. Listens on `127.0.0.1` on a free port by default.
+#[derive(Debug)]
 pub struct Builder {
     name: String,
     addr: SocketAddr,
@@ -100,6 +101,14 @@ pub struct Backend {
     /// Sends `true` to stop. Every task of this backend (accept loop, connections, WebSockets)
     /// holds a receiver and drops it once its socket is closed, so `closed()` means "all gone".
     shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backend {

@@ -15,6 +15,7 @@ fn view<'a>(set: &'a BackendSet, in_flight: &'a [u32], exclude: &'a [u32]) -> Ba
         random: 0,
         in_flight,
         latency_ewma_us: &[],
+        now_ms: None,
         exclude,
     }
 }

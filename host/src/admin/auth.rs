@@ -9,9 +9,6 @@ use std::path::Path;
 use http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
-/// Largest token file read; a bearer token is a few dozen bytes.
-const MAX_TOKEN_BYTES: u64 = 4096;
-
 /// Why a mutating admin request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
@@ -49,7 +46,7 @@ pub(super) fn authorize(
             Err(Refusal::NoToken)
         };
     };
-    let expected = read_token(path).map_err(|reason| {
+    let expected = crate::config::read_token(path).map_err(|reason| {
         tracing::error!(path = %path.display(), %reason, "admin token file unreadable; refusing");
         Refusal::TokenUnavailable
     })?;
@@ -64,28 +61,6 @@ pub(super) fn authorize(
     } else {
         Err(Refusal::Unauthorized)
     }
-}
-
-/// The token in `path`: its contents without surrounding whitespace, at most 4 KiB, never empty.
-pub fn read_token(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_TOKEN_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_TOKEN_BYTES {
-        return Err(format!(
-            "{} is longer than {MAX_TOKEN_BYTES} bytes",
-            path.display()
-        ));
-    }
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(token.to_string())
 }
 
 /// Compares two secrets in time that depends on neither: both are hashed to 32 bytes first, so
@@ -153,18 +128,6 @@ mod tests {
             authorize(&bearer("s3cret"), addr("0.0.0.0:9901"), Some(&path)),
             Err(Refusal::TokenUnavailable)
         );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn empty_or_huge_token_files_are_refused() {
-        let dir = std::env::temp_dir().join(format!("lbhost-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        let path = dir.join("token");
-        std::fs::write(&path, " \n").expect("writing");
-        assert!(read_token(&path).is_err_and(|e| e.ends_with("is empty")));
-        std::fs::write(&path, "x".repeat(5000)).expect("writing");
-        assert!(read_token(&path).is_err_and(|e| e.contains("longer than")));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

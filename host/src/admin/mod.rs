@@ -36,8 +36,6 @@ use crate::proxy::{local_response, Proxy, ProxyBody};
 use crate::reload::{ReloadError, Reloader};
 use crate::text::bounded;
 
-pub use auth::read_token;
-
 /// Largest admin request body read (a strategy switch is a few bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -57,7 +55,7 @@ struct Admin {
 
 /// Serves the admin API on `listener` until the task is dropped. `GET /healthz` fails once
 /// `draining` is set.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,

@@ -15,7 +15,7 @@ const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 
                       frame-ancestors 'none'";
 
 /// `200` with the page.
-pub fn response() -> Response<ProxyBody> {
+pub(super) fn response() -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(PAGE));
     let headers = response.headers_mut();
     headers.insert(

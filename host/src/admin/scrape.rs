@@ -9,13 +9,13 @@ use crate::proxy::Proxy;
 
 /// Serializes scrapes, so that sampling (reset, then set) and rendering never interleave.
 #[derive(Debug, Default)]
-pub struct Scraper {
+pub(super) struct Scraper {
     lock: Mutex<()>,
 }
 
 impl Scraper {
     /// The exposition of every family, with sampled values as of now.
-    pub fn render(&self, proxy: &Proxy) -> String {
+    pub(super) fn render(&self, proxy: &Proxy) -> String {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         sample(proxy);
         proxy.metrics.render()

@@ -98,7 +98,7 @@ struct StrategyStatus {
 }
 
 /// The state of `proxy` and `reloader`; `started` is when the admin listener started.
-pub fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> String {
+pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> String {
     let metrics = &proxy.metrics;
     let per_backend = PerBackend {
         requests: series(&metrics.requests),

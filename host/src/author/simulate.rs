@@ -234,7 +234,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<Outcome, AuthorError> {
             if let Some(b) = set.backends.get(index) {
                 b.record_latency(latency);
             }
-            strategies.feedback(index, 200, latency);
+            strategies.feedback(index, 200, latency, |_| None);
         }
         let mut event = Vec::new();
         for &(i, _) in args.kill.iter().filter(|(_, at)| *at == j) {

@@ -44,7 +44,7 @@ pub fn synthetic_request(client: u32, rng: &mut Rng) -> Box<RequestData> {
         // Every part above is valid; an empty head all the same rather than a panic.
         Err(_) => ClientHead::empty(),
     };
-    Box::new(RequestData { head, client_ip })
+    RequestData::new(head, client_ip)
 }
 
 /// A small deterministic generator (splitmix64) for traffic and latencies.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The top-level JSON object. Every field has a default except `backends`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     pub listen: Option<String>,
     pub admin: Option<String>,
     pub strategy: Option<String>,
@@ -41,16 +41,16 @@ pub struct FileConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileShadow {
-    pub strategy: String,
+pub(super) struct FileShadow {
+    pub(super) strategy: String,
     #[serde(default)]
-    pub strategy_config: serde_json::Map<String, serde_json::Value>,
-    pub sample: Option<f64>,
+    pub(super) strategy_config: serde_json::Map<String, serde_json::Value>,
+    pub(super) sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileBackend {
+pub(super) struct FileBackend {
     pub url: String,
     pub weight: Option<u32>,
     #[serde(default)]
@@ -59,7 +59,7 @@ pub struct FileBackend {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHealthCheck {
+pub(super) struct FileHealthCheck {
     pub path: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
@@ -72,7 +72,7 @@ pub struct FileHealthCheck {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePassive {
+pub(super) struct FilePassive {
     pub enabled: Option<bool>,
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<String>,
@@ -82,7 +82,7 @@ pub struct FilePassive {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRetries {
+pub(super) struct FileRetries {
     pub max: Option<u32>,
     pub budget_percent: Option<f64>,
     pub min_per_second: Option<f64>,
@@ -90,7 +90,7 @@ pub struct FileRetries {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileCircuitBreaker {
+pub(super) struct FileCircuitBreaker {
     pub enabled: Option<bool>,
     pub failure_ratio: Option<f64>,
     pub min_requests: Option<u32>,
@@ -101,7 +101,7 @@ pub struct FileCircuitBreaker {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRateLimit {
+pub(super) struct FileRateLimit {
     pub requests_per_second: Option<f64>,
     pub burst: Option<u32>,
     pub max_clients: Option<usize>,
@@ -109,7 +109,7 @@ pub struct FileRateLimit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileTimeouts {
+pub(super) struct FileTimeouts {
     pub connect: Option<String>,
     pub response_header: Option<String>,
     pub client_idle: Option<String>,
@@ -118,13 +118,13 @@ pub struct FileTimeouts {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLimits {
+pub(super) struct FileLimits {
     pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSandbox {
+pub(super) struct FileSandbox {
     pub deadline: Option<String>,
     pub memory_limit_bytes: Option<usize>,
     pub quarantine: Option<FileQuarantine>,
@@ -132,7 +132,7 @@ pub struct FileSandbox {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileQuarantine {
+pub(super) struct FileQuarantine {
     pub fault_ratio: Option<f64>,
     pub min_faults: Option<u32>,
     pub window: Option<String>,

@@ -7,6 +7,7 @@ mod file;
 mod resilience;
 #[cfg(test)]
 mod tests;
+mod token;
 mod validate;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 use crate::text::bounded_owned;
 
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
+pub(crate) use token::read_token;
 pub use validate::{from_file, params};
 
 /// A validated configuration, ready to run.

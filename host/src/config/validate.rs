@@ -60,7 +60,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let admin_token_file = match &file.admin_token_file {
         Some(path) => {
             let path = base.join(plain_path("admin_token_file", path)?);
-            crate::admin::read_token(&path)
+            super::read_token(&path)
                 .map_err(|reason| ConfigError::field("admin_token_file", &reason))?;
             Some(path)
         }

@@ -5,7 +5,7 @@
 
 mod series;
 
-pub use series::BackendSeries;
+pub(crate) use series::BackendSeries;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! One backend and its live state: in flight, health, passive ejection, circuit, eligibility.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -35,6 +35,9 @@ pub struct Backend {
     /// What strategies see: computed by [`super::Pool::refresh`] from `up`, the ejection, the
     /// circuit and the panic rule of the whole set.
     eligible: AtomicBool,
+    /// When it last became eligible ([`super::clock_ms`]): when it joined the pool, or when it
+    /// came back after being ineligible. Strategies ramp a backend up from here (slow start).
+    eligible_since_ms: AtomicU64,
     /// Moving average of the time to response head, in microseconds (0: none yet).
     latency_ewma_us: Arc<AtomicU32>,
     /// Its series of the per-request metrics, once used.
@@ -55,6 +58,7 @@ impl Backend {
             passive: Arc::default(),
             circuit: Arc::default(),
             eligible: AtomicBool::new(true),
+            eligible_since_ms: AtomicU64::new(super::clock_ms()),
             latency_ewma_us: Arc::new(AtomicU32::new(0)),
             series: Arc::default(),
         }
@@ -73,6 +77,7 @@ impl Backend {
             passive: Arc::clone(&self.passive),
             circuit: Arc::clone(&self.circuit),
             eligible: AtomicBool::new(self.is_eligible()),
+            eligible_since_ms: AtomicU64::new(self.eligible_since_ms()),
             latency_ewma_us: Arc::clone(&self.latency_ewma_us),
             series: Arc::clone(&self.series),
         }
@@ -86,7 +91,17 @@ impl Backend {
     /// Sets what strategies see; returns whether it changed. Only [`super::Pool::refresh`]
     /// calls this.
     pub(super) fn set_eligible(&self, eligible: bool) -> bool {
-        self.eligible.swap(eligible, Ordering::AcqRel) != eligible
+        let changed = self.eligible.swap(eligible, Ordering::AcqRel) != eligible;
+        if changed && eligible {
+            self.eligible_since_ms
+                .store(super::clock_ms(), Ordering::Release);
+        }
+        changed
+    }
+
+    /// When it last became eligible, in [`super::clock_ms`] milliseconds.
+    pub fn eligible_since_ms(&self) -> u64 {
+        self.eligible_since_ms.load(Ordering::Acquire)
     }
 
     /// Whether health checking has this backend up. Call [`super::Pool::refresh`] after

@@ -44,7 +44,7 @@ impl CircuitState {
 
 /// What an outcome did to the circuit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
+pub(super) enum Transition {
     /// Closed → open: `failures` of `total` requests in the window failed.
     Opened { failures: u32, total: u32 },
     /// Half-open → open: a probe failed.
@@ -56,7 +56,7 @@ pub enum Transition {
 /// Live circuit state of one backend, shared across reloads. Times are milliseconds on the pool
 /// clock.
 #[derive(Debug, Default)]
-pub struct Circuit {
+pub(super) struct Circuit {
     state: AtomicU8,
     /// When an open circuit may turn half-open.
     open_until: AtomicU64,
@@ -69,7 +69,7 @@ pub struct Circuit {
 
 /// May a request go to this backend, and is it a probe?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(super) enum Admission {
     /// Closed: a normal request.
     Normal,
     /// Half-open: one of the probes. `last` when no probe is left after it.
@@ -80,12 +80,12 @@ pub enum Admission {
 
 impl Circuit {
     /// The state now.
-    pub fn state(&self) -> CircuitState {
+    pub(super) fn state(&self) -> CircuitState {
         CircuitState::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Whether a strategy may be offered this backend: closed, or half-open with a probe left.
-    pub fn lets_through(&self) -> bool {
+    pub(super) fn lets_through(&self) -> bool {
         match self.state() {
             CircuitState::Closed => true,
             CircuitState::Open => false,
@@ -94,7 +94,7 @@ impl Circuit {
     }
 
     /// Takes permission for one request.
-    pub fn admit(&self) -> Admission {
+    pub(super) fn admit(&self) -> Admission {
         match self.state() {
             CircuitState::Closed => Admission::Normal,
             CircuitState::Open => Admission::Refused,
@@ -112,14 +112,14 @@ impl Circuit {
 
     /// Gives back a probe permission whose request ended without an outcome (the client left).
     /// Returns whether the circuit lets requests through again because of it.
-    pub fn release_probe(&self) -> bool {
+    pub(super) fn release_probe(&self) -> bool {
         self.state() == CircuitState::HalfOpen
             && self.probes_left.fetch_add(1, Ordering::AcqRel) == 0
     }
 
     /// Records one outcome at `now`. In half-open only probes' outcomes count; in open none do
     /// (they belong to requests sent before it opened).
-    pub fn record(
+    pub(super) fn record(
         &self,
         ok: bool,
         probe: bool,
@@ -164,7 +164,7 @@ impl Circuit {
     }
 
     /// Open → half-open once the cooldown is over; returns whether it turned.
-    pub fn try_half_open(&self, now: u64, probes: u32) -> bool {
+    pub(super) fn try_half_open(&self, now: u64, probes: u32) -> bool {
         if self.state() != CircuitState::Open || now < self.open_until.load(Ordering::Acquire) {
             return false;
         }
@@ -183,7 +183,7 @@ impl Circuit {
 
     /// Closes the circuit and forgets the window (circuit breaking turned off). Returns whether
     /// it was not closed.
-    pub fn reset(&self) -> bool {
+    pub(super) fn reset(&self) -> bool {
         self.window.clear();
         self.state
             .swap(CircuitState::Closed as u8, Ordering::AcqRel)

@@ -9,7 +9,7 @@ use crate::config::PassiveConfig;
 /// Live passive-health state of one backend, shared across reloads. Times are milliseconds on
 /// the pool clock ([`super::clock_ms`]).
 #[derive(Debug, Default)]
-pub struct Passive {
+pub(super) struct Passive {
     /// Failures since the last success (not counted while ejected).
     consecutive: AtomicU32,
     /// End of the current or last ejection; 0: never ejected.
@@ -22,17 +22,17 @@ pub struct Passive {
 
 impl Passive {
     /// Whether the backend is ejected at `now`.
-    pub fn is_ejected(&self, now: u64) -> bool {
+    pub(super) fn is_ejected(&self, now: u64) -> bool {
         now < self.ejected_until.load(Ordering::Acquire)
     }
 
     /// Failures in a row so far.
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(super) fn consecutive_failures(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
     }
 
     /// A success ends the run of failures.
-    pub fn success(&self) {
+    pub(super) fn success(&self) {
         // A load first: the common case writes nothing, so the cache line stays shared.
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
@@ -41,7 +41,7 @@ impl Passive {
 
     /// Counts a failure; returns the run length if it reached `threshold` (the caller decides
     /// whether to eject). Answers of requests sent before an ejection do not count.
-    pub fn failure(&self, now: u64, threshold: u32) -> Option<u32> {
+    pub(super) fn failure(&self, now: u64, threshold: u32) -> Option<u32> {
         if self.is_ejected(now) {
             return None;
         }
@@ -52,7 +52,7 @@ impl Passive {
     /// Ejects the backend from `now`; returns for how long, or `None` if another thread
     /// ejected it first. The streak starts over when the backend stayed in for at least as long
     /// as its last ejection lasted.
-    pub fn eject(&self, now: u64, config: &PassiveConfig) -> Option<(Duration, u32)> {
+    pub(super) fn eject(&self, now: u64, config: &PassiveConfig) -> Option<(Duration, u32)> {
         let until = self.ejected_until.load(Ordering::Acquire);
         if now < until {
             return None;
@@ -81,7 +81,7 @@ impl Passive {
 }
 
 /// `base × 2^(streak-1)`, at most `max`.
-pub fn ejection_length(config: &PassiveConfig, streak: u32) -> Duration {
+pub(super) fn ejection_length(config: &PassiveConfig, streak: u32) -> Duration {
     let doublings = streak.saturating_sub(1).min(30);
     config
         .base_ejection

@@ -2,11 +2,11 @@
 
 use http::{header, Response, StatusCode};
 
-use super::body::ProxyBody;
+use super::response_body::ProxyBody;
 
 /// A request lbhost could not forward. `Display` is for logs; clients see only [`Self::response`].
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// No backend is eligible, or the strategy chose none.
     #[error("no backend available")]
     NoBackend,
@@ -24,7 +24,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
@@ -34,13 +34,13 @@ impl ProxyError {
     }
 
     /// The response the client gets: the status and its reason phrase, nothing internal.
-    pub fn response(&self) -> Response<ProxyBody> {
+    pub(crate) fn response(&self) -> Response<ProxyBody> {
         local_response(self.status())
     }
 }
 
 /// A short plain-text response for `status`.
-pub fn local_response(status: StatusCode) -> Response<ProxyBody> {
+pub(crate) fn local_response(status: StatusCode) -> Response<ProxyBody> {
     let text = format!(
         "{} {}\n",
         status.as_u16(),

@@ -3,11 +3,14 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use http::Response;
 use ipnet::IpNet;
 
+use super::ProxyBody;
+use crate::http1;
+use crate::http1::RequestHeadBuilder;
 use crate::request::{is_named, visible_ascii, RequestFields};
-use crate::upstream::RequestHead;
-use crate::wire;
+use crate::strategy::ResponseFields;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -18,19 +21,19 @@ const CONNECTION: &str = "connection";
 const TRANSFER_ENCODING: &str = "transfer-encoding";
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
 /// Whether `ip` is one of the configured trusted proxies.
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(super) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
 }
 
 /// The client's address. A peer that is not a trusted proxy is the client, whatever headers it
 /// sends. Behind trusted proxies, the right-most `X-Forwarded-For` entry that is not itself a
 /// trusted proxy is the client.
-pub fn client_ip(
+pub(super) fn client_ip(
     peer: IpAddr,
     peer_trusted: bool,
     fields: &RequestFields,
@@ -69,7 +72,7 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 }
 
 /// What the backend is told about the client, beyond the client's own headers.
-pub struct Forwarding<'a> {
+pub(super) struct Forwarding<'a> {
     /// The connection's peer (the client, or the proxy in front).
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
@@ -88,10 +91,14 @@ pub struct Forwarding<'a> {
 /// framing), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted
 /// proxy the existing forwarding values are kept and extended; from anyone else they are
 /// replaced.
-pub fn write_upstream(head: &mut RequestHead, fields: &RequestFields, f: &Forwarding<'_>) {
+pub(super) fn write_upstream(
+    head: &mut RequestHeadBuilder,
+    fields: &RequestFields,
+    f: &Forwarding<'_>,
+) {
     let connection = fields.contains(CONNECTION);
     for (name, value) in fields.iter() {
-        if wire::is_hop_by_hop(name) {
+        if http1::is_hop_by_hop(name) {
             if is_named(name, TRANSFER_ENCODING) {
                 head.transfer_encoding(value);
             }
@@ -171,7 +178,7 @@ pub fn write_upstream(head: &mut RequestHead, fields: &RequestFields, f: &Forwar
 }
 
 /// Fields [`write_upstream`] writes itself, and `Content-Length`, which the backend's head gets
-/// from the body (`RequestHead::finish`): a list the parser accepted as one length (`5, 5`)
+/// from the body (`RequestHeadBuilder::finish`): a list the parser accepted as one length (`5, 5`)
 /// goes out as one number.
 fn is_rewritten(name: &[u8]) -> bool {
     // Most names have a length none of the six has: decided without comparing bytes.
@@ -192,7 +199,7 @@ fn is_rewritten(name: &[u8]) -> bool {
 fn named_by_connection(fields: &RequestFields, name: &[u8]) -> bool {
     fields
         .get_all(CONNECTION)
-        .flat_map(wire::tokens)
+        .flat_map(http1::tokens)
         .any(|token| token.eq_ignore_ascii_case(name))
 }
 
@@ -230,15 +237,28 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`), if any.
-pub fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
+pub(super) fn upgrade_protocol(fields: &RequestFields) -> Option<Bytes> {
     let wants_upgrade = fields
         .get_all(CONNECTION)
-        .flat_map(wire::tokens)
+        .flat_map(http1::tokens)
         .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
     if wants_upgrade {
         fields.get("upgrade").map(Bytes::copy_from_slice)
     } else {
         None
+    }
+}
+
+/// Puts the fields the strategy chose for this response (`add-response-header`, e.g. a
+/// `Set-Cookie`) on it, after the backend's own (a backend's `Set-Cookie` stays). `fields` is
+/// left empty. Nothing to do, and nothing done, for the strategies that put none.
+pub(super) fn add_strategy_fields(response: &mut Response<ProxyBody>, fields: &mut ResponseFields) {
+    if fields.is_empty() {
+        return;
+    }
+    let headers = response.headers_mut();
+    for (name, value) in fields.drain(..) {
+        headers.append(name, value);
     }
 }
 
@@ -261,7 +281,7 @@ mod tests {
         let mut slots = [httparse::EMPTY_HEADER; 16];
         let mut parsed = httparse::Request::new(&mut slots);
         assert!(parsed.parse(&wire).unwrap().is_complete());
-        let spans = crate::wire::FieldSpans::record(&wire, parsed.headers);
+        let spans = crate::http1::FieldSpans::record(&wire, parsed.headers);
         RequestFields::Head { head: wire, spans }
     }
 
@@ -285,7 +305,7 @@ mod tests {
 
     /// The header lines [`write_upstream`] writes for `headers`.
     fn upstream(headers: &RequestFields, peer: &str, trusted: bool, host: Option<&str>) -> String {
-        let mut head = RequestHead::new(&http::Method::GET, "/");
+        let mut head = RequestHeadBuilder::new(&http::Method::GET, "/");
         let forwarding = Forwarding {
             peer: peer.parse().unwrap(),
             peer_trusted: trusted,
@@ -343,7 +363,7 @@ mod tests {
             ("x-a", "1"),
             ("Transfer-Encoding", "chunked"),
         ]);
-        let mut head = RequestHead::new(&http::Method::POST, "/");
+        let mut head = RequestHeadBuilder::new(&http::Method::POST, "/");
         let forwarding = Forwarding {
             peer: "10.0.0.1".parse().unwrap(),
             peer_trusted: false,

@@ -1,10 +1,9 @@
 //! The request pipeline: rate limit, choose a backend with the strategy, forward (retrying on
 //! another backend when that is safe), stream the answer back.
 
-mod body;
 mod error;
 mod headers;
-mod replay;
+mod response_body;
 mod retry;
 mod upgrade;
 
@@ -17,25 +16,25 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
 
-pub use body::{with_header_map, BoxError, ProxyBody};
-pub use error::{local_response, ProxyError};
-pub use replay::UpstreamBody;
-pub use retry::RetryBudget;
-pub use upgrade::{upgrade_pair, ClientUpgrade, UpgradeHandover, UpgradedClient};
+pub(crate) use error::{local_response, ProxyError};
+pub(crate) use response_body::{with_header_map, ProxyBody};
+pub(crate) use retry::RetryBudget;
+pub(crate) use upgrade::{upgrade_pair, ClientUpgrade, UpgradeHandover};
 
+use crate::body::{BoxError, HeldBody, UpstreamBody};
 use crate::config::Config;
+use crate::http1::{Outgoing, RequestHeadBuilder};
 use crate::metrics::Metrics;
 use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData, Strategies};
 use crate::text::bounded;
-use crate::upstream::{Outgoing, RequestHead, ResponseBody, Upstream, UpstreamError};
-use replay::RequestBody;
+use crate::upstream::{BackendBody, Upstream, UpstreamError};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// The running config (swapped whole on reload).
     pub config: ArcSwap<Config>,
     /// The backends.
@@ -63,7 +62,7 @@ struct Client {
 
 impl Proxy {
     /// A proxy over `pool` with `config`.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         pool: Arc<Pool>,
         strategies: Arc<Strategies>,
@@ -83,7 +82,7 @@ impl Proxy {
     /// Serves one client request. Never fails: every problem becomes a status for the client.
     /// `upgrade`: where the client's connection arrives if the request asks for an upgrade and
     /// the backend agrees (HTTP/1.1 only).
-    pub async fn handle<B>(
+    pub(crate) async fn handle<B>(
         self: Arc<Self>,
         head: ClientHead,
         body: B,
@@ -132,36 +131,50 @@ impl Proxy {
         };
         self.retry_budget.deposit(&config.retries);
         Ok(self
-            .forward(&config, client, head, RequestBody::new(body), started)
+            .forward(&config, client, head, HeldBody::new(body), started)
             .await)
     }
 
-    /// Chooses a backend and forwards; after a failure before any response byte, asks the
-    /// strategy again with the failed backends excluded, if the request can be resent and
-    /// the retry budget allows.
+    /// Chooses a backend and forwards ([`Proxy::attempt`]), then answers: the one place where
+    /// a forwarded request is counted and logged, whatever its end ([`Proxy::answer`]).
     async fn forward(
         &self,
         config: &Config,
         client: Client,
         head: ClientHead,
-        body: RequestBody,
+        body: HeldBody,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let set = self.pool.load();
         let method = head.method.clone();
         // For logs; a reference-counted copy, not a new string.
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
+        let client_ip = client.ip;
+        let attempted = self.attempt(config, client, head, body, path).await;
+        self.answer(config, attempted, &method, path, client_ip, started)
+    }
+
+    /// Chooses a backend and sends the request; after a failure before any response byte, asks
+    /// the strategy again with the failed backends excluded, if the request can be resent and
+    /// the retry budget allows.
+    async fn attempt(
+        &self,
+        config: &Config,
+        client: Client,
+        head: ClientHead,
+        body: HeldBody,
+        path: &str,
+    ) -> Attempted {
+        let set = self.pool.load();
+        let method = head.method.clone();
         // Boxed: it moves into the guest's store and back for every selection.
-        let mut data = Box::new(RequestData {
-            head,
-            client_ip: client.ip,
-        });
+        let mut data = RequestData::new(head, client.ip);
         // Backends tried (or refused by their circuit) for this request.
         let mut exclude: Vec<u32> = Vec::new();
         // The failure of the last attempt, while a retry is being looked for.
         let mut failed: Option<(Arc<Backend>, ProxyError)> = None;
         let mut retries = 0u32;
+        let mut select: Option<Duration>;
         loop {
             let select_started = Instant::now();
             let (returned, choice) = self.strategies.select(&self.pool, &set, &exclude, data);
@@ -170,6 +183,7 @@ impl Proxy {
             let selected = Instant::now();
             let select_time = selected - select_started;
             self.metrics.select(select_time);
+            select = Some(select_time);
             let index = match choice {
                 Choice::Strategy(i) => i,
                 Choice::Fallback(i, fault) => {
@@ -223,32 +237,23 @@ impl Proxy {
                 Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
-                    self.strategies.feedback(index, status.as_u16(), latency);
+                    self.strategies
+                        .feedback(index, status.as_u16(), latency, |name| {
+                            response.body().fields().get(name.as_str())
+                        });
                     let outcome = Outcome::of_status(status.as_u16());
                     self.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
-                    self.metrics.backend_request(
-                        &backend.series,
-                        &backend.address,
-                        &method,
-                        status,
-                        answered - started,
-                    );
-                    if config.access_log {
-                        access_line(&Access {
-                            method: &method,
-                            path,
-                            status,
-                            backend: &backend.address,
-                            retries,
-                            select: Some(select_time),
-                            upstream: Some(latency),
-                            client: client.ip,
-                            started,
-                        });
-                    }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
-                    return relay(response, client_upgrade, in_flight, &backend);
+                    let mut response = relay(response, client_upgrade, in_flight, &backend);
+                    headers::add_strategy_fields(&mut response, &mut data.response_fields);
+                    return Attempted {
+                        end: Ok(response),
+                        backend: Some(backend),
+                        retries,
+                        select,
+                        upstream: Some(latency),
+                    };
                 }
                 Err(UpstreamError::Body(cause)) => {
                     // The client's body failed (malformed, or the client went away): nothing is
@@ -256,8 +261,13 @@ impl Proxy {
                     // request cannot go again (its body is spent). The backend's connection
                     // closed with the attempt.
                     drop(in_flight);
-                    let error = ProxyError::ClientBody(format!("request body: {cause}"));
-                    return self.failure(&backend, &method, path, &error, client.ip, started);
+                    return Attempted {
+                        end: Err(ProxyError::ClientBody(format!("request body: {cause}"))),
+                        backend: Some(backend),
+                        retries,
+                        select,
+                        upstream: None,
+                    };
                 }
                 Err(UpstreamError::TimedOut) => {
                     let error = ProxyError::Timeout {
@@ -284,7 +294,7 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            self.strategies.feedback(index, 0, latency);
+            self.strategies.feedback(index, 0, latency, |_| None);
             self.pool.report(
                 &backend,
                 admitted,
@@ -296,86 +306,99 @@ impl Proxy {
                 && retry::is_retryable(&method, failure)
                 && body.is_replayable();
             if !retry {
-                return self.failure(&backend, &method, path, &error, client.ip, started);
+                return Attempted {
+                    end: Err(error),
+                    backend: Some(backend),
+                    retries,
+                    select,
+                    upstream: Some(latency),
+                };
             }
             tracing::debug!(backend = %backend.address, path = %bounded(path), cause = %error, "retrying on another backend");
             exclude.push(index as u32);
             failed = Some((backend, error));
         }
-        match failed {
+        let (backend, error) = match failed {
             // No other backend to retry on, or no budget: the client gets the last failure.
-            Some((backend, error)) => {
-                self.failure(&backend, &method, path, &error, client.ip, started)
-            }
-            None => {
-                let error = ProxyError::NoBackend;
-                tracing::warn!(client_ip = %client.ip, path = %bounded(path), cause = %error, "503");
-                self.metrics
-                    .request("none", &method, StatusCode::SERVICE_UNAVAILABLE, started);
-                if config.access_log {
-                    access_line(&Access {
-                        method: &method,
-                        path,
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        backend: "none",
-                        retries,
-                        select: None,
-                        upstream: None,
-                        client: client.ip,
-                        started,
-                    });
-                }
-                error.response()
-            }
+            Some((backend, error)) => (Some(backend), error),
+            None => (None, ProxyError::NoBackend),
+        };
+        Attempted {
+            end: Err(error),
+            backend,
+            retries,
+            select,
+            upstream: None,
         }
     }
 
-    /// Logs and counts a failed request, and answers it (a warning for a 5xx).
-    fn failure(
+    /// Counts, logs and answers a forwarded request, however its attempts ended: a backend's
+    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's).
+    fn answer(
         &self,
-        backend: &Backend,
+        config: &Config,
+        attempted: Attempted,
         method: &Method,
         path: &str,
-        error: &ProxyError,
         client_ip: IpAddr,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let status = error.status();
-        if status.is_server_error() {
-            tracing::warn!(
-                backend = %backend.address,
-                strategy = %self.strategies.active().name,
-                path = %bounded(path),
-                cause = %error,
-                "{}",
-                status.as_u16()
-            );
-        } else {
-            // The client's fault: not worth a warning.
-            tracing::debug!(
-                backend = %backend.address,
-                path = %bounded(path),
-                cause = %error,
-                "{}",
-                status.as_u16()
-            );
-        }
-        self.metrics
-            .request(&backend.address, method, status, started);
-        if self.config.load().access_log {
+        let backend = attempted.backend.as_deref();
+        let address = backend.map_or("none", |b| b.address.as_str());
+        let response = match attempted.end {
+            Ok(response) => {
+                if let Some(backend) = backend {
+                    let took = started.elapsed();
+                    self.metrics.backend_request(
+                        &backend.series,
+                        address,
+                        method,
+                        response.status(),
+                        took,
+                    );
+                }
+                response
+            }
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::warn!(
+                        backend = %address,
+                        strategy = %self.strategies.active().name,
+                        %client_ip,
+                        path = %bounded(path),
+                        cause = %error,
+                        "{}",
+                        status.as_u16()
+                    );
+                } else {
+                    // The client's fault: not worth a warning.
+                    tracing::debug!(
+                        backend = %address,
+                        path = %bounded(path),
+                        cause = %error,
+                        "{}",
+                        status.as_u16()
+                    );
+                }
+                self.metrics.request(address, method, status, started);
+                error.response()
+            }
+        };
+        if config.access_log {
             access_line(&Access {
                 method,
                 path,
-                status,
-                backend: &backend.address,
-                retries: 0,
-                select: None,
-                upstream: None,
+                status: response.status(),
+                backend: address,
+                retries: attempted.retries,
+                select: attempted.select,
+                upstream: attempted.upstream,
                 client: client_ip,
                 started,
             });
         }
-        error.response()
+        response
     }
 
     /// 429 with `Retry-After` for a client over its rate.
@@ -397,6 +420,19 @@ impl Proxy {
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         response
     }
+}
+
+/// How a request's attempts ended, for [`Proxy::answer`].
+struct Attempted {
+    /// A backend's response, ready to relay, or why there is none.
+    end: Result<Response<ProxyBody>, ProxyError>,
+    /// The backend that answered, or the last one tried; `None` when none could be chosen.
+    backend: Option<Arc<Backend>>,
+    retries: u32,
+    /// Time the last selection took.
+    select: Option<Duration>,
+    /// Time from sending upstream to the response head (or the failure).
+    upstream: Option<Duration>,
 }
 
 /// One access log line's fields.
@@ -439,7 +475,7 @@ fn access_line(a: &Access<'_>) {
 /// connection back to the pool when it ends), or, for `101 Switching Protocols` to an upgrade
 /// request, the two connections are joined.
 fn relay(
-    response: Response<ResponseBody>,
+    response: Response<BackendBody>,
     client_upgrade: Option<ClientUpgrade>,
     in_flight: InFlight,
     backend: &Backend,
@@ -489,7 +525,7 @@ fn upstream_head(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| client_head.fields.get("host"));
     let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = RequestHead::new(&client_head.method, target);
+    let mut head = RequestHeadBuilder::new(&client_head.method, target);
     let forwarding = headers::Forwarding {
         peer: client.peer_ip,
         peer_trusted: client.peer_trusted,

@@ -21,7 +21,7 @@ const TOKEN: i64 = 1_000_000;
 /// goes: nothing reached the backend (connect failure), or the method is idempotent and the
 /// backend sent no response head. Timeouts are not retried (the backend may still be working),
 /// nor are a backend's own 5xx answers. The caller also checks that the body can be resent.
-pub fn is_retryable(method: &Method, failure: Failure) -> bool {
+pub(super) fn is_retryable(method: &Method, failure: Failure) -> bool {
     match failure {
         Failure::Connect => true,
         Failure::Transport => is_idempotent(method),
@@ -30,7 +30,7 @@ pub fn is_retryable(method: &Method, failure: Failure) -> bool {
 }
 
 /// GET, HEAD, OPTIONS, PUT, DELETE and TRACE (RFC 9110 §9.2.2).
-pub fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -38,8 +38,12 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The retry token bucket (see the module docs).
+///
+/// Kept instead of tower's `TpsBudget`: a deposit here is one atomic add on every request
+/// (and a clock read once per millisecond); `TpsBudget` locks a mutex and reads the clock on
+/// every deposit and withdrawal, which every worker thread would contend on.
 #[derive(Debug)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     /// Micro-tokens available.
     balance: AtomicI64,
     /// When the `min_per_second` flow was last added, on the pool clock (ms).
@@ -48,7 +52,7 @@ pub struct RetryBudget {
 
 impl RetryBudget {
     /// A full bucket.
-    pub fn new(config: &RetryConfig) -> Self {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
         RetryBudget {
             balance: AtomicI64::new(capacity(config)),
             flowed_at: AtomicU64::new(crate::pool::clock_ms()),
@@ -56,7 +60,7 @@ impl RetryBudget {
     }
 
     /// A first attempt earns `budget_percent / 100` token.
-    pub fn deposit(&self, config: &RetryConfig) {
+    pub(crate) fn deposit(&self, config: &RetryConfig) {
         let cap = capacity(config);
         // The common case (a full bucket) writes nothing.
         if self.balance.load(Ordering::Relaxed) >= cap {
@@ -71,7 +75,7 @@ impl RetryBudget {
     }
 
     /// Spends one token for a retry; `false` when the budget is spent.
-    pub fn withdraw(&self, config: &RetryConfig) -> bool {
+    pub(crate) fn withdraw(&self, config: &RetryConfig) -> bool {
         self.withdraw_at(config, crate::pool::clock_ms())
     }
 

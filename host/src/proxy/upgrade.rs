@@ -8,18 +8,18 @@ use crate::upstream::Upgraded;
 
 /// A client connection after `101 Switching Protocols`, with whatever the client sent after its
 /// request head first in line.
-pub trait UpgradedClient: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait UpgradedClient: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedClient for T {}
 
 /// The proxy's end of a client's upgrade: the listener hands the connection over once it has
 /// written the 101.
 #[derive(Debug)]
-pub struct ClientUpgrade(oneshot::Receiver<Box<dyn UpgradedClient>>);
+pub(crate) struct ClientUpgrade(oneshot::Receiver<Box<dyn UpgradedClient>>);
 
 /// The listener's end of a client's upgrade.
 #[derive(Debug)]
-pub struct UpgradeHandover(oneshot::Sender<Box<dyn UpgradedClient>>);
+pub(crate) struct UpgradeHandover(oneshot::Sender<Box<dyn UpgradedClient>>);
 
 impl std::fmt::Debug for dyn UpgradedClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,14 +28,14 @@ impl std::fmt::Debug for dyn UpgradedClient {
 }
 
 /// A new upgrade: the listener keeps the handover, the request carries the other end.
-pub fn upgrade_pair() -> (UpgradeHandover, ClientUpgrade) {
+pub(crate) fn upgrade_pair() -> (UpgradeHandover, ClientUpgrade) {
     let (handover, upgrade) = oneshot::channel();
     (UpgradeHandover(handover), ClientUpgrade(upgrade))
 }
 
 impl UpgradeHandover {
     /// Gives the connection to the tunnel (if the proxy started one; otherwise it is dropped).
-    pub fn hand_over(self, client: Box<dyn UpgradedClient>) {
+    pub(crate) fn hand_over(self, client: Box<dyn UpgradedClient>) {
         let _ = self.0.send(client);
     }
 }
@@ -43,7 +43,12 @@ impl UpgradeHandover {
 /// Joins the client's upgraded connection and the backend's in a background task: first what
 /// the backend sent after its 101, then bytes both ways. The backend counts one request in
 /// flight for as long as the tunnel is open.
-pub fn tunnel(client: ClientUpgrade, backend: Upgraded, in_flight: InFlight, address: String) {
+pub(super) fn tunnel(
+    client: ClientUpgrade,
+    backend: Upgraded,
+    in_flight: InFlight,
+    address: String,
+) {
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let Ok(mut client) = client.0.await else {

@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 
 /// `stream`, with `prefix` read first.
 #[derive(Debug)]
-pub struct Prefixed {
+pub(super) struct Prefixed {
     stream: TcpStream,
     prefix: Bytes,
 }
 
 impl Prefixed {
-    pub fn new(stream: TcpStream, prefix: Bytes) -> Self {
+    pub(super) fn new(stream: TcpStream, prefix: Bytes) -> Self {
         Prefixed { stream, prefix }
     }
 }

@@ -31,7 +31,7 @@ use crate::proxy::Proxy;
 /// Starts `config.workers` worker threads accepting on `listener`; once `shutdown` resolves they
 /// stop accepting and each waits up to `config.shutdown_timeout` for its in-flight requests.
 /// Returns whether everything drained in time, or an error if no worker could start.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: std::net::TcpListener,
     proxy: Arc<Proxy>,
     config: &Config,

@@ -9,13 +9,13 @@ use crate::pool::BackendSet;
 /// that is out does not hand its turns to its neighbour. It cannot fault: it answers `None`
 /// only when no backend is usable. Two passes over the set, no allocation.
 #[derive(Debug, Default)]
-pub struct Fallback {
+pub(super) struct Fallback {
     cursor: AtomicUsize,
 }
 
 impl Fallback {
     /// The next usable backend index.
-    pub fn pick(&self, set: &BackendSet, exclude: &[u32]) -> Option<usize> {
+    pub(super) fn pick(&self, set: &BackendSet, exclude: &[u32]) -> Option<usize> {
         let usable = |i: usize| {
             let b = &set.backends[i];
             b.is_eligible() && b.weight > 0 && !exclude.contains(&(i as u32))

@@ -10,16 +10,24 @@ use wasmtime::component::types::ComponentItem;
 
 use super::bindings::{BalancerPre, Needs};
 use super::compiler;
-use super::instance::Warm;
+use super::instance::{Pre, Warm};
 use super::quarantine::FaultTracker;
 use super::runtime::Runtime;
 use super::LoadError;
 use crate::text::{bounded, bounded_owned};
 
-/// The interfaces lbhost provides to guests (`types` has no functions, only shared types).
-const PROVIDED_IMPORTS: [&str; 2] = ["lb:strategy/http@0.1.0", "lb:strategy/types@0.1.0"];
-/// The interface a strategy must export.
-const REQUIRED_EXPORT: &str = "lb:strategy/strategy@0.1.0";
+/// The interfaces lbhost provides to guests, of both contract versions (`types` has no
+/// functions, only shared types).
+const PROVIDED_IMPORTS: [&str; 4] = [
+    "lb:strategy/http@0.2.0",
+    "lb:strategy/types@0.2.0",
+    "lb:strategy/http@0.1.0",
+    "lb:strategy/types@0.1.0",
+];
+/// The interface a strategy must export: the current contract's.
+const REQUIRED_EXPORT: &str = "lb:strategy/strategy@0.2.0";
+/// The 0.1.0 contract's, still loaded.
+const REQUIRED_EXPORT_V0_1: &str = "lb:strategy/strategy@0.1.0";
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -35,7 +43,7 @@ pub struct Loaded {
     pub sha256: String,
     /// When it was loaded.
     pub loaded_at: SystemTime,
-    pub(super) pre: BalancerPre<super::bindings::GuestState>,
+    pub(super) pre: Pre,
     pub(super) params: Vec<(String, String)>,
     pub(super) needs: Needs,
     /// Global sequence handed to `select` (round-robin stays exact across threads).
@@ -95,19 +103,24 @@ impl Runtime {
             .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
             .map(|(name, _)| name.to_string())
             .collect();
-        if !exports.iter().any(|e| e == REQUIRED_EXPORT) {
+        let exports_current = exports.iter().any(|e| e == REQUIRED_EXPORT);
+        if !exports_current && !exports.iter().any(|e| e == REQUIRED_EXPORT_V0_1) {
             return Err(LoadError::World(if exports.is_empty() {
                 "exports no interface".into()
             } else {
                 bounded_owned(format!("exports {}", exports.join(", ")))
             }));
         }
+        let world_error = |e: wasmtime::Error| LoadError::World(bounded_owned(format!("{e:#}")));
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::World(bounded_owned(format!("{e:#}"))))?;
-        let pre =
-            BalancerPre::new(pre).map_err(|e| LoadError::World(bounded_owned(format!("{e:#}"))))?;
+            .map_err(world_error)?;
+        let pre = if exports_current {
+            Pre::V0_2(BalancerPre::new(pre).map_err(world_error)?)
+        } else {
+            Pre::V0_1(super::v0_1::BalancerPre::new(pre).map_err(world_error)?)
+        };
         let mut loaded = Loaded {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: bounded(name).into_owned(),

@@ -9,6 +9,7 @@ mod loader;
 mod quarantine;
 mod runtime;
 mod shadow;
+mod v0_1;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-pub use bindings::RequestData;
+pub use bindings::{RequestData, ResponseFields};
 pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
@@ -41,10 +42,10 @@ pub enum LoadError {
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
-    #[error("imports `{0}`, which lbhost does not provide (strategies may import only the lb:strategy@0.1.0 interfaces: no WASI, no ambient authority)")]
+    #[error("imports `{0}`, which lbhost does not provide (strategies may import only the lb:strategy@0.2.0 or @0.1.0 interfaces: no WASI, no ambient authority)")]
     Import(String),
     #[error(
-        "not an lb:strategy@0.1.0 strategy: it does not export lb:strategy/strategy@0.1.0 ({0})"
+        "not an lb:strategy@0.2.0 (or 0.1.0) strategy: it does not export lb:strategy/strategy@0.2.0 ({0})"
     )]
     World(String),
     #[error("configure refused strategy_config: {0}")]
@@ -102,6 +103,10 @@ impl Fault {
         }
     }
 }
+
+/// The longest value of a strategy's `report-header` field passed to it; a longer one is
+/// passed as absent.
+pub const MAX_REPORT_BYTES: usize = 256;
 
 /// The outcome of one selection.
 #[derive(Debug)]
@@ -185,9 +190,27 @@ impl Strategies {
     }
 
     /// Chooses a backend of `set` for `request`, never trusting the guest: a fault or an
-    /// unusable answer is served by the fallback. Then, on a first attempt, the shadow strategy
-    /// (if any) is asked about a sampled share ([`shadow`]). The request is handed back.
+    /// unusable answer is served by the fallback. The request is handed back, with the fields
+    /// the strategy put on the response ([`RequestData::response_fields`]) when it chose, none
+    /// otherwise (each selection starts without the last one's).
+    /// Then, on a first attempt, the shadow strategy (if any) is asked about a sampled share
+    /// ([`shadow`]).
     pub fn select(
+        &self,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        mut request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
+        request.response_fields.clear();
+        let (mut request, choice) = self.choose(pool, set, exclude, request);
+        if !matches!(choice, Choice::Strategy(_)) {
+            request.response_fields.clear();
+        }
+        (request, choice)
+    }
+
+    fn choose(
         &self,
         pool: &Pool,
         set: &BackendSet,
@@ -229,8 +252,14 @@ impl Strategies {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
-            let (request, answer) =
-                instance.select(&self.runtime, set, sequence, random_u64(), exclude, request);
+            let (request, answer) = instance.select(
+                &self.runtime,
+                set,
+                sequence,
+                fastrand::u64(..),
+                exclude,
+                request,
+            );
             if answer.is_err() {
                 // A trapped instance cannot be entered again: rebuild on next use.
                 *warm = None;
@@ -272,8 +301,16 @@ impl Strategies {
         }
     }
 
-    /// Tells the active strategy (and the shadow) how a backend answered, if it asked to know.
-    pub fn feedback(&self, backend: usize, status: u16, latency: Duration) {
+    /// Tells the active strategy (and the shadow, without the report) how a backend answered,
+    /// if it asked to know. `field` looks up
+    /// a field of the response by name; it is asked only for the strategy's `report-header`.
+    pub fn feedback<'r>(
+        &self,
+        backend: usize,
+        status: u16,
+        latency: Duration,
+        field: impl FnOnce(&http::HeaderName) -> Option<&'r [u8]>,
+    ) {
         if let Ok(index) = u32::try_from(backend) {
             self.shadow_feedback(index, status, latency);
         }
@@ -295,7 +332,15 @@ impl Strategies {
             let Ok(backend) = u32::try_from(backend) else {
                 return;
             };
-            if let Err(fault) = instance.on_response(&self.runtime, backend, status, latency) {
+            let report = instance
+                .report_header
+                .as_ref()
+                .and_then(field)
+                .filter(|value| value.len() <= MAX_REPORT_BYTES)
+                .and_then(crate::request::visible_ascii);
+            if let Err(fault) =
+                instance.on_response(&self.runtime, backend, status, latency, report)
+            {
                 *warm = None;
                 self.record_fault(&loaded, &fault);
             }
@@ -353,21 +398,4 @@ fn is_usable(set: &BackendSet, exclude: &[u32], i: u32) -> bool {
         .get(i as usize)
         .is_some_and(|b| b.is_eligible() && b.weight > 0)
         && !exclude.contains(&i)
-}
-
-/// 64 random bits (not for cryptography) from a per-thread xorshift generator seeded from the OS hasher's keys.
-pub fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, RandomState};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        lbhost_sdk::hash::mix64(x)
-    })
 }

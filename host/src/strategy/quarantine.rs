@@ -25,7 +25,7 @@ fn now_ms() -> u64 {
 
 /// Fault state of one loaded strategy.
 #[derive(Debug)]
-pub struct FaultTracker {
+pub(super) struct FaultTracker {
     config: QuarantineConfig,
     /// When quarantine ends ([`now_ms`] time); 0 while not quarantined.
     quarantined_until: AtomicU64,
@@ -74,7 +74,7 @@ pub struct FaultStatus {
 
 impl FaultTracker {
     /// A tracker with no faults.
-    pub fn new(config: QuarantineConfig) -> Self {
+    pub(super) fn new(config: QuarantineConfig) -> Self {
         FaultTracker {
             config,
             quarantined_until: AtomicU64::new(0),
@@ -87,7 +87,7 @@ impl FaultTracker {
 
     /// Whether the strategy is out of the request path now. After the cool-down it is tried
     /// again; a fault then quarantines it again only by the same rule.
-    pub fn is_quarantined(&self) -> bool {
+    pub(super) fn is_quarantined(&self) -> bool {
         let until = self.quarantined_until.load(Ordering::Relaxed);
         if until == 0 {
             return false;
@@ -110,7 +110,7 @@ impl FaultTracker {
 
     /// Records a fault of `strategy`, which has had `calls` calls so far, the faulting one
     /// included. Returns whether this fault put it in quarantine.
-    pub fn record(&self, strategy: &str, calls: u64, fault: &Fault) -> bool {
+    pub(super) fn record(&self, strategy: &str, calls: u64, fault: &Fault) -> bool {
         self.total.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         self.log(strategy, now, fault);
@@ -154,7 +154,7 @@ impl FaultTracker {
     }
 
     /// The fault status for the admin API.
-    pub fn status(&self) -> FaultStatus {
+    pub(super) fn status(&self) -> FaultStatus {
         let until = self.quarantined_until.load(Ordering::Relaxed);
         let now = now_ms();
         let quarantined = until != 0 && now < until;

@@ -33,7 +33,7 @@ use crate::config::{QuarantineConfig, Sandbox};
 pub const FUEL_PER_MS: u64 = 6_000_000;
 
 /// Deadline for the hooks that may rebuild tables (`configure`, `backends-changed`).
-pub const HOOK_DEADLINE: Duration = Duration::from_millis(100);
+pub(super) const HOOK_DEADLINE: Duration = Duration::from_millis(100);
 
 /// Most guest instances alive at once (a warm one per worker per loaded strategy, plus trials).
 const MAX_INSTANCES: u32 = 256;
@@ -87,6 +87,8 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        super::v0_1::Balancer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Arc::new(Runtime {
             engine,
@@ -155,7 +157,7 @@ pub(super) fn engine_config(settings: EngineSettings) -> EngineConfig {
 /// pooling allocator's slots, whose address space reservation (hundreds of GiB, virtual)
 /// valgrind cannot map. For `bench/run.sh --instructions`; the memory limit still holds (the store's
 /// limiter), only instantiation is slower.
-pub const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
+pub(super) const ON_DEMAND_ENV: &str = "LBHOST_ON_DEMAND_INSTANCES";
 
 fn on_demand_instances() -> bool {
     std::env::var_os(ON_DEMAND_ENV).is_some_and(|v| v == "1")

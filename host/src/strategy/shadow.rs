@@ -212,14 +212,18 @@ impl super::Strategies {
         let Some(shadow) = guard.as_ref() else {
             return request;
         };
-        if !shadow.sampled(super::random_u64()) {
+        if !shadow.sampled(fastrand::u64(..)) {
             return request;
         }
-        let (request, answer) = if shadow.loaded.faults.is_quarantined() {
+        // The fields the active strategy put on the response stay; the shadow's never reach it.
+        let mut request = request;
+        let kept = std::mem::take(&mut request.response_fields);
+        let (mut request, answer) = if shadow.loaded.faults.is_quarantined() {
             (request, Err(Fault::Quarantined))
         } else {
             self.ask(shadow, pool, set, request)
         };
+        request.response_fields = kept;
         if let Err(fault) = &answer {
             if !matches!(fault, Fault::Quarantined) {
                 let calls = shadow.loaded.sequence.load(Ordering::Relaxed);
@@ -256,7 +260,7 @@ impl super::Strategies {
                 &self.runtime,
                 set,
                 sequence,
-                super::random_u64(),
+                fastrand::u64(..),
                 &[],
                 request,
             );
@@ -288,7 +292,7 @@ impl super::Strategies {
         let Some(shadow) = guard.as_ref() else {
             return;
         };
-        if !shadow.sampled(super::random_u64()) {
+        if !shadow.sampled(fastrand::u64(..)) {
             return;
         }
         WARM.with(|cell| {
@@ -297,7 +301,7 @@ impl super::Strategies {
                 return;
             };
             if instance
-                .on_response(&self.runtime, backend, status, latency)
+                .on_response(&self.runtime, backend, status, latency, None)
                 .is_err()
             {
                 *warm = None;

@@ -2,25 +2,23 @@
 //!
 //! A connection has no task of its own. The request that leases it writes and reads it
 //! directly, and the response body reads the rest. Nothing polls it while it sits idle in the
-//! pool, so [`Conn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
+//! pool, so [`BackendConn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::counts::ConnectionMark;
-use crate::buffers;
+use crate::http1::{buffers, Io};
 
 /// A connection to one backend.
 #[derive(Debug)]
-pub struct Conn {
-    pub(super) io: TcpStream,
-    /// Read from the socket, not consumed yet.
-    pub(super) buf: BytesMut,
+pub(super) struct BackendConn {
+    /// The socket and what was read from it but not used yet.
+    pub(super) wire: Io<TcpStream>,
     pub(super) mark: ConnectionMark,
     /// [`crate::pool::Backend::key`] of the backend it goes to.
     pub(super) backend: u64,
@@ -33,11 +31,10 @@ pub struct Conn {
     pub(super) timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl Conn {
+impl BackendConn {
     pub(super) fn new(io: TcpStream, mark: ConnectionMark, backend: u64) -> Self {
-        Conn {
-            io,
-            buf: BytesMut::new(),
+        BackendConn {
+            wire: Io::new(io, BytesMut::new()),
             mark,
             backend,
             reused: false,
@@ -56,51 +53,36 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into the buffer; `Ok(0)` at end of stream. `wanted` (what the
-    /// reader knows is still to come) sizes the read.
-    pub(super) fn poll_fill(
-        &mut self,
-        cx: &mut Context<'_>,
-        wanted: u64,
-    ) -> Poll<io::Result<usize>> {
-        buffers::poll_read(&mut self.io, &mut self.buf, cx, wanted)
-    }
-
-    /// [`Conn::poll_fill`] as a future.
-    pub(super) async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx, 0)).await
-    }
-
     /// Whether the backend can still be sent a request on it: not closed, and nothing unasked
     /// for arrived. Costs no system call unless the socket became readable since it was last
     /// read (tokio remembers readiness).
     pub(super) fn is_alive(&self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.wire.buf.is_empty() {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.wire.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Frees the read buffer (of an idle connection: it holds nothing unread).
     pub(super) fn drop_buffer(&mut self) {
-        self.buf = BytesMut::new();
+        self.wire.buf = BytesMut::new();
     }
 
     /// Gives the connection back to this thread's idle pool, if it is fit for another request.
     pub(super) fn release(mut self) {
-        if !self.buf.is_empty() {
+        if !self.wire.buf.is_empty() {
             // Bytes after the end of the response: the backend is not speaking HTTP/1.1 right.
             tracing::debug!("upstream connection closed: bytes after the response");
             return;
         }
         // An idle connection holds no buffer: the next response reads into one of the worker's
         // spares, warm from the last read of any connection (a long body's large one is freed).
-        if self.buf.capacity() > 2 * buffers::READ_MIN {
+        if self.wire.buf.capacity() > 2 * buffers::READ_MIN {
             self.drop_buffer();
         }
-        buffers::release_read(&mut self.buf);
+        self.wire.release_buffer();
         self.reused = true;
-        super::pool::put(self);
+        super::idle::put(self);
     }
 }

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 /// Upstream connections per backend address: how many were opened, and how many responses came
 /// over a connection that had already carried one.
 #[derive(Debug, Default)]
-pub struct ConnectionCounts {
+pub(crate) struct ConnectionCounts {
     /// One entry per address ever connected to; bounded by the configured backends.
     by_backend: Mutex<HashMap<String, Arc<BackendCounts>>>,
 }
 
 /// One row of [`ConnectionCounts::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionCount {
+pub(crate) struct ConnectionCount {
     /// `host:port`.
     pub backend: String,
     /// Connections established.
@@ -31,7 +31,7 @@ pub(super) struct BackendCounts {
 
 impl ConnectionCounts {
     /// The counts now, sorted by backend.
-    pub fn snapshot(&self) -> Vec<ConnectionCount> {
+    pub(crate) fn snapshot(&self) -> Vec<ConnectionCount> {
         let mut rows: Vec<_> = self
             .lock()
             .iter()

@@ -13,14 +13,16 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::body::ResponseBody;
-use super::conn::Conn;
+use super::backend_body::BackendBody;
+use super::conn::BackendConn;
 use super::UpstreamError;
-use crate::proxy::UpstreamBody;
-use crate::wire::{self, Outgoing, RequestFraming, ResponseHead};
+use crate::body::UpstreamBody;
+use crate::http1::{
+    parse_response, ChunkLine, Outgoing, ParsedResponse, RequestFraming, CHUNK_END, LAST_CHUNK,
+};
 
 /// Why [`exchange`] did not get a response.
-pub(super) enum Failure {
+pub(super) enum ExchangeFailure {
     /// A reused connection failed before any of the request was written: it can go on another
     /// (with its body, unread). Never from a new connection.
     Unsent(UpstreamBody, UpstreamError),
@@ -34,11 +36,11 @@ pub(super) enum Failure {
 /// Sends `head` and `body` on `conn` and reads the response head, unless `deadline` passes
 /// first ([`UpstreamError::TimedOut`]); the body reads on from `conn`.
 pub(super) async fn exchange(
-    mut conn: Conn,
+    mut conn: BackendConn,
     head: &Outgoing,
     body: UpstreamBody,
     deadline: Instant,
-) -> Result<Response<ResponseBody>, Failure> {
+) -> Result<Response<BackendBody>, ExchangeFailure> {
     let mut timer = conn.take_timer(deadline);
     let answered = {
         let mut exchange = pin!(send_and_read(conn, head, body));
@@ -50,35 +52,35 @@ pub(super) async fn exchange(
         .await
     };
     let Some(answered) = answered else {
-        return Err(Failure::Failed(UpstreamError::TimedOut));
+        return Err(ExchangeFailure::Failed(UpstreamError::TimedOut));
     };
     let (mut conn, answer, complete) = answered?;
     conn.timer = Some(timer);
     conn.mark.answered();
     let (parts, ()) = answer.response.into_parts();
-    let keep_alive = answer.keep_alive && complete;
-    let body = ResponseBody::new(conn, answer.framing, keep_alive, answer.fields);
+    let keep_alive = answer.keep_alive && complete && !head.close;
+    let body = BackendBody::new(conn, answer.framing, keep_alive, answer.fields);
     Ok(Response::from_parts(parts, body))
 }
 
 /// The exchange itself: the connection back with the response head, and whether the whole
 /// request went out.
 async fn send_and_read(
-    mut conn: Conn,
+    mut conn: BackendConn,
     head: &Outgoing,
     body: UpstreamBody,
-) -> Result<(Conn, ResponseHead, bool), Failure> {
-    if let Err(e) = conn.io.write_all(&head.bytes).await {
+) -> Result<(BackendConn, ParsedResponse, bool), ExchangeFailure> {
+    if let Err(e) = conn.wire.stream.write_all(&head.bytes).await {
         let error = UpstreamError::Send(e);
         return Err(if conn.reused {
-            Failure::Unsent(body, error)
+            ExchangeFailure::Unsent(body, error)
         } else {
-            Failure::Failed(error)
+            ExchangeFailure::Failed(error)
         });
     }
     // Whether the whole request went out, so the connection can carry another.
     let mut complete = true;
-    // Kept for the keep-alive race (see [`Failure::Stale`]).
+    // Kept for the keep-alive race (see [`ExchangeFailure::Stale`]).
     let mut resendable = None;
     if head.framing == RequestFraming::Empty {
         if conn.reused && head.method.is_idempotent() {
@@ -89,59 +91,59 @@ async fn send_and_read(
         // carry it otherwise.
         complete = Box::pin(upload(&mut conn, body, head.framing))
             .await
-            .map_err(Failure::Failed)?;
+            .map_err(ExchangeFailure::Failed)?;
     }
-    let mut received = !conn.buf.is_empty();
+    let mut received = !conn.wire.buf.is_empty();
     let answer = loop {
         // (Usually nothing has arrived yet when the request is sent: the first read comes first.)
-        if !conn.buf.is_empty() {
-            match wire::parse_head(&mut conn.buf, &head.method, head.upgrade) {
+        if !conn.wire.buf.is_empty() {
+            match parse_response(&mut conn.wire.buf, &head.method, head.upgrade) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(e) => return Err(Failure::Failed(UpstreamError::Invalid(e))),
+                Err(e) => return Err(ExchangeFailure::Failed(UpstreamError::Invalid(e))),
             }
         }
-        let error = match conn.fill().await {
+        let error = match conn.wire.fill().await {
             Ok(0) => UpstreamError::Closed,
             Ok(_) => {
                 received = true;
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => UpstreamError::Receive(e),
-            Err(e) => return Err(Failure::Failed(UpstreamError::Receive(e))),
+            Err(e) => return Err(ExchangeFailure::Failed(UpstreamError::Receive(e))),
         };
         return Err(match resendable {
-            Some(body) if !received => Failure::Stale(body, error),
-            _ => Failure::Failed(error),
+            Some(body) if !received => ExchangeFailure::Stale(body, error),
+            _ => ExchangeFailure::Failed(error),
         });
     };
     Ok((conn, answer, complete))
 }
 
 /// Streams `body` to the backend framed as `framing`. Resolves `true` once it is all sent, or
-/// `false` when the backend began to answer before (the answer is then in `conn.buf`, and the
+/// `false` when the backend began to answer before (the answer is then in `conn.wire.buf`, and the
 /// rest of the body is not sent).
 async fn upload(
-    conn: &mut Conn,
+    conn: &mut BackendConn,
     body: UpstreamBody,
     framing: RequestFraming,
 ) -> Result<bool, UpstreamError> {
-    let (mut reader, mut writer) = conn.io.split();
+    let (mut reader, mut writer) = conn.wire.stream.split();
     let send = send_body(&mut writer, body, framing);
     tokio::pin!(send);
     loop {
-        if conn.buf.capacity() == conn.buf.len() {
-            conn.buf.reserve(8 * 1024);
+        if conn.wire.buf.capacity() == conn.wire.buf.len() {
+            conn.wire.buf.reserve(8 * 1024);
         }
         tokio::select! {
             biased;
             sent = &mut send => return sent.map(|()| true),
-            read = reader.read_buf(&mut conn.buf) => match read {
+            read = reader.read_buf(&mut conn.wire.buf) => match read {
                 Ok(0) => return Err(UpstreamError::Closed),
                 Ok(_) => {
                     // Only a whole head counts as an early answer; a few bytes could be junk.
-                    let mut probe = conn.buf.clone();
-                    if matches!(wire::parse_head(&mut probe, &http::Method::GET, true), Ok(Some(_)) | Err(_)) {
+                    let mut probe = conn.wire.buf.clone();
+                    if matches!(parse_response(&mut probe, &http::Method::GET, true), Ok(Some(_)) | Err(_)) {
                         return Ok(false);
                     }
                 }
@@ -179,7 +181,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
     }
     if chunked {
         writer
-            .write_all(b"0\r\n\r\n")
+            .write_all(LAST_CHUNK)
             .await
             .map_err(UpstreamError::Send)?;
     }
@@ -188,7 +190,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
 
 /// One chunk, written in one vectored call when the socket takes it all.
 async fn write_chunk<W: AsyncWrite + Unpin>(writer: &mut W, data: Bytes) -> io::Result<()> {
-    let size = Bytes::from(format!("{:x}\r\n", data.len()));
-    let mut chunk = size.chain(data).chain(&b"\r\n"[..]);
+    let line = ChunkLine::new(data.len());
+    let mut chunk = Buf::chain(line.as_bytes(), data).chain(CHUNK_END);
     writer.write_all_buf(&mut chunk).await
 }

@@ -1,16 +1,16 @@
 //! Connections to backends: opened on demand, kept alive and reused from a per-thread pool,
 //! counted.
 //!
-//! lbhost speaks HTTP/1.1 to backends itself ([`wire`]) rather than through hyper's client:
-//! a request writes and reads its connection from its own task ([`exchange`]) and the response
-//! body reads the rest ([`ResponseBody`]), so no task, channel or wake-up sits between the
+//! lbhost speaks HTTP/1.1 to backends itself ([`crate::http1`]) rather than through hyper's
+//! client: a request writes and reads its connection from its own task (`exchange.rs`) and the
+//! response body reads the rest ([`BackendBody`]), so no task, channel or wake-up sits between the
 //! request and its backend. An idle connection is a socket in the pool and nothing else.
 
-mod body;
+mod backend_body;
 mod conn;
 mod counts;
 mod exchange;
-mod pool;
+mod idle;
 
 use std::time::Duration;
 
@@ -18,22 +18,21 @@ use http::Response;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub use crate::wire::{Outgoing, RequestHead, Value, WireError};
-pub use body::{ResponseBody, Upgraded};
-pub use counts::{ConnectionCount, ConnectionCounts};
-pub use pool::IDLE_TIMEOUT;
+pub(crate) use backend_body::{BackendBody, Upgraded};
+pub(crate) use counts::{ConnectionCount, ConnectionCounts};
 
+use crate::body::{BoxError, UpstreamBody};
+use crate::http1::{CodecError, Outgoing};
 use crate::pool::Backend;
-use crate::proxy::{BoxError, UpstreamBody};
-use conn::Conn;
-use exchange::{exchange, Failure};
+use conn::BackendConn;
+use exchange::{exchange, ExchangeFailure};
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Why a request could not be sent to a backend or its response head not read.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// No TCP connection could be opened.
     #[error("connect: {0}")]
     Connect(std::io::Error),
@@ -55,7 +54,7 @@ pub enum UpstreamError {
     TimedOut,
     /// The backend's answer is not valid HTTP/1.1.
     #[error("{0}")]
-    Invalid(WireError),
+    Invalid(CodecError),
     /// The client's request body failed while it was being sent.
     #[error("request body: {0}")]
     Body(BoxError),
@@ -63,7 +62,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Whether nothing reached the backend because no connection could be opened.
-    pub fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
             UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
@@ -74,25 +73,25 @@ impl UpstreamError {
 /// The client lbhost forwards with: HTTP/1.1 with keep-alive, connections reused across
 /// requests from a per-thread pool.
 #[derive(Debug, Default)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     counts: ConnectionCounts,
 }
 
 impl Upstream {
     /// A client with no connection open yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Upstream::default()
     }
 
     /// How many connections this client opened and reused, per backend.
-    pub fn connections(&self) -> &ConnectionCounts {
+    pub(crate) fn connections(&self) -> &ConnectionCounts {
         &self.counts
     }
 
     /// Sends `head` and `body` to `backend` and resolves to the response head, or to
     /// [`UpstreamError::TimedOut`] if it has not come by `deadline`; the body streams from the
     /// connection, which goes back to the pool when the body has been read whole. The head's
-    /// header fields travel with the body ([`ResponseBody::take_fields`]), not in its map. A new
+    /// header fields travel with the body ([`BackendBody::take_fields`]), not in its map. A new
     /// connection must be established within `connect_timeout` (the running config's, so a
     /// reload applies to the next connection opened).
     ///
@@ -100,20 +99,20 @@ impl Upstream {
     /// that fails before the request is written hands it back, and the next one, or a new
     /// connection, gets it. One the backend closes without answering, as the request arrives,
     /// hands back an idempotent request without a body, and a new connection gets it.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         backend: &Backend,
         head: &Outgoing,
         mut body: UpstreamBody,
         connect_timeout: Duration,
         deadline: Instant,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
+    ) -> Result<Response<BackendBody>, UpstreamError> {
         // One exchange in one loop, so the future holds one exchange's state, not one per path.
         // A new connection never hands the request back, so the loop ends.
         let mut pooled = true;
         loop {
             let conn = match if pooled {
-                pool::checkout(backend.key)
+                idle::checkout(backend.key)
             } else {
                 None
             } {
@@ -125,17 +124,38 @@ impl Upstream {
             };
             match exchange(conn, head, body, deadline).await {
                 Ok(response) => return Ok(response),
-                Err(Failure::Unsent(again, e)) => {
+                Err(ExchangeFailure::Unsent(again, e)) => {
                     tracing::debug!(backend = %backend.address, cause = %e, "pooled connection failed before the request went out; trying another");
                     body = again;
                 }
-                Err(Failure::Stale(again, e)) => {
+                Err(ExchangeFailure::Stale(again, e)) => {
                     tracing::debug!(backend = %backend.address, cause = %e, "pooled connection closed under the request; sending it on a new one");
                     body = again;
                     pooled = false;
                 }
-                Err(Failure::Failed(e)) => return Err(e),
+                Err(ExchangeFailure::Failed(e)) => return Err(e),
             }
+        }
+    }
+
+    /// Sends `head` (a request without a body that says `connection: close`) to `backend` on a
+    /// new connection, never a pooled one, and resolves to the response head: a health probe,
+    /// through the same connector and codec as traffic.
+    pub(crate) async fn probe(
+        &self,
+        backend: &Backend,
+        head: &Outgoing,
+        connect_timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Response<BackendBody>, UpstreamError> {
+        let conn = self.connect(backend, connect_timeout, deadline).await?;
+        match exchange(conn, head, UpstreamBody::empty(), deadline).await {
+            Ok(response) => Ok(response),
+            Err(
+                ExchangeFailure::Unsent(_, e)
+                | ExchangeFailure::Stale(_, e)
+                | ExchangeFailure::Failed(e),
+            ) => Err(e),
         }
     }
 
@@ -146,7 +166,7 @@ impl Upstream {
         backend: &Backend,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<Conn, UpstreamError> {
+    ) -> Result<BackendConn, UpstreamError> {
         let by = Instant::now() + timeout;
         let connect = TcpStream::connect(backend.address.as_str());
         let stream = tokio::time::timeout_at(by.min(deadline), connect)
@@ -164,6 +184,6 @@ impl Upstream {
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let mark = self.counts.opened(&backend.address);
-        Ok(Conn::new(stream, mark, backend.key))
+        Ok(BackendConn::new(stream, mark, backend.key))
     }
 }

@@ -1,29 +1,41 @@
 //! Least request: Envoy's weighted least-request balancer.
 
-use lbhost_sdk::{BackendSet, Backends, LeastRequest, Needs, Params, Request, Strategy};
+use lbhost_sdk::{
+    BackendSet, Backends, LeastRequest, Needs, Params, Request, SlowStart, Strategy,
+    SLOW_START_PARAMS,
+};
 
 /// With equal weights, power of two choices on in-flight requests: two random candidates, the
 /// one with fewer requests in flight wins. With unequal weights, Envoy's schedule: a smooth
 /// weighted round-robin in which a backend comes round with the weight
 /// `weight / (in_flight + 1) ^ active_request_bias`.
 ///
-/// Parameter: `active_request_bias` (default 1.0; 0 is plain weighted round-robin).
+/// Parameters: `active_request_bias` (default 1.0; 0 is plain weighted round-robin); slow start
+/// (`slow_start_window`, `slow_start_aggression`, `slow_start_min_weight_percent`, see
+/// [`SlowStart`]): a backend's weight is scaled by its ramp factor, and while one ramps the
+/// schedule is used even with equal weights.
 pub struct LeastRequestStrategy {
     balancer: LeastRequest,
+    slow_start: bool,
 }
 
 impl Strategy for LeastRequestStrategy {
     fn configure(params: &Params) -> Result<Self, String> {
-        params.allow_only(&["active_request_bias"])?;
+        let mut known = vec!["active_request_bias"];
+        known.extend(SLOW_START_PARAMS);
+        params.allow_only(&known)?;
         let bias = params.parse_or("active_request_bias", LeastRequest::DEFAULT_BIAS)?;
+        let slow_start = SlowStart::from_params(params)?;
         Ok(LeastRequestStrategy {
-            balancer: LeastRequest::new(bias)?,
+            balancer: LeastRequest::new(bias)?.with_slow_start(slow_start),
+            slow_start: slow_start.is_some(),
         })
     }
 
     fn needs(&self) -> Needs {
         Needs {
             in_flight: true,
+            clock: self.slow_start,
             ..Needs::default()
         }
     }
@@ -120,6 +132,29 @@ mod tests {
             h.exclude = vec![2, 3];
             assert_eq!(h.select(&TestRequest::default()), None);
         }
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_backend_even_with_equal_weights() {
+        let params = [("slow_start_window", "4s"), ("slow_start_aggression", "1")];
+        let mut h = harness(&params, &[1, 1]);
+        h.now_ms = 100_000;
+        h.set_backends(vec![
+            backend("10.3.0.0:80").eligible_since(0),
+            backend("10.3.0.1:80").eligible_since(100_000),
+        ]);
+        let share = |h: &mut Harness<LeastRequestStrategy>| {
+            (0..4000)
+                .filter(|_| h.select(&TestRequest::default()) == Some(1))
+                .count() as f64
+                / 4000.0
+        };
+        // Factor 0.25 at first (max(0, 1 s) / 4 s), 0.5 at 2 s, 1 after the window.
+        assert!((share(&mut h) - 0.2).abs() < 0.01);
+        h.now_ms = 102_000;
+        assert!((share(&mut h) - 1.0 / 3.0).abs() < 0.01);
+        h.now_ms = 104_000;
+        assert!((share(&mut h) - 0.5).abs() < 0.03, "P2C again");
     }
 
     #[test]

@@ -6,7 +6,10 @@ mod peak;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lbhost_sdk::{power_of_two_choices, BackendSet, Backends, Needs, Params, Request, Strategy};
+use lbhost_sdk::{
+    power_of_two_choices, BackendSet, Backends, Needs, Params, Request, SlowStart, Strategy,
+    SLOW_START_PARAMS,
+};
 
 use clock::Clock;
 use peak::PeakEwma;
@@ -31,8 +34,11 @@ const UNMEASURED_PENALTY_US: f64 = 1e15;
 /// strategy's own feedback (`on-response`), per worker; a backend that becomes eligible again
 /// starts afresh. How time is measured without a clock: see `clock.rs`.
 ///
-/// Parameter: `decay` (default `10s`).
+/// Parameters: `decay` (default `10s`); slow start (`slow_start_window`,
+/// `slow_start_aggression`, `slow_start_min_weight_percent`, see [`SlowStart`]): a backend's
+/// weight in the cost is scaled by its ramp factor.
 pub struct P2cEwma {
+    slow_start: Option<SlowStart>,
     /// `decay` in microseconds.
     decay_us: f64,
     clock: Clock,
@@ -44,12 +50,15 @@ pub struct P2cEwma {
 
 impl Strategy for P2cEwma {
     fn configure(params: &Params) -> Result<Self, String> {
-        params.allow_only(&["decay"])?;
+        let mut known = vec!["decay"];
+        known.extend(SLOW_START_PARAMS);
+        params.allow_only(&known)?;
         let decay = params.duration_or("decay", DEFAULT_DECAY)?;
         if decay < Duration::from_millis(1) {
             return Err("strategy_config.decay: must be at least 1ms".into());
         }
         Ok(P2cEwma {
+            slow_start: SlowStart::from_params(params)?,
             decay_us: decay.as_secs_f64() * 1e6,
             clock: Clock::default(),
             estimates: Vec::new(),
@@ -61,6 +70,7 @@ impl Strategy for P2cEwma {
         Needs {
             in_flight: true,
             feedback: true,
+            clock: self.slow_start.is_some(),
             ..Needs::default()
         }
     }
@@ -107,16 +117,20 @@ impl Strategy for P2cEwma {
 }
 
 impl P2cEwma {
-    /// Backend `i`'s cost now: peak EWMA × (in flight + 1) / weight.
+    /// Backend `i`'s cost now: peak EWMA × (in flight + 1) / weight (the weight scaled by the
+    /// slow start factor).
     fn cost(&self, backends: &Backends<'_>, i: usize, now: f64) -> f64 {
         let in_flight = f64::from(backends.in_flight(i));
-        let weight = backends.get(i).map_or(1, |b| b.weight.max(1));
+        let mut weight = f64::from(backends.get(i).map_or(1, |b| b.weight.max(1)));
+        if let Some(slow_start) = &self.slow_start {
+            weight *= slow_start.factor_of(backends, i);
+        }
         let load = match self.estimates.get(i).copied().flatten() {
             Some(estimate) => estimate.at(now, self.decay_us) * (in_flight + 1.0),
             None if in_flight == 0.0 => 0.0,
             None => UNMEASURED_PENALTY_US + in_flight,
         };
-        load / f64::from(weight)
+        load / weight
     }
 }
 

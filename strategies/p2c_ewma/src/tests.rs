@@ -146,3 +146,25 @@ fn decay_is_a_duration_of_at_least_a_millisecond() {
         assert!(err.contains(&format!("strategy_config.{key}")), "{err}");
     }
 }
+
+#[test]
+fn slow_start_gives_a_new_backend_a_smaller_share_until_its_window_passes() {
+    let share_of_new = |params: &[(&str, &str)], now_ms: u64| {
+        let mut h = Harness::<P2cEwma>::new(params).unwrap();
+        h.now_ms = now_ms;
+        h.set_backends(vec![
+            backend("a:1"),
+            backend("b:1"),
+            backend("c:1").eligible_since(100_000),
+        ]);
+        let served = h.closed_loop(8, 30_000, |_, _| ms(2), |_| TestRequest::default());
+        served[5_000..].iter().filter(|s| s.backend == 2).count() as f64 / 25_000.0
+    };
+    let window = [("slow_start_window", "10s")];
+    let ramping = share_of_new(&window, 100_000);
+    let done = share_of_new(&window, 110_000);
+    let without = share_of_new(&[], 100_000);
+    assert!(ramping < 0.2, "ramping: {ramping:.3}");
+    assert!((done - without).abs() < 0.03, "{done:.3} vs {without:.3}");
+    assert!((without - 1.0 / 3.0).abs() < 0.05, "{without:.3}");
+}

@@ -1,11 +1,12 @@
 //! HTTP/1.1 towards clients, served by lbhost itself: one task per connection reads a request
-//! head ([`head`]), hands the request to the proxy with a body that reads the rest from the
-//! socket as the proxy streams it on ([`body`]), and writes the response ([`respond`]). Before
+//! head ([`crate::http1::parse_request`]), hands the request to the proxy with a body that reads
+//! the rest from the socket as the proxy streams it on ([`incoming_body`]), and writes the
+//! response ([`respond`]). Before
 //! this, hyper's server did it: its dispatcher, buffers and per-message state were the largest
 //! user-space cost per proxied request (BENCHMARKS.md).
 //!
 //! Buffers: a connection holds a read buffer only while bytes wait in it, and a response-head
-//! buffer only while it writes; both come from a few spares per worker ([`crate::buffers`]),
+//! buffer only while it writes; both come from a few spares per worker ([`crate::http1::buffers`]),
 //! so hundreds of connections share a few warm buffers.
 //!
 //! Deadlines: a head must arrive within `header_read` of its first byte or the client gets 408;
@@ -17,9 +18,8 @@
 //! FIN after the response and reads and discards what the client still sends for up to
 //! [`LINGER`] (a lingering close), so the client reads the answer instead of a reset.
 
-mod body;
-mod head;
-mod io;
+mod conn;
+mod incoming_body;
 mod respond;
 
 use std::convert::Infallible;
@@ -39,13 +39,13 @@ use tokio::time::{Instant, Sleep};
 
 use super::connection::{Counted, Settings};
 use super::trim;
+use crate::http1::{parse_request, BodyDecoder, Exchange, ParsedRequest};
 use crate::proxy::{
     local_response, upgrade_pair, ClientUpgrade, Proxy, ProxyBody, UpgradeHandover,
 };
 use crate::request::ClientHead;
-use body::RequestBody;
-use head::{Exchange, Head};
-use io::{lock, Io, Reading, Shared, CONTINUE};
+use conn::{lock, ClientConn, Shared, CONTINUE};
+use incoming_body::IncomingBody;
 use respond::Written;
 
 /// The HTTP/2 prior-knowledge preface.
@@ -148,7 +148,7 @@ pub(super) async fn serve<'s>(
     counted: &mut Counted<'s>,
 ) -> Ended {
     let mut conn = Connection {
-        io: Arc::new(Mutex::new(Io::new(stream, BytesMut::new()))),
+        io: Arc::new(Mutex::new(ClientConn::new(stream, BytesMut::new()))),
         in_flight: None,
         writing: None,
         exchange: Exchange::refusal(),
@@ -178,7 +178,7 @@ pub(super) async fn serve<'s>(
             }
             Next::Http2 => {
                 return match conn.into_io() {
-                    Some(io) => Ended::Http2(io.stream, io.buf.freeze()),
+                    Some(io) => Ended::Http2(io.wire.stream, io.wire.buf.freeze()),
                     None => Ended::Closed,
                 };
             }
@@ -197,7 +197,8 @@ pub(super) async fn serve<'s>(
             Ok(Written::Upgraded) => {
                 if let Some(handover) = conn.handover.take() {
                     if let Some(io) = conn.into_io() {
-                        let client = super::client_io::Prefixed::new(io.stream, io.buf.freeze());
+                        let client =
+                            super::client_io::Prefixed::new(io.wire.stream, io.wire.buf.freeze());
                         handover.hand_over(Box::new(client));
                     }
                 }
@@ -224,7 +225,7 @@ where
         handle: &H,
     ) -> Next
     where
-        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, IncomingBody, Option<ClientUpgrade>) -> F,
     {
         loop {
             if let Some(next) = self.parse_buffered(handle) {
@@ -234,16 +235,16 @@ where
                 let mut io = lock(&self.io);
                 // With nothing of a head yet, the connection waits without a buffer: it reads
                 // into one of the worker's spares once the socket is readable.
-                let empty = io.buf.is_empty();
+                let empty = io.wire.buf.is_empty();
                 if empty {
-                    io.release_buffer();
+                    io.wire.release_buffer();
                 }
-                let readable = !empty || io.stream.poll_read_ready(cx).is_ready();
+                let readable = !empty || io.wire.stream.poll_read_ready(cx).is_ready();
                 if readable && self.parked {
                     return Poll::Ready(Event::Readable);
                 }
                 if readable {
-                    if let Poll::Ready(read) = io.poll_fill(cx, 0) {
+                    if let Poll::Ready(read) = io.wire.poll_fill(cx, 0) {
                         return Poll::Ready(Event::Read(read));
                     }
                 }
@@ -286,19 +287,19 @@ where
     /// A complete head (or the HTTP/2 preface, or a refusal) from what was read, if it is there.
     fn parse_buffered<H>(&mut self, handle: &H) -> Option<Next>
     where
-        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, IncomingBody, Option<ClientUpgrade>) -> F,
     {
         let mut io = lock(&self.io);
-        if io.buf.is_empty() {
+        if io.wire.buf.is_empty() {
             return None;
         }
-        let seen = io.buf.len().min(PREFACE.len());
-        if self.first && PREFACE.starts_with(&io.buf[..seen]) {
+        let seen = io.wire.buf.len().min(PREFACE.len());
+        if self.first && PREFACE.starts_with(&io.wire.buf[..seen]) {
             if seen == PREFACE.len() {
                 return Some(Next::Http2);
             }
         } else {
-            match head::parse(&mut io.buf, self.settings.max_header_bytes) {
+            match parse_request(&mut io.wire.buf, self.settings.max_header_bytes) {
                 Ok(Some(head)) => {
                     drop(io);
                     self.first = false;
@@ -330,11 +331,11 @@ where
     /// Starts the exchange of a request whose head was just read: its body reads from the
     /// connection, and the proxy's future goes in its slot.
     #[inline(never)]
-    fn begin<H>(&mut self, head: Head, handle: &H)
+    fn begin<H>(&mut self, head: ParsedRequest, handle: &H)
     where
-        H: Fn(ClientHead, RequestBody, Option<ClientUpgrade>) -> F,
+        H: Fn(ClientHead, IncomingBody, Option<ClientUpgrade>) -> F,
     {
-        let Head {
+        let ParsedRequest {
             head,
             body,
             exchange,
@@ -343,17 +344,17 @@ where
         let body = {
             let mut io = lock(&self.io);
             io.body = body;
-            io.continue_left = if expect_continue && body != Reading::Done {
+            io.continue_left = if expect_continue && !body.is_done() {
                 CONTINUE.len()
             } else {
                 0
             };
-            if body == Reading::Done {
+            if body.is_done() {
                 // Free for other connections while this request is in flight.
-                io.release_buffer();
-                RequestBody::empty()
+                io.wire.release_buffer();
+                IncomingBody::empty()
             } else {
-                RequestBody::new(Arc::clone(&self.io))
+                IncomingBody::new(Arc::clone(&self.io))
             }
         };
         let upgrade = if head.fields.contains("upgrade") {
@@ -382,7 +383,7 @@ where
                 slot.set(None);
                 self.stopping = self.stopping || *self.stopped.borrow();
                 let close = !self.exchange.keep_alive || self.stopping || !self.body_finishable();
-                let out = crate::buffers::head_buffer();
+                let out = crate::http1::buffers::head_buffer();
                 let writing = self.writing.get_or_insert_with(|| Box::pin(None));
                 writing.set(Some(write(
                     Arc::clone(&self.io),
@@ -404,13 +405,13 @@ where
         if let Some(slot) = &mut self.writing {
             slot.set(None);
         }
-        crate::buffers::release_head(out);
+        crate::http1::buffers::release_head(out);
         Poll::Ready(written)
     }
 
     /// The socket and what was read from it, for whoever serves the connection next (HTTP/2,
     /// a tunnel); `None` if a request body still shares it.
-    fn into_io(self) -> Option<Io> {
+    fn into_io(self) -> Option<ClientConn> {
         let io = Arc::try_unwrap(self.io).ok()?;
         Some(
             io.into_inner()
@@ -449,25 +450,25 @@ where
     fn body_finishable(&self) -> bool {
         let io = lock(&self.io);
         match io.body {
-            Reading::Done => true,
-            Reading::Failed => false,
+            _ if io.body.is_done() => true,
+            BodyDecoder::Failed => false,
             _ if io.continue_left > 0 => false,
-            Reading::Length(left) => left <= DRAIN_BYTES as u64,
-            Reading::Chunked(_) => true,
+            BodyDecoder::Length(left) => left <= DRAIN_BYTES as u64,
+            BodyDecoder::Chunked(_) | BodyDecoder::UntilClose | BodyDecoder::Done => true,
         }
     }
 
     /// After a response that keeps the connection: whether what is left of the request body
     /// was read (or discarded, if it ended soon enough), so the next request can be read.
     async fn finish_body(&mut self) -> bool {
-        if lock(&self.io).body == Reading::Done {
+        if lock(&self.io).body.is_done() {
             return true;
         }
         // Not finishable: a client never told to send its body may or may not send it.
         if !self.body_finishable() {
             return false;
         }
-        let mut rest = RequestBody::new(Arc::clone(&self.io));
+        let mut rest = IncomingBody::new(Arc::clone(&self.io));
         let drained = tokio::time::timeout(DRAIN_TIME, async {
             let mut seen = 0;
             while let Some(frame) = rest.frame().await {
@@ -487,9 +488,9 @@ where
     async fn refuse(&mut self, status: StatusCode) {
         let response = local_response(status);
         let io = Arc::clone(&self.io);
-        let head = crate::buffers::head_buffer();
+        let head = crate::http1::buffers::head_buffer();
         let (head, written) = respond::write(io, head, response, Exchange::refusal(), true).await;
-        crate::buffers::release_head(head);
+        crate::http1::buffers::release_head(head);
         if written.is_ok() {
             self.close().await;
         }
@@ -501,7 +502,7 @@ where
         let io = &self.io;
         let shut = poll_fn(|cx| {
             use tokio::io::AsyncWrite as _;
-            Pin::new(&mut lock(io).stream).poll_shutdown(cx)
+            Pin::new(&mut lock(io).wire.stream).poll_shutdown(cx)
         })
         .await;
         if shut.is_err() {
@@ -509,8 +510,8 @@ where
         }
         let _ = tokio::time::timeout(LINGER, async {
             loop {
-                let read = poll_fn(|cx| lock(io).poll_fill(cx, 0)).await;
-                lock(io).buf.clear();
+                let read = poll_fn(|cx| lock(io).wire.poll_fill(cx, 0)).await;
+                lock(io).wire.buf.clear();
                 if !matches!(read, Ok(1..)) {
                     return;
                 }

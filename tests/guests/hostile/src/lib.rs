@@ -1,7 +1,7 @@
 //! A misbehaving strategy for the sandbox tests, written with the SDK like any other.
 //! `strategy_config.mode` picks the misbehaviour (default: `infinite_loop`).
 
-use lbhost_sdk::{Backends, Params, Request, Strategy};
+use lbhost_sdk::{Backends, Needs, Params, Request, Strategy};
 
 /// What the strategy does wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,9 @@ enum Mode {
     BulkCopy,
     /// `select` asks the host for a header forever (the host caps calls per `select`).
     HostCallFlood,
+    /// Every `n`th `select` puts a framing field on the response (`content-length: 0`), which
+    /// only the host may write; the others put a harmless `x-strategy: ok`.
+    BadResponseHeader,
 }
 
 /// See [`Mode`].
@@ -45,6 +48,7 @@ impl Strategy for Hostile {
             "slow" => Mode::Slow,
             "bulk_copy" => Mode::BulkCopy,
             "host_call_flood" => Mode::HostCallFlood,
+            "bad_response_header" => Mode::BadResponseHeader,
             other => return Err(format!("strategy_config.mode: unknown mode {other:?}")),
         };
         Ok(Hostile {
@@ -53,6 +57,13 @@ impl Strategy for Hostile {
             micros: params.parse_or("micros", 500)?,
             calls: 0,
         })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            response_headers: self.mode == Mode::BadResponseHeader,
+            ..Needs::default()
+        }
     }
 
     fn select(&mut self, backends: &Backends<'_>, request: &Request<'_>) -> Option<usize> {
@@ -100,6 +111,14 @@ impl Strategy for Hostile {
                 std::hint::black_box(request.header("user-agent"));
             },
             Mode::PanicEveryNth => backends.rotate(backends.sequence()),
+            Mode::BadResponseHeader => {
+                if self.calls.is_multiple_of(self.n) {
+                    request.add_response_header("content-length", "0");
+                } else {
+                    request.add_response_header("x-strategy", "ok");
+                }
+                backends.rotate(backends.sequence())
+            }
         }
     }
 }
