@@ -132,6 +132,8 @@ pub struct Strategies {
     metrics: Option<Arc<Metrics>>,
     /// A strategy asked on a sampled share of requests, never used ([`shadow`]).
     shadow: ArcSwapOption<Shadow>,
+    /// Whether `shadow` is set: one plain load on the request path when it is not.
+    shadow_on: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Strategies {
@@ -165,6 +167,7 @@ impl Strategies {
             native_baseline,
             metrics: None,
             shadow: ArcSwapOption::empty(),
+            shadow_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -218,7 +221,10 @@ impl Strategies {
         request: Box<RequestData>,
     ) -> (Box<RequestData>, Choice) {
         let (request, choice) = self.select_active(pool, set, exclude, request);
-        if !exclude.is_empty() || self.native_baseline {
+        if !exclude.is_empty()
+            || self.native_baseline
+            || !self.shadow_on.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return (request, choice);
         }
         (self.after_select(pool, set, request, &choice), choice)
@@ -311,8 +317,10 @@ impl Strategies {
         latency: Duration,
         field: impl FnOnce(&http::HeaderName) -> Option<&'r [u8]>,
     ) {
-        if let Ok(index) = u32::try_from(backend) {
-            self.shadow_feedback(index, status, latency);
+        if self.shadow_on.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(index) = u32::try_from(backend) {
+                self.shadow_feedback(index, status, latency);
+            }
         }
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.

@@ -189,6 +189,7 @@ impl super::Strategies {
     /// Puts `shadow` in shadow (replacing any), or ends the shadow with `None`. Returns the name
     /// of the one it replaced.
     pub fn set_shadow(&self, shadow: Option<Shadow>) -> Option<String> {
+        self.shadow_on.store(shadow.is_some(), Ordering::Relaxed);
         self.shadow
             .swap(shadow.map(std::sync::Arc::new))
             .map(|old| old.name().to_string())
