@@ -127,6 +127,12 @@ async fn new_build_simulate_then_serve_from_an_empty_folder() {
     let moved = kill["moved_share"].as_f64().unwrap();
     assert!((0.15..0.35).contains(&moved), "{kill}");
     assert_eq!(kill["moved_needlessly"], 0, "{kill}");
+    let add = &report["changes"][1];
+    assert_eq!(add["event"], "add 4");
+    assert_eq!(
+        add["moved_needlessly"], 0,
+        "clients move only to the new one: {add}"
+    );
     let overall = report["moved_share"].as_f64().unwrap();
     assert!((0.1..0.4).contains(&overall), "{report}");
     let select = &report["select_us"];

@@ -16,7 +16,8 @@ pub struct Change {
     pub compared: u64,
     /// Of those, the ones whose backend changed.
     pub moved: u64,
-    /// Of those, the ones whose old backend could still have taken them.
+    /// Of those, the ones whose old backend was still there and whose new one was there before
+    /// the change: moves a consistent hash never makes.
     pub moved_needlessly: u64,
 }
 
@@ -28,14 +29,18 @@ pub struct KeyTracker {
     /// The open change: when, what, each client's backend before it, and its first after it.
     open: Option<Open>,
     changes: Vec<Change>,
+    /// Which backends were eligible after the last change (or at the start).
+    eligible: Vec<bool>,
 }
 
 impl KeyTracker {
-    pub fn new(clients: u32) -> Self {
+    /// A tracker of `clients` client keys over `pool`.
+    pub fn new(clients: u32, pool: &Pool) -> Self {
         KeyTracker {
             last: vec![UNSERVED; clients as usize],
             open: None,
             changes: Vec::new(),
+            eligible: eligible(pool),
         }
     }
 
@@ -52,7 +57,7 @@ impl KeyTracker {
     /// The set changed at request `at`: closes the open change, opens another.
     pub fn change(&mut self, at: u64, event: String, pool: &Pool) {
         self.close();
-        let eligible_now = eligible(pool);
+        let eligible_before = std::mem::replace(&mut self.eligible, eligible(pool));
         let n = self.last.len();
         // A stretch starts: a client's backend before an older change says nothing of this one.
         let before = std::mem::replace(&mut self.last, vec![UNSERVED; n]);
@@ -61,7 +66,8 @@ impl KeyTracker {
             event,
             before,
             after: vec![UNSERVED; n],
-            eligible: eligible_now,
+            eligible_before,
+            eligible_after: self.eligible.clone(),
         });
     }
 
@@ -71,7 +77,8 @@ impl KeyTracker {
             event,
             before,
             after,
-            eligible,
+            eligible_before,
+            eligible_after,
         }) = self.open.take()
         else {
             return;
@@ -90,7 +97,10 @@ impl KeyTracker {
             change.compared += 1;
             if a != b {
                 change.moved += 1;
-                if eligible.get(b as usize).copied().unwrap_or(false) {
+                // Needless: the old backend is still there and the new one was there already
+                // (a move to a backend that just joined is what consistent hashing does).
+                let still = |set: &[bool], i: u32| set.get(i as usize).copied().unwrap_or(false);
+                if still(&eligible_after, b) && still(&eligible_before, a) {
                     change.moved_needlessly += 1;
                 }
             }
@@ -122,6 +132,7 @@ struct Open {
     before: Vec<u32>,
     /// Each client's first backend after it.
     after: Vec<u32>,
-    /// Which backends were eligible just after it.
-    eligible: Vec<bool>,
+    /// Which backends were eligible just before it, and just after.
+    eligible_before: Vec<bool>,
+    eligible_after: Vec<bool>,
 }

@@ -211,7 +211,7 @@ pub fn text(
             continue;
         }
         s.push_str(&format!(
-            "moved @{} ({}): {:.1}% of {} clients changed backend ({:.1}% needlessly: their old backend was still there)\n",
+            "moved @{} ({}): {:.1}% of {} clients changed backend ({:.1}% needlessly: between backends there before and after)\n",
             c.at,
             c.event,
             100.0 * c.moved as f64 / c.compared as f64,

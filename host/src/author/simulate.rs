@@ -215,7 +215,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<Outcome, AuthorError> {
     let mut choices = Vec::with_capacity(args.requests as usize);
     let mut select_ns = Vec::with_capacity(args.requests as usize);
     let mut faults = BTreeMap::new();
-    let mut keys = KeyTracker::new(args.clients);
+    let mut keys = KeyTracker::new(args.clients, &pool);
     // Requests in flight, by the virtual time (µs) they finish.
     // Entries: (end, request number, backend index, start).
     let mut pending: BinaryHeap<Reverse<(u64, u64, usize, u64)>> = BinaryHeap::new();
