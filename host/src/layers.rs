@@ -21,6 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["proxy"],
     // What runs it: the listener, the admin API, reload and its triggers.
     &["server", "admin", "reload", "watch"],
+    // The author's commands (`lbhost strategy new | build | simulate`): offline, on the
+    // strategy runtime and a pool of their own.
+    &["author"],
     // Fuzzing harnesses over the parsers (tests and the `fuzzing` feature only).
     &["fuzz"],
 ];

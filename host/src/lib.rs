@@ -10,7 +10,8 @@
 //! `ratelimit` per-client limits · `discovery` backends from DNS names · `upstream` connections
 //! to backends · `health` active checks ·
 //! `proxy` a request's way through · `server` the client listener · `admin` the admin API ·
-//! `reload` and `watch` hot reload.
+//! `reload` and `watch` hot reload · [`author`] the `lbhost strategy` commands (new, build,
+//! simulate), offline.
 //!
 //! # A request's path through the files
 //! 1. `server/mod.rs` accepts on each worker thread; `server/connection.rs` tells HTTP/2 (hyper)
@@ -37,6 +38,7 @@
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 mod admin;
+pub mod author;
 mod body;
 pub mod config;
 mod discovery;
@@ -74,13 +76,21 @@ use pool::Pool;
 use proxy::Proxy;
 use strategy::{Runtime, Strategies};
 
-/// Loads the strategy of `config`, checking everything that can be checked before listening.
+/// Loads the strategy of `config` (and its shadow, if any), checking everything that can be
+/// checked before listening.
 pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
     let runtime = Runtime::new(&config.sandbox).context("starting the wasm runtime")?;
     let loaded = runtime
         .load(&config.strategy, &config.strategy_config)
         .with_context(|| format!("strategy {}", config.strategy.display()))?;
-    Ok(Strategies::new(runtime, loaded))
+    let strategies = Strategies::new(Arc::clone(&runtime), loaded);
+    if let Some(shadow) = &config.shadow {
+        let loaded = runtime
+            .load(&shadow.strategy, &shadow.strategy_config)
+            .with_context(|| format!("shadow.strategy {}", shadow.strategy.display()))?;
+        strategies.set_shadow(Some(strategy::Shadow::new(loaded, shadow.sample)?));
+    }
+    Ok(strategies)
 }
 
 /// Runs lbhost with `config` (read from `config_path`, with the CLI's `overrides`) until SIGTERM

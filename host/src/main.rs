@@ -45,6 +45,9 @@ struct RunArgs {
 enum Command {
     /// Validate a config (and load its strategy) without serving; exit 0 if it is good.
     Check(RunArgs),
+    /// Write, build and try a strategy: `new NAME`, `build [DIR]`, `simulate FILE.wasm`.
+    #[command(subcommand)]
+    Strategy(lbhost::author::StrategyCommand),
     /// Internal: compile a strategy component from stdin to a wasmtime artifact on stdout.
     /// lbhost runs itself with this so the compiler's memory stays out of the server.
     #[command(hide = true)]
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, check_only) = match cli.command {
         Some(Command::Check(args)) => (args, true),
+        Some(Command::Strategy(command)) => return author(command),
         Some(Command::CompileStrategy {
             memory_limit_bytes,
             no_fuel,
@@ -120,6 +124,18 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(lbhost::run(config, strategies, path, overrides))
+}
+
+/// Runs an `lbhost strategy` command: its report on stdout, one error line on stderr.
+fn author(command: lbhost::author::StrategyCommand) -> ExitCode {
+    let stdout = std::io::stdout();
+    match lbhost::author::run(command, &mut stdout.lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Makes glibc serve every allocation of 1 MiB or more with its own mapping, unmapped when freed.

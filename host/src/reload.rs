@@ -188,6 +188,20 @@ impl Reloader {
         } else {
             None
         };
+        // The config's shadow, when it changed: a running shadow set through the admin API
+        // stays while the config's says the same as before.
+        let shadow = match (&next.shadow, next.shadow != current.shadow) {
+            (Some(wanted), true) => {
+                let loaded = self
+                    .load(wanted.strategy.clone(), wanted.strategy_config.clone())
+                    .await?;
+                let shadow = crate::strategy::Shadow::new(loaded, wanted.sample)
+                    .map_err(|e| ReloadError::BadRequest(format!("shadow.{e}")))?;
+                Some(Some(shadow))
+            }
+            (None, true) => Some(None),
+            (_, false) => None,
+        };
         // DNS entries that are new or changed get their first answer now (bounded wait).
         self.discovery.sync(&next).await?;
         // Everything is checked: apply.
@@ -196,6 +210,11 @@ impl Reloader {
             self.update_pool(&next);
             if let Some(loaded) = loaded {
                 self.activate(loaded);
+            }
+            if let Some(shadow) = shadow {
+                let name = shadow.as_ref().map(|s| s.name().to_string());
+                let replaced = self.proxy.strategies.set_shadow(shadow);
+                tracing::info!(shadow = ?name, replaced = ?replaced, "config's shadow applied");
             }
             self.health_sync(&next);
             self.proxy.set_certificates(&next);
@@ -276,6 +295,39 @@ impl Reloader {
         next.strategy_config = params;
         self.proxy.config.store(Arc::new(next));
         Ok(())
+    }
+
+    /// Loads the strategy at `path` (with `params`, or the running `strategy_config`) and puts
+    /// it in shadow, asked on `sample` of first attempts; a shadow already there is replaced.
+    /// The active strategy is untouched.
+    pub(crate) async fn shadow_strategy(
+        &self,
+        path: PathBuf,
+        params: Option<Vec<(String, String)>>,
+        sample: f64,
+    ) -> Result<(), ReloadError> {
+        if !(sample > 0.0 && sample <= 1.0) {
+            return Err(ReloadError::BadRequest(format!(
+                "sample: must be above 0 and at most 1 (got {sample})"
+            )));
+        }
+        let params = params.unwrap_or_else(|| self.proxy.config.load().strategy_config.clone());
+        let loaded = self.load(path, params).await?;
+        let (name, sha256) = (loaded.name.clone(), loaded.sha256.clone());
+        let shadow = crate::strategy::Shadow::new(loaded, sample)
+            .map_err(|e| ReloadError::BadRequest(e.to_string()))?;
+        let replaced = self.proxy.strategies.set_shadow(Some(shadow));
+        tracing::info!(strategy = %name, sha256 = %&sha256[..12], sample, replaced = ?replaced, "strategy in shadow");
+        Ok(())
+    }
+
+    /// Ends the shadow; whether there was one.
+    pub(crate) fn end_shadow(&self) -> bool {
+        let ended = self.proxy.strategies.set_shadow(None);
+        if let Some(name) = &ended {
+            tracing::info!(strategy = %name, "shadow ended");
+        }
+        ended.is_some()
     }
 
     /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths

@@ -14,6 +14,7 @@
 //! Needs `cargo build --release -p lbhost` and `cargo xtask strategies` first; the helpers
 //! panic with that advice when the files are missing.
 
+mod browser;
 pub mod dnsmasq;
 mod fixtures;
 mod http;
@@ -22,6 +23,7 @@ pub mod load;
 mod paths;
 mod raw;
 
+pub use browser::{chromium, headless};
 pub use fixtures::{config, loopback_backends, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};

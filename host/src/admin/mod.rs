@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus text exposition ([`scrape`]) |
 //! | `GET /healthz` | `ok` while lbhost serves; 503 `draining` from SIGTERM on |
 //! | `POST /reload` | re-read the config file |
-//! | `POST /strategy` | switch to a strategy of `strategies_dir` |
+//! | `POST /strategy` | switch to a strategy of `strategies_dir`, or put one in shadow |
 //!
 //! The two `POST` routes change the balancer: [`auth`] says who may call them.
 
@@ -136,15 +136,54 @@ async fn route(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SwitchRequest {
-    /// A file of `strategies_dir`, with or without `.wasm`.
-    name: String,
+    /// A file of `strategies_dir`, with or without `.wasm`; required unless `abort`.
+    name: Option<String>,
     /// Its `strategy_config`; the running one when absent.
     config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `active` (the default): switch to it; `shadow`: ask it on `sample` of the requests
+    /// after the active strategy decided, record its answers, never use them.
+    mode: Option<String>,
+    /// Shadow only: the share of requests it is asked about (default 0.1).
+    sample: Option<f64>,
+    /// `true`: end the shadow.
+    abort: Option<bool>,
+}
+
+/// What a `POST /strategy` asks for.
+enum StrategyChange {
+    Switch(String, Option<Vec<(String, String)>>),
+    Shadow(String, Option<Vec<(String, String)>>, f64),
+    Abort,
+}
+
+impl SwitchRequest {
+    fn into_change(self) -> Result<StrategyChange, String> {
+        if self.abort == Some(true) {
+            return Ok(StrategyChange::Abort);
+        }
+        let name = self.name.ok_or("name: required (or \"abort\": true)")?;
+        let params = self.config.map(crate::config::params);
+        match self.mode.as_deref() {
+            None | Some("active") if self.sample.is_none() => {
+                Ok(StrategyChange::Switch(name, params))
+            }
+            None | Some("active") => Err("sample: only with \"mode\": \"shadow\"".into()),
+            Some("shadow") => Ok(StrategyChange::Shadow(
+                name,
+                params,
+                self.sample.unwrap_or(0.1),
+            )),
+            Some(other) => {
+                Err(bounded(&format!("mode: {other:?} is not one of active, shadow")).into_owned())
+            }
+        }
+    }
 }
 
 /// `POST /strategy` with `{"name": "ip_hash"}` (a file of `strategies_dir`) and optionally
-/// `"config": {...}` (its `strategy_config`); a bare name as the body works too. Any other field
-/// is refused with 400 naming it, and nothing changes.
+/// `"config": {...}` (its `strategy_config`); a bare name as the body works too. With
+/// `"mode": "shadow", "sample": 0.1` it goes in shadow instead; `{"abort": true}` ends the
+/// shadow. Any other field is refused with 400 naming it, and nothing changes.
 async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Response<ProxyBody> {
     let body = match http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -153,32 +192,40 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         Ok(body) => body.to_bytes(),
         Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
-    let text = String::from_utf8_lossy(&body);
-    let (name, params) = if text.trim_start().starts_with('{') {
-        match serde_json::from_str::<SwitchRequest>(&text) {
-            Ok(switch) => {
-                let params = switch.config.map(|config| {
-                    config
-                        .into_iter()
-                        .map(|(k, v)| match v {
-                            serde_json::Value::String(s) => (k, s),
-                            other => (k, other.to_string()),
-                        })
-                        .collect()
-                });
-                (switch.name, params)
-            }
-            // It quotes the request (an unknown field's name): bounded.
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e.to_string())),
+    let body = String::from_utf8_lossy(&body);
+    let change = if body.trim_start().starts_with('{') {
+        match serde_json::from_str::<SwitchRequest>(&body).map_err(|e| e.to_string()) {
+            Ok(switch) => switch.into_change(),
+            Err(e) => Err(e),
         }
     } else {
-        (text.trim().to_string(), None)
+        Ok(StrategyChange::Switch(body.trim().to_string(), None))
+    };
+    let change = match change {
+        Ok(change) => change,
+        // It quotes the request (an unknown field's name): bounded.
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e)),
+    };
+    let (name, params, sample) = match change {
+        StrategyChange::Abort => {
+            return text(
+                StatusCode::OK,
+                "application/json",
+                json!({"result": "applied", "shadow_ended": reloader.end_shadow()}).to_string()
+                    + "\n",
+            )
+        }
+        StrategyChange::Switch(name, params) => (name, params, None),
+        StrategyChange::Shadow(name, params, sample) => (name, params, Some(sample)),
     };
     let path = match reloader.strategy_by_name(&name) {
         Ok(path) => path,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    outcome(reloader.switch_strategy(path, params, "admin").await)
+    match sample {
+        Some(sample) => outcome(reloader.shadow_strategy(path, params, sample).await),
+        None => outcome(reloader.switch_strategy(path, params, "admin").await),
+    }
 }
 
 /// The answer to a mutating request that [`auth`] refused; counted and logged, without the

@@ -34,6 +34,8 @@ struct Status {
     strategy: StrategyStatus,
     /// Each DNS backend entry: its last good answer, that answer's age and the last error.
     dns: Vec<crate::discovery::EntryStatus>,
+    /// The strategy in shadow and its figures; null when none is.
+    shadow: Option<crate::strategy::ShadowStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
 }
@@ -144,6 +146,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
             fallbacks: totals_by(&series(&metrics.fallbacks), "reason"),
         },
         dns: reloader.discovery().status(),
+        shadow: proxy.strategies.shadow_status(),
         reload: reloader.status(),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {

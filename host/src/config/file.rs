@@ -38,6 +38,7 @@ pub(super) struct FileConfig {
     pub admin_token_file: Option<String>,
     pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
+    pub shadow: Option<FileShadow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +55,15 @@ pub(super) struct FileTls {
 pub(super) struct FileCertificate {
     pub cert: String,
     pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileShadow {
+    pub(super) strategy: String,
+    #[serde(default)]
+    pub(super) strategy_config: serde_json::Map<String, serde_json::Value>,
+    pub(super) sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

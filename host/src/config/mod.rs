@@ -22,7 +22,7 @@ use crate::text::bounded_owned;
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
-pub use validate::from_file;
+pub use validate::{from_file, params};
 
 /// The largest backend weight.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -81,6 +81,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// A TLS listener beside the plain one; `None` (the default) is none.
     pub tls: Option<TlsConfig>,
+    /// A strategy in shadow from the start: asked on a sampled share of requests, never used.
+    pub shadow: Option<ShadowConfig>,
 }
 
 /// The TLS listener.
@@ -97,6 +99,18 @@ pub struct TlsConfig {
     /// Handshakes in progress per worker; a connection past it waits to start its own
     /// (default 256), so a flood of handshakes cannot starve served connections of CPU.
     pub max_handshakes: usize,
+}
+
+/// `shadow`: a second strategy asked about a sampled share of requests after the active one
+/// decided; its answers are recorded (`/status`), never used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowConfig {
+    /// Its component.
+    pub strategy: PathBuf,
+    /// Its `strategy_config`.
+    pub strategy_config: Vec<(String, String)>,
+    /// Share of first attempts it is asked about: above 0, at most 1 (default 0.1).
+    pub sample: f64,
 }
 
 /// One backend.

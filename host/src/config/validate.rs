@@ -12,7 +12,7 @@ use super::file::{FileBackend, FileConfig, FileHealthCheck};
 use super::{dns, resilience};
 use super::{
     BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, ProbeKind, QuarantineConfig,
-    Sandbox, Timeouts, MAX_WEIGHT,
+    Sandbox, ShadowConfig, Timeouts, MAX_WEIGHT,
 };
 
 /// Parses JSON `text` and validates it; relative paths are resolved against `base`.
@@ -38,6 +38,17 @@ fn strip_position(message: &str) -> String {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
     }
+}
+
+/// `strategy_config` as the guest's `configure` takes it: strings as they are, other values as
+/// JSON text.
+pub fn params(map: serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
 }
 
 fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -68,14 +79,24 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| base.to_path_buf()),
     };
-    let strategy_config = file
-        .strategy_config
-        .into_iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect();
+    let strategy_config = params(file.strategy_config);
+    let shadow = match file.shadow {
+        Some(shadow) => {
+            let sample = shadow.sample.unwrap_or(0.1);
+            if !(sample > 0.0 && sample <= 1.0) {
+                return Err(ConfigError::field(
+                    "shadow.sample",
+                    "must be above 0 and at most 1",
+                ));
+            }
+            Some(ShadowConfig {
+                strategy: base.join(plain_path("shadow.strategy", &shadow.strategy)?),
+                strategy_config: params(shadow.strategy_config),
+                sample,
+            })
+        }
+        None => None,
+    };
     let workers = match file.workers {
         Some(0) => return Err(ConfigError::field("workers", "must be at least 1")),
         Some(n) => n,
@@ -227,6 +248,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         drain_delay: duration("drain_delay", file.drain_delay.as_deref(), "0s")?,
         access_log: file.access_log.unwrap_or(false),
         admin_token_file,
+        shadow,
     })
 }
 

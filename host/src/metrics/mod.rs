@@ -57,6 +57,9 @@ pub struct Metrics {
     /// `lbhost_strategy_fallbacks_total{reason}`: requests routed by the host's fallback
     /// (`fault` or `quarantine`).
     pub fallbacks: IntCounterVec,
+    /// `lbhost_shadow_selects_total{outcome}`: calls of the shadow strategy: `agree` or
+    /// `disagree` with the active strategy's choice, or `fault`.
+    pub shadow_selects: IntCounterVec,
     /// `lbhost_strategy_quarantined`: 1 while the active strategy is quarantined.
     pub quarantined: IntGaugeVec,
     /// `lbhost_strategy_info{name, sha256}`: 1 for the active strategy.
@@ -185,6 +188,11 @@ impl Metrics {
                 "lbhost_strategy_faults_total",
                 "Strategy calls that faulted, by kind",
                 &["kind"],
+            )?,
+            shadow_selects: counter(
+                "lbhost_shadow_selects_total",
+                "Calls of the shadow strategy: agree or disagree with the active one, or fault",
+                &["outcome"],
             )?,
             fallbacks: counter(
                 "lbhost_strategy_fallbacks_total",

@@ -8,6 +8,7 @@ mod instance;
 mod loader;
 mod quarantine;
 mod runtime;
+mod shadow;
 mod v0_1;
 
 use std::cell::RefCell;
@@ -15,13 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use bindings::{RequestData, ResponseFields};
 pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
 pub use runtime::{Runtime, FUEL_PER_MS};
+pub use shadow::{BadSample, Shadow, ShadowStatus};
 
 use fallback::Fallback;
 use instance::Warm;
@@ -36,7 +38,7 @@ pub enum LoadError {
     Read { path: PathBuf, reason: String },
     #[error("not a WebAssembly file")]
     NotWasm,
-    #[error("this is a core wasm module, not a component: build the strategy with lbhost-sdk (or wrap the module with `wasm-tools component new`)")]
+    #[error("this is a core wasm module, not a component: build the strategy crate with `lbhost strategy build` (it wraps the module), or wrap it with `wasm-tools component new`")]
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
@@ -128,6 +130,10 @@ pub struct Strategies {
     /// Where faults are counted (`lbhost_strategy_faults_total`, and `/status` reads it back);
     /// `None` until [`Strategies::with_metrics`] (benchmarks run without).
     metrics: Option<Arc<Metrics>>,
+    /// A strategy asked on a sampled share of requests, never used ([`shadow`]).
+    shadow: ArcSwapOption<Shadow>,
+    /// Whether `shadow` is set: one plain load on the request path when it is not.
+    shadow_on: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Strategies {
@@ -160,6 +166,8 @@ impl Strategies {
             fallback: Fallback::default(),
             native_baseline,
             metrics: None,
+            shadow: ArcSwapOption::empty(),
+            shadow_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -188,6 +196,8 @@ impl Strategies {
     /// unusable answer is served by the fallback. The request is handed back, with the fields
     /// the strategy put on the response ([`RequestData::response_fields`]) when it chose, none
     /// otherwise (each selection starts without the last one's).
+    /// Then, on a first attempt, the shadow strategy (if any) is asked about a sampled share
+    /// ([`shadow`]).
     pub fn select(
         &self,
         pool: &Pool,
@@ -204,6 +214,24 @@ impl Strategies {
     }
 
     fn choose(
+        &self,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
+        let (request, choice) = self.select_active(pool, set, exclude, request);
+        if !exclude.is_empty()
+            || self.native_baseline
+            || !self.shadow_on.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return (request, choice);
+        }
+        (self.after_select(pool, set, request, &choice), choice)
+    }
+
+    /// The active strategy's choice (or the fallback's).
+    fn select_active(
         &self,
         pool: &Pool,
         set: &BackendSet,
@@ -279,7 +307,8 @@ impl Strategies {
         }
     }
 
-    /// Tells the active strategy how a backend answered, if it asked to know. `field` looks up
+    /// Tells the active strategy (and the shadow, without the report) how a backend answered,
+    /// if it asked to know. `field` looks up
     /// a field of the response by name; it is asked only for the strategy's `report-header`.
     pub fn feedback<'r>(
         &self,
@@ -288,6 +317,11 @@ impl Strategies {
         latency: Duration,
         field: impl FnOnce(&http::HeaderName) -> Option<&'r [u8]>,
     ) {
+        if self.shadow_on.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(index) = u32::try_from(backend) {
+                self.shadow_feedback(index, status, latency);
+            }
+        }
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.
         let wanted = WARM.with_borrow(|warm| {
