@@ -376,3 +376,35 @@ async fn check_refuses_bad_certificate_files_in_one_line() {
         assert_eq!(text.trim().lines().count(), 1, "{text}");
     }
 }
+
+/// Renewed the way certbot does it (new files renamed over the old ones), with nothing else
+/// done: the file watch reloads, and the next handshake gets the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renewed_in_place_is_served_without_a_reload_call() {
+    let s = start().await;
+    let [_, a, _] = &s.files;
+    let old = der(&a.0);
+    let renewed = s.certs.path().join("renewed");
+    std::fs::create_dir_all(&renewed).expect("a folder");
+    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
+    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
+    let new = der(&cert);
+    std::fs::rename(&key, &a.1).expect("rename the key");
+    std::fs::rename(&cert, &a.0).expect("rename the chain");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+        if presented == new {
+            break;
+        }
+        assert_eq!(presented, old, "neither the old nor the new certificate");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still the old certificate 5 s after the renewal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (tls, _) = connect(s.tls, "a.test", b"h2").await;
+    assert_eq!(get(tls, true).await, 200);
+}

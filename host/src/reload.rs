@@ -289,12 +289,26 @@ impl Reloader {
             return Ok(());
         }
         let loaded = self.load(path.clone(), params.clone()).await?;
+        // Under the applying lock, on the config as it is now: a config reload or a DNS change
+        // that landed while the strategy compiled is kept, not undone by a stale copy.
+        let _applying = self.lock_applying();
         self.activate(loaded);
-        let mut next = (*current).clone();
+        let mut next = (*self.proxy.config.load_full()).clone();
         next.strategy = path;
         next.strategy_config = params;
         self.proxy.config.store(Arc::new(next));
         Ok(())
+    }
+
+    /// The certificate and key files of the running config's TLS listener.
+    pub(crate) fn certificate_files(&self) -> Vec<PathBuf> {
+        let config = self.proxy.config.load();
+        config.tls.as_ref().map_or_else(Vec::new, |tls| {
+            tls.files
+                .iter()
+                .flat_map(|(cert, key)| [cert.clone(), key.clone()])
+                .collect()
+        })
     }
 
     /// Loads the strategy at `path` (with `params`, or the running `strategy_config`) and puts

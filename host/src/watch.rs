@@ -1,4 +1,5 @@
-//! Watches the config file and the active strategy file, and SIGHUP, and triggers reloads.
+//! Watches the config file, the active strategy file and the TLS certificate and key files, and
+//! SIGHUP, and triggers reloads (a changed certificate reloads the config, which loads it).
 //!
 //! The watch is on the folders, not the files, so an atomic `mv` over the file, a `cp` onto it
 //! and an editor's write-then-rename are all seen. Events are sorted on the watcher's own thread
@@ -53,6 +54,9 @@ pub(crate) fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatche
         reloader.strategy_dir(),
         parent_dir(&reloader.active_strategy_path()),
     ];
+    // The folders of the certificates at start (a folder a reload adds is watched after a
+    // restart; until then SIGHUP or POST /reload picks up its changes).
+    dirs.extend(reloader.certificate_files().iter().map(|f| parent_dir(f)));
     dirs.sort();
     dirs.dedup();
     for dir in &dirs {
@@ -85,13 +89,20 @@ pub(crate) fn on_sighup(reloader: Arc<Reloader>) {
 fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     let config = reloader.config_path();
     let strategy = reloader.active_strategy_path();
+    let certificates = reloader.certificate_files();
     let name = path.file_name();
     if name == Some(std::ffi::OsStr::new(KUBERNETES_DATA)) {
         let dir = parent_dir(path);
+        let certificate_dir = certificates.iter().any(|f| parent_dir(f) == dir);
         return [
-            (dir == parent_dir(config)).then_some(Target::Config),
+            (dir == parent_dir(config) || certificate_dir).then_some(Target::Config),
             (dir == parent_dir(&strategy)).then_some(Target::Strategy),
         ];
+    }
+    // A renewed certificate or key (written in place, or renamed over the old one as certbot
+    // does): the config reload loads and checks it.
+    if certificates.iter().any(|f| same_file(path, f)) {
+        return [Some(Target::Config), None];
     }
     if name != config.file_name() && name != strategy.file_name() {
         return [None, None];
