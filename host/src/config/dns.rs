@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::file::{FileBackend, FileDns};
 use super::validate::{duration, labels};
-use super::{ConfigError, MAX_WEIGHT};
+use super::ConfigError;
 
 /// The longest DNS name (RFC 1035), without the trailing dot.
 const MAX_NAME_BYTES: usize = 253;
@@ -178,13 +178,7 @@ pub(super) fn backend(i: usize, b: FileBackend) -> Result<DnsBackend, ConfigErro
             ))
         }
     };
-    let weight = b.weight.unwrap_or(1);
-    if weight > MAX_WEIGHT {
-        return Err(ConfigError::field(
-            format!("backends[{i}].weight"),
-            format!("must be at most {MAX_WEIGHT}"),
-        ));
-    }
+    let weight = super::validate::backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
     Ok(DnsBackend {
         lookup,

@@ -306,6 +306,18 @@ fn tls_config(
     })
 }
 
+/// The weight of `backends[i]` (default 1), at most [`MAX_WEIGHT`].
+pub(super) fn backend_weight(i: usize, weight: Option<u32>) -> Result<u32, ConfigError> {
+    let weight = weight.unwrap_or(1);
+    if weight > MAX_WEIGHT {
+        return Err(ConfigError::field(
+            format!("backends[{i}].weight"),
+            format!("must be at most {MAX_WEIGHT}"),
+        ));
+    }
+    Ok(weight)
+}
+
 /// The longest path the file may name (Linux's `PATH_MAX`).
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -383,13 +395,7 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
             format!("cannot resolve {address}"),
         ));
     }
-    let weight = b.weight.unwrap_or(1);
-    if weight > MAX_WEIGHT {
-        return Err(ConfigError::field(
-            format!("backends[{i}].weight"),
-            format!("must be at most {MAX_WEIGHT}"),
-        ));
-    }
+    let weight = backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
     Ok(BackendConfig {
         address,
