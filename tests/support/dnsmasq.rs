@@ -34,19 +34,28 @@ impl Dnsmasq {
     pub async fn start(hosts: &str, args: &[String]) -> Dnsmasq {
         let scratch = Scratch::new();
         let hosts_path = scratch.write("hosts", hosts);
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("binding a UDP port")
-            .port();
         let mut server = Dnsmasq {
             child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hosts: hosts_path,
             args: args.to_vec(),
             scratch,
         };
-        server.spawn().await;
-        server
+        // A free UDP port may still be taken over TCP (another test's listener): then dnsmasq
+        // exits at once, and another port is tried.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("binding a UDP port")
+                .port();
+            server.addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match server.spawn().await {
+                Ok(()) => return server,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("dnsmasq did not start on 5 ports: {failures:?}");
     }
 
     /// Where it listens (UDP and TCP).
@@ -75,10 +84,13 @@ impl Dnsmasq {
     pub async fn restart(&mut self, args: &[String]) {
         self.stop().await;
         self.args = args.to_vec();
-        self.spawn().await;
+        if let Err(e) = self.spawn().await {
+            panic!("{e}");
+        }
     }
 
-    async fn spawn(&mut self) {
+    /// Starts dnsmasq and waits until it answers; `Err` with its log if it exits first.
+    async fn spawn(&mut self) -> Result<(), String> {
         let log = self.scratch.path().join("dnsmasq.log");
         let log_file = std::fs::File::create(&log).expect("creating the dnsmasq log");
         let mut command = Command::new(dnsmasq_bin());
@@ -116,10 +128,11 @@ impl Dnsmasq {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while !answers(self.addr) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "dnsmasq exited ({status}): {}",
                     std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                ));
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -128,6 +141,7 @@ impl Dnsmasq {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(())
     }
 
     fn signal(&self, name: &str) {
