@@ -7,6 +7,7 @@ mod dist;
 mod guests;
 mod manifests;
 mod setup;
+mod smoke;
 mod train;
 
 use std::ffi::OsString;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  strategies   build every guest component (strategies, examples, test guests)\n  \
                  demo         build lbhost and the strategies, run it in front of three demo backends\n  \
+                              (--smoke: check it answers through all three, then stop)\n  \
                  test         build everything and run every test (extra args go to cargo test)\n  \
                  dist         the production build: target/dist/lbhost, profile-guided (PGO)"
             );
@@ -122,13 +124,19 @@ fn demo(extra: &[String]) -> Result<()> {
          curl -s -XPOST localhost:9901/strategy -d '{{\"name\": \"weighted\"}}'\n\
          Ctrl-C stops everything.\n"
     );
+    let smoke = extra.iter().any(|a| a == "--smoke");
+    let lbhost_args = extra.iter().filter(|a| *a != "--smoke");
     children.spawn(
         "lbhost",
         Command::new(bin.join("lbhost"))
             .args(["--config", "examples/demo.json"])
-            .args(extra)
+            .args(lbhost_args)
             .current_dir(root()),
     )?;
+    if smoke {
+        // Stops lbhost and the backends (Drop) whether the check passed or not.
+        return smoke::check();
+    }
     let status = children.wait_for("lbhost")?;
     if status.is_none() {
         eprintln!("xtask: stopping lbhost and the demo backends");
