@@ -102,7 +102,7 @@ async fn three_pools_are_routed_by_host_and_path_each_with_its_strategy() {
     assert_eq!(
         metric(
             &scrape,
-            &format!("lbhost_requests_total{{pool=\"web\",backend=\"{web1}\",method=\"GET\",status_class=\"2xx\"}}")
+            &format!("lbhost_requests_total{{backend=\"{web1}\",method=\"GET\",pool=\"web\",status_class=\"2xx\"}}")
         ),
         11.0,
         "{scrape}"
@@ -110,7 +110,7 @@ async fn three_pools_are_routed_by_host_and_path_each_with_its_strategy() {
     assert_eq!(
         metric(
             &scrape,
-            &format!("lbhost_backend_up{{pool=\"web\",backend=\"{web1}\"}}")
+            &format!("lbhost_backend_up{{backend=\"{web1}\",pool=\"web\"}}")
         ),
         1.0
     );
@@ -169,7 +169,7 @@ async fn the_config_without_pools_is_the_pool_default() {
     assert_eq!(
         metric(
             &scrape,
-            &format!("lbhost_backend_up{{pool=\"default\",backend=\"{addr}\"}}")
+            &format!("lbhost_backend_up{{backend=\"{addr}\",pool=\"default\"}}")
         ),
         1.0,
         "{scrape}"
