@@ -403,6 +403,34 @@ class LbHostFloor(LbHost):
         return {}
 
 
+class LbHostRoutes(LbHost):
+    """lbhost with named pools and 10 routes (hosts, a wildcard, path prefixes) in front of the
+    same backends, the request matching the last route: against lbhost (one pool, one
+    catch-all route) it prices routing."""
+    name = "lbhost-routes"
+
+    def argv(self):
+        argv = super().argv()
+        path = self.dir / "lbhost.json"
+        cfg = json.loads(path.read_text())
+        backends = cfg.pop("backends")
+        cfg["pools"] = {name: {"backends": backends} for name in ("api", "web", "static", "main")}
+        cfg["routes"] = [
+            {"match": {"host": "api.example.com"}, "pool": "api"},
+            {"match": {"host": "api.example.org"}, "pool": "api"},
+            {"match": {"host": "www.example.com"}, "pool": "web"},
+            {"match": {"host": "*.cdn.example.com"}, "pool": "static"},
+            {"match": {"host": "*.example.net", "method": "GET"}, "pool": "web"},
+            {"match": {"path_prefix": "/static/"}, "pool": "static", "strip_prefix": "/static"},
+            {"match": {"path_prefix": "/api/v1/"}, "pool": "api"},
+            {"match": {"path_exact": "/favicon.ico"}, "pool": "static"},
+            {"match": {"path_prefix": "/", "header": {"x-canary": "1"}}, "pool": "web"},
+            {"match": {"path_prefix": "/"}, "pool": "main"},
+        ]
+        path.write_text(json.dumps(cfg, indent=1))
+        return argv
+
+
 class LbHostBaseline(LbHost):
     """lbhost from another binary (--baseline-bin, e.g. a build of the commit before a change):
     A/B a change in the same interleaved runs."""
@@ -511,6 +539,7 @@ backend be
 
 
 LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative, "lbhost-floor": LbHostFloor,
+              "lbhost-routes": LbHostRoutes,
               "lbhost-baseline": LbHostBaseline, "nginx": Nginx,
               "haproxy": HAProxy}
 

@@ -90,7 +90,7 @@ impl HealthChecker {
     /// at once, not at their first change).
     fn publish(&self, backends: &[Arc<Backend>]) {
         for b in backends {
-            let address = [b.address.as_str()];
+            let address = b.metric_labels();
             self.metrics
                 .backend_up
                 .with_label_values(&address)
@@ -128,7 +128,12 @@ async fn probe_loop(
     loop {
         let started = Instant::now();
         let result = probe(&client, &backend, &config).await;
-        metrics.health_check(&backend.address, result.is_ok(), started.elapsed());
+        metrics.health_check(
+            &backend.pool,
+            &backend.address,
+            result.is_ok(),
+            started.elapsed(),
+        );
         let up = backend.is_up();
         if up != seen_up {
             // Someone else (real traffic) changed the state: count afresh from here.
@@ -153,7 +158,7 @@ async fn probe_loop(
             pool.refresh();
             metrics
                 .backend_up
-                .with_label_values(&[backend.address.as_str()])
+                .with_label_values(&backend.metric_labels())
                 .set(i64::from(!up));
             match &result {
                 Ok(()) => tracing::info!(backend = %backend.address, successes, "backend up"),

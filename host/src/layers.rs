@@ -13,8 +13,9 @@ const LAYERS: &[&[&str]] = &[
     &["tls"],
     // Config and metric families.
     &["config", "metrics"],
-    // Backends and their state, the wasm strategies, per-client limits, backends from DNS.
-    &["pool", "strategy", "ratelimit", "discovery"],
+    // Backends and their state, the wasm strategies, per-client limits, backends from DNS,
+    // the compiled routes.
+    &["pool", "strategy", "ratelimit", "discovery", "routes"],
     // Connections to backends, active health checks.
     &["upstream", "health"],
     // A request's way through: limits, selection, retries, forwarding, logging.

@@ -54,6 +54,7 @@ mod proxy;
 mod ratelimit;
 mod reload;
 pub mod request;
+pub mod routes;
 mod server;
 pub mod strategy;
 mod text;
@@ -72,25 +73,43 @@ use tokio::net::TcpListener;
 
 use config::Config;
 use metrics::Metrics;
-use pool::Pool;
+use proxy::service::{PoolRuntime, Service, Table};
 use proxy::Proxy;
 use strategy::{Runtime, Strategies};
 
-/// Loads the strategy of `config` (and its shadow, if any), checking everything that can be
-/// checked before listening.
-pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
+/// Each pool's strategy slot, loaded and checked before listening ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// One per pool of the config, in its order.
+    slots: Vec<Strategies>,
+}
+
+/// Loads the strategy of every pool of `config` (and the shadow, if any, of its main pool),
+/// checking everything that can be checked before listening.
+pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let runtime = Runtime::new(&config.sandbox).context("starting the wasm runtime")?;
-    let loaded = runtime
-        .load(&config.strategy, &config.strategy_config)
-        .with_context(|| format!("strategy {}", config.strategy.display()))?;
-    let strategies = Strategies::new(Arc::clone(&runtime), loaded);
-    if let Some(shadow) = &config.shadow {
+    let main = config.main_pool().name.clone();
+    let mut slots = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
         let loaded = runtime
-            .load(&shadow.strategy, &shadow.strategy_config)
-            .with_context(|| format!("shadow.strategy {}", shadow.strategy.display()))?;
-        strategies.set_shadow(Some(strategy::Shadow::new(loaded, shadow.sample)?));
+            .load(&pool.strategy, &pool.strategy_config)
+            .with_context(|| {
+                if config.has_pools() && !pool.strategy_inherited {
+                    format!("pools.{}.strategy {}", pool.name, pool.strategy.display())
+                } else {
+                    format!("strategy {}", pool.strategy.display())
+                }
+            })?;
+        let strategies = Strategies::new(Arc::clone(&runtime), loaded);
+        if let (Some(shadow), true) = (&config.shadow, pool.name == main) {
+            let loaded = runtime
+                .load(&shadow.strategy, &shadow.strategy_config)
+                .with_context(|| format!("shadow.strategy {}", shadow.strategy.display()))?;
+            strategies.set_shadow(Some(strategy::Shadow::new(loaded, shadow.sample)?));
+        }
+        slots.push(strategies);
     }
-    Ok(strategies)
+    Ok(Prepared { slots })
 }
 
 /// Runs lbhost with `config` (read from `config_path`, with the CLI's `overrides`) until SIGTERM
@@ -99,7 +118,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
 /// threads of their own. Returns an error if a listener cannot be bound or no worker starts.
 pub async fn run(
     config: Config,
-    strategies: Strategies,
+    prepared: Prepared,
     config_path: std::path::PathBuf,
     overrides: reload::Overrides,
 ) -> anyhow::Result<()> {
@@ -118,24 +137,38 @@ pub async fn run(
         .await
         .with_context(|| format!("admin {}", config.admin))?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let active = strategies.active();
-    metrics.set_active_strategy(&active.name, &active.sha256);
     // DNS entries get their first answers before lbhost serves (a failed lookup is logged and
     // tried again; the entry adds no backend until one succeeds).
     let discovery = Arc::new(discovery::Discovery::new(Arc::clone(&metrics)));
     discovery.sync(&config).await.context("dns")?;
-    let pool = Pool::new(&discovery::compose(&config.backends, discovery.answers()));
-    let mut health = health::HealthChecker::new(Arc::clone(&pool), Arc::clone(&metrics));
-    health.sync(config.health_check.as_ref());
-    let pool_size = pool.load().backends.len();
-    let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
-    let proxy = Arc::new(Proxy::new(config.clone(), pool, strategies, metrics));
+    // Each pool's backends are its static ones and the answers of its DNS entries.
+    let answers = discovery.answers();
+    let services = config
+        .pools
+        .iter()
+        .zip(prepared.slots)
+        .map(|(pool, strategies)| {
+            let backends = reload::backends_of(pool, &answers);
+            let strategies = Arc::new(strategies.with_metrics(Arc::clone(&metrics)));
+            let runtime = PoolRuntime::start(pool, &backends, strategies, &metrics);
+            Service::new(runtime, &config, pool)
+        })
+        .collect();
+    let table = Table::new(&config, services);
+    let main = table.main();
+    let active = main.runtime.strategies.active();
+    metrics.set_active_strategy(&active.name, &active.sha256);
+    let pool_size = main.runtime.pool.load().backends.len();
+    let pools = table.services.len();
+    let proxy = Arc::new(Proxy::new(config.clone(), table, metrics));
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin,
         strategy = %active.name,
         sha256 = %&active.sha256[..12],
         backends = pool_size,
+        pools,
+        routes = config.routes.len(),
         workers = config.workers,
         "lbhost ready"
     );
@@ -143,7 +176,6 @@ pub async fn run(
         Arc::clone(&proxy),
         config_path,
         overrides,
-        health,
         discovery,
     ));
     let following = tokio::spawn(Arc::clone(&reloader).follow_discovery());

@@ -7,9 +7,12 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+mod pools;
+
+pub(crate) use pools::backends_of;
+
 use crate::config::{self, Config};
-use crate::discovery::{self, Discovery, DiscoveryError};
-use crate::health::HealthChecker;
+use crate::discovery::{Discovery, DiscoveryError};
 use crate::proxy::Proxy;
 use crate::strategy::Loaded;
 use crate::text::bounded;
@@ -36,6 +39,9 @@ impl Overrides {
     pub fn apply(&self, config: &mut Config) {
         if let Some(strategy) = &self.strategy {
             config.strategy.clone_from(strategy);
+            for pool in config.pools.iter_mut().filter(|p| p.strategy_inherited) {
+                pool.strategy.clone_from(strategy);
+            }
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -102,7 +108,6 @@ pub(crate) struct Reloader {
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     config_path: PathBuf,
     overrides: Overrides,
-    health: Mutex<HealthChecker>,
     /// The DNS backend entries and their last answers.
     discovery: Arc<Discovery>,
     /// Held while a backend list is composed and applied (a config reload, a DNS change), so
@@ -134,7 +139,6 @@ impl Reloader {
         proxy: Arc<Proxy>,
         config_path: PathBuf,
         overrides: Overrides,
-        health: HealthChecker,
         discovery: Arc<Discovery>,
     ) -> Self {
         Reloader {
@@ -142,7 +146,6 @@ impl Reloader {
             jobs: Mutex::new(start_loader()),
             config_path,
             overrides,
-            health: Mutex::new(health),
             discovery,
             applying: Mutex::new(()),
             state: Mutex::new(ReloadState {
@@ -176,20 +179,10 @@ impl Reloader {
                 "config changes some settings that apply only after a restart"
             );
         }
-        let active = self.proxy.strategies.active();
-        let strategy_changed = next.strategy != current.strategy
-            || next.strategy_config != current.strategy_config
-            || file_hash_differs(&next.strategy, &active.sha256);
-        let loaded = if strategy_changed {
-            Some(
-                self.load(next.strategy.clone(), next.strategy_config.clone())
-                    .await?,
-            )
-        } else {
-            None
-        };
-        // The config's shadow, when it changed: a running shadow set through the admin API
-        // stays while the config's says the same as before.
+        // Each pool whose strategy is new or changed gets it loaded now, off the request path.
+        let loaded = self.load_pool_strategies(&next).await?;
+        // The config's shadow (of the main pool), when it changed: a running shadow set
+        // through the admin API stays while the config's says the same as before.
         let shadow = match (&next.shadow, next.shadow != current.shadow) {
             (Some(wanted), true) => {
                 let loaded = self
@@ -207,16 +200,12 @@ impl Reloader {
         // Everything is checked: apply.
         {
             let _applying = self.lock_applying();
-            self.update_pool(&next);
-            if let Some(loaded) = loaded {
-                self.activate(loaded);
-            }
+            self.apply_pools(&next, loaded);
             if let Some(shadow) = shadow {
                 let name = shadow.as_ref().map(|s| s.name().to_string());
-                let replaced = self.proxy.strategies.set_shadow(shadow);
+                let replaced = self.main_strategies().set_shadow(shadow);
                 tracing::info!(shadow = ?name, replaced = ?replaced, "config's shadow applied");
             }
-            self.health_sync(&next);
             self.proxy.set_certificates(&next);
             self.proxy.config.store(Arc::new(next));
         }
@@ -234,9 +223,13 @@ impl Reloader {
     /// join and are health checked.
     pub(crate) fn apply_discovered(&self) {
         let _applying = self.lock_applying();
-        let config = self.proxy.config.load_full();
-        self.update_pool(&config);
-        self.health_sync(&config);
+        let answers = self.discovery.answers();
+        for service in &self.proxy.table.load().services {
+            let backends = backends_of(&service.settings, &answers);
+            service
+                .runtime
+                .update(&service.settings, &backends, &self.proxy.metrics);
+        }
     }
 
     /// Follows the DNS entries: applies each change of their answers until the task is dropped.
@@ -252,52 +245,23 @@ impl Reloader {
         &self.discovery
     }
 
-    /// The pool becomes `config`'s static backends and the DNS entries' answers.
-    fn update_pool(&self, config: &Config) {
-        let backends = discovery::compose(&config.backends, self.discovery.answers());
-        self.proxy.pool.update(&backends);
-    }
-
     fn lock_applying(&self) -> std::sync::MutexGuard<'_, ()> {
         self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads the strategy at `path` (with the current `strategy_config`, or `params`) and makes
-    /// it active. The config's `strategy` path now points at it for later reloads of the file.
+    /// Loads the strategy at `path` (with the pool's current `strategy_config`, or `params`)
+    /// and makes it active in `pool` (the main pool when `None`); the other pools keep theirs.
+    /// The pool's `strategy` path now points at it for later reloads of the file.
     pub(crate) async fn switch_strategy(
         &self,
+        pool: Option<&str>,
         path: PathBuf,
         params: Option<Vec<(String, String)>>,
         trigger: &str,
     ) -> Result<(), ReloadError> {
-        let result = self.try_switch_strategy(path, params).await;
+        let result = self.try_switch_strategy(pool, path, params).await;
         self.record(false, trigger, &result);
         result
-    }
-
-    async fn try_switch_strategy(
-        &self,
-        path: PathBuf,
-        params: Option<Vec<(String, String)>>,
-    ) -> Result<(), ReloadError> {
-        let current = self.proxy.config.load_full();
-        let params = params.unwrap_or_else(|| current.strategy_config.clone());
-        if path == current.strategy
-            && params == current.strategy_config
-            && !file_hash_differs(&path, &self.proxy.strategies.active().sha256)
-        {
-            return Ok(());
-        }
-        let loaded = self.load(path.clone(), params.clone()).await?;
-        // Under the applying lock, on the config as it is now: a config reload or a DNS change
-        // that landed while the strategy compiled is kept, not undone by a stale copy.
-        let _applying = self.lock_applying();
-        self.activate(loaded);
-        let mut next = (*self.proxy.config.load_full()).clone();
-        next.strategy = path;
-        next.strategy_config = params;
-        self.proxy.config.store(Arc::new(next));
-        Ok(())
     }
 
     /// The certificate and key files of the running config's TLS listener.
@@ -316,6 +280,7 @@ impl Reloader {
     /// The active strategy is untouched.
     pub(crate) async fn shadow_strategy(
         &self,
+        pool: Option<&str>,
         path: PathBuf,
         params: Option<Vec<(String, String)>>,
         sample: f64,
@@ -325,23 +290,24 @@ impl Reloader {
                 "sample: must be above 0 and at most 1 (got {sample})"
             )));
         }
-        let params = params.unwrap_or_else(|| self.proxy.config.load().strategy_config.clone());
+        let service = self.service(pool)?;
+        let params = params.unwrap_or_else(|| service.settings.strategy_config.clone());
         let loaded = self.load(path, params).await?;
         let (name, sha256) = (loaded.name.clone(), loaded.sha256.clone());
         let shadow = crate::strategy::Shadow::new(loaded, sample)
             .map_err(|e| ReloadError::BadRequest(e.to_string()))?;
-        let replaced = self.proxy.strategies.set_shadow(Some(shadow));
+        let replaced = service.runtime.strategies.set_shadow(Some(shadow));
         tracing::info!(strategy = %name, sha256 = %&sha256[..12], sample, replaced = ?replaced, "strategy in shadow");
         Ok(())
     }
 
-    /// Ends the shadow; whether there was one.
-    pub(crate) fn end_shadow(&self) -> bool {
-        let ended = self.proxy.strategies.set_shadow(None);
+    /// Ends the shadow of `pool` (the main pool when `None`); whether there was one.
+    pub(crate) fn end_shadow(&self, pool: Option<&str>) -> Result<bool, ReloadError> {
+        let ended = self.service(pool)?.runtime.strategies.set_shadow(None);
         if let Some(name) = &ended {
             tracing::info!(strategy = %name, "shadow ended");
         }
-        ended.is_some()
+        Ok(ended.is_some())
     }
 
     /// The file name `name` in `strategies_dir` (`ip_hash` or `ip_hash.wasm`), refusing paths
@@ -368,9 +334,19 @@ impl Reloader {
         Ok(self.proxy.config.load().strategies_dir.join(file))
     }
 
-    /// The active strategy's file (what the watcher follows).
-    pub(crate) fn active_strategy_path(&self) -> PathBuf {
-        self.proxy.config.load().strategy.clone()
+    /// Every pool's strategy file (what the watcher follows).
+    pub(crate) fn strategy_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .proxy
+            .table
+            .load()
+            .services
+            .iter()
+            .map(|s| s.settings.strategy.clone())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
     }
 
     /// The folder of strategies that can be switched to by name.
@@ -395,7 +371,7 @@ impl Reloader {
         path: PathBuf,
         params: Vec<(String, String)>,
     ) -> Result<Loaded, ReloadError> {
-        let runtime = Arc::clone(self.proxy.strategies.runtime());
+        let runtime = Arc::clone(self.main_strategies().runtime());
         let shown = path.clone();
         // Compiling takes milliseconds of CPU: keep it off the worker threads.
         self.off_path(move || runtime.load(&path, &params))
@@ -427,21 +403,6 @@ impl Reloader {
         }
         rx.await
             .map_err(|_| ReloadError::BadRequest("reload job failed".into()))
-    }
-
-    fn activate(&self, loaded: Loaded) {
-        tracing::info!(strategy = %loaded.name, sha256 = %&loaded.sha256[..12], "strategy swapped in");
-        self.proxy
-            .metrics
-            .set_active_strategy(&loaded.name, &loaded.sha256);
-        self.proxy.strategies.swap(loaded);
-    }
-
-    fn health_sync(&self, config: &Config) {
-        match self.health.lock() {
-            Ok(mut health) => health.sync(config.health_check.as_ref()),
-            Err(poisoned) => poisoned.into_inner().sync(config.health_check.as_ref()),
-        }
     }
 
     /// Records an attempt: status and metrics first, then the log line, so whoever reads the

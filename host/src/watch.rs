@@ -1,4 +1,4 @@
-//! Watches the config file, the active strategy file and the TLS certificate and key files, and
+//! Watches the config file, every pool's strategy file and the TLS certificate and key files, and
 //! SIGHUP, and triggers reloads (a changed certificate reloads the config, which loads it).
 //!
 //! The watch is on the folders, not the files, so an atomic `mv` over the file, a `cp` onto it
@@ -49,11 +49,8 @@ pub(crate) fn start(reloader: Arc<Reloader>) -> notify::Result<RecommendedWatche
             }
         }
     })?;
-    let mut dirs = vec![
-        parent_dir(reloader.config_path()),
-        reloader.strategy_dir(),
-        parent_dir(&reloader.active_strategy_path()),
-    ];
+    let mut dirs = vec![parent_dir(reloader.config_path()), reloader.strategy_dir()];
+    dirs.extend(reloader.strategy_paths().iter().map(|f| parent_dir(f)));
     // The folders of the certificates at start (a folder a reload adds is watched after a
     // restart; until then SIGHUP or POST /reload picks up its changes).
     dirs.extend(reloader.certificate_files().iter().map(|f| parent_dir(f)));
@@ -88,7 +85,7 @@ pub(crate) fn on_sighup(reloader: Arc<Reloader>) {
 /// beside a Kubernetes `..data` symlink. Runs on the watcher's thread.
 fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     let config = reloader.config_path();
-    let strategy = reloader.active_strategy_path();
+    let strategies = reloader.strategy_paths();
     let certificates = reloader.certificate_files();
     let name = path.file_name();
     if name == Some(std::ffi::OsStr::new(KUBERNETES_DATA)) {
@@ -96,7 +93,10 @@ fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
         let certificate_dir = certificates.iter().any(|f| parent_dir(f) == dir);
         return [
             (dir == parent_dir(config) || certificate_dir).then_some(Target::Config),
-            (dir == parent_dir(&strategy)).then_some(Target::Strategy),
+            strategies
+                .iter()
+                .any(|s| dir == parent_dir(s))
+                .then_some(Target::Strategy),
         ];
     }
     // A renewed certificate or key (written in place, or renamed over the old one as certbot
@@ -104,12 +104,12 @@ fn targets_of(reloader: &Reloader, path: &Path) -> [Option<Target>; 2] {
     if certificates.iter().any(|f| same_file(path, f)) {
         return [Some(Target::Config), None];
     }
-    if name != config.file_name() && name != strategy.file_name() {
+    if name != config.file_name() && !strategies.iter().any(|s| name == s.file_name()) {
         return [None, None];
     }
     if same_file(path, config) {
         [Some(Target::Config), None]
-    } else if same_file(path, &strategy) {
+    } else if strategies.iter().any(|s| same_file(path, s)) {
         [Some(Target::Strategy), None]
     } else {
         [None, None]
@@ -134,8 +134,17 @@ async fn debounce(reloader: Arc<Reloader>, mut rx: mpsc::UnboundedReceiver<Targe
                     if pending.contains(&Target::Config) {
                         let _ = reloader.reload_config("file").await;
                     } else {
-                        let path = reloader.active_strategy_path();
-                        let _ = reloader.switch_strategy(path, None, "file").await;
+                        // Each pool whose file it is and whose content changed swaps; the
+                        // others see the same hash and keep theirs.
+                        let files = reloader.strategy_files();
+                        let single = files.len() == 1;
+                        for (pool, path) in files {
+                            if single || reloader.strategy_file_changed(&pool) {
+                                let _ = reloader
+                                    .switch_strategy(Some(&pool), path, None, "file")
+                                    .await;
+                            }
+                        }
                     }
                     pending.clear();
                     continue;

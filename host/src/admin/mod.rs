@@ -147,31 +147,36 @@ struct SwitchRequest {
     sample: Option<f64>,
     /// `true`: end the shadow.
     abort: Option<bool>,
+    /// The pool whose strategy changes (default: the main pool: `default_pool`, else
+    /// `default`, else the first); the others keep theirs.
+    pool: Option<String>,
 }
 
 /// What a `POST /strategy` asks for.
 enum StrategyChange {
-    Switch(String, Option<Vec<(String, String)>>),
-    Shadow(String, Option<Vec<(String, String)>>, f64),
-    Abort,
+    Switch(String, Option<Vec<(String, String)>>, Option<String>),
+    Shadow(String, Option<Vec<(String, String)>>, f64, Option<String>),
+    Abort(Option<String>),
 }
 
 impl SwitchRequest {
     fn into_change(self) -> Result<StrategyChange, String> {
         if self.abort == Some(true) {
-            return Ok(StrategyChange::Abort);
+            return Ok(StrategyChange::Abort(self.pool));
         }
         let name = self.name.ok_or("name: required (or \"abort\": true)")?;
+        let pool = self.pool;
         let params = self.config.map(crate::config::params);
         match self.mode.as_deref() {
             None | Some("active") if self.sample.is_none() => {
-                Ok(StrategyChange::Switch(name, params))
+                Ok(StrategyChange::Switch(name, params, pool))
             }
             None | Some("active") => Err("sample: only with \"mode\": \"shadow\"".into()),
             Some("shadow") => Ok(StrategyChange::Shadow(
                 name,
                 params,
                 self.sample.unwrap_or(0.1),
+                pool,
             )),
             Some(other) => {
                 Err(bounded(&format!("mode: {other:?} is not one of active, shadow")).into_owned())
@@ -199,32 +204,42 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
             Err(e) => Err(e),
         }
     } else {
-        Ok(StrategyChange::Switch(body.trim().to_string(), None))
+        Ok(StrategyChange::Switch(body.trim().to_string(), None, None))
     };
     let change = match change {
         Ok(change) => change,
         // It quotes the request (an unknown field's name): bounded.
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e)),
     };
-    let (name, params, sample) = match change {
-        StrategyChange::Abort => {
-            return text(
-                StatusCode::OK,
-                "application/json",
-                json!({"result": "applied", "shadow_ended": reloader.end_shadow()}).to_string()
-                    + "\n",
-            )
+    let (name, params, sample, pool) = match change {
+        StrategyChange::Abort(pool) => {
+            return match reloader.end_shadow(pool.as_deref()) {
+                Ok(ended) => text(
+                    StatusCode::OK,
+                    "application/json",
+                    json!({"result": "applied", "shadow_ended": ended}).to_string() + "\n",
+                ),
+                Err(e) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
         }
-        StrategyChange::Switch(name, params) => (name, params, None),
-        StrategyChange::Shadow(name, params, sample) => (name, params, Some(sample)),
+        StrategyChange::Switch(name, params, pool) => (name, params, None, pool),
+        StrategyChange::Shadow(name, params, sample, pool) => (name, params, Some(sample), pool),
     };
     let path = match reloader.strategy_by_name(&name) {
         Ok(path) => path,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     match sample {
-        Some(sample) => outcome(reloader.shadow_strategy(path, params, sample).await),
-        None => outcome(reloader.switch_strategy(path, params, "admin").await),
+        Some(sample) => outcome(
+            reloader
+                .shadow_strategy(pool.as_deref(), path, params, sample)
+                .await,
+        ),
+        None => outcome(
+            reloader
+                .switch_strategy(pool.as_deref(), path, params, "admin")
+                .await,
+        ),
     }
 }
 

@@ -26,13 +26,18 @@ impl Scraper {
 /// to date.
 fn sample(proxy: &Proxy) {
     let metrics = &proxy.metrics;
-    let set = proxy.pool.load();
-    // Reset first: a backend that left the pool leaves the exposition too.
+    let table = proxy.table.load();
+    // Reset first: a backend that left its pool leaves the exposition too.
     metrics.backend_up.reset();
     metrics.backend_in_flight.reset();
     metrics.circuit_state.reset();
-    for backend in &set.backends {
-        let labels = [backend.address.as_str()];
+    let sets: Vec<_> = table
+        .services
+        .iter()
+        .map(|s| s.runtime.pool.load())
+        .collect();
+    for backend in sets.iter().flat_map(|set| &set.backends) {
+        let labels = backend.metric_labels();
         metrics
             .backend_up
             .with_label_values(&labels)
@@ -47,8 +52,9 @@ fn sample(proxy: &Proxy) {
             .set(backend.circuit_state() as i64);
     }
 
-    let active = proxy.strategies.active();
-    let faults = proxy.strategies.fault_status();
+    let strategies = &table.main().runtime.strategies;
+    let active = strategies.active();
+    let faults = strategies.fault_status();
     metrics.quarantined.reset();
     metrics
         .quarantined

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::pool::{Backend, CircuitState};
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
-use crate::strategy::FaultStatus;
+use crate::strategy::{FaultStatus, Strategies};
 use crate::upstream::ConnectionCount;
 
 /// The whole document.
@@ -26,9 +26,18 @@ struct Status {
     uptime_s: u64,
     /// When this document was made (milliseconds since the Unix epoch).
     now_unix_ms: u64,
+    /// The main pool's backends (`default_pool`, else the pool `default`, else the first):
+    /// without `pools`, the only pool's.
     backends: Vec<BackendStatus>,
-    /// Every available backend is ejected, so ejections are ignored until one is back.
+    /// Every available backend of the main pool is ejected, so ejections are ignored until one
+    /// is back.
     panic_mode: bool,
+    /// Every pool by name, the main one included.
+    pools: BTreeMap<String, PoolStatus>,
+    /// The routes in the order they are tried.
+    routes: Vec<RouteStatus>,
+    /// Requests no route took (answered 404).
+    unrouted: u64,
     /// Requests lbhost answered itself with no backend (503: nothing eligible), by status class.
     unavailable: BTreeMap<String, u64>,
     strategy: StrategyStatus,
@@ -38,6 +47,21 @@ struct Status {
     shadow: Option<crate::strategy::ShadowStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
+}
+
+/// One pool: what the top level shows of the main pool, for this one.
+#[derive(Debug, Serialize)]
+struct PoolStatus {
+    backends: Vec<BackendStatus>,
+    panic_mode: bool,
+    strategy: StrategyStatus,
+    shadow: Option<crate::strategy::ShadowStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct RouteStatus {
+    name: String,
+    pool: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,8 +128,8 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
     let metrics = &proxy.metrics;
     let per_backend = PerBackend {
         requests: series(&metrics.requests),
-        ejections: totals_by(&series(&metrics.ejections), "backend"),
-        retries: totals_by(&series(&metrics.retries), "backend"),
+        ejections: per_pool_backend(&series(&metrics.ejections)),
+        retries: per_pool_backend(&series(&metrics.retries)),
     };
     let connections: HashMap<String, ConnectionCount> = proxy
         .upstream
@@ -114,40 +138,59 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
         .into_iter()
         .map(|c| (c.backend.clone(), c))
         .collect();
-    let set = proxy.pool.load();
-    let backends = set
-        .backends
+    let table = proxy.table.load();
+    let pools: BTreeMap<String, PoolStatus> = table
+        .services
         .iter()
-        .map(|b| backend_status(b, &per_backend, connections.get(&b.address)))
+        .map(|service| {
+            let runtime = &service.runtime;
+            let set = runtime.pool.load();
+            let backends = set
+                .backends
+                .iter()
+                .map(|b| backend_status(b, &per_backend, connections.get(&b.address)))
+                .collect();
+            let status = PoolStatus {
+                backends,
+                panic_mode: runtime.pool.is_panic(),
+                strategy: strategy_status(&runtime.strategies, metrics),
+                shadow: runtime.strategies.shadow_status(),
+            };
+            (service.name().to_string(), status)
+        })
         .collect();
-
-    let active = proxy.strategies.active();
-    let loaded_at = active
-        .loaded_at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let main = pools.get(table.main().name());
     let status = Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: started.elapsed().as_secs(),
         now_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        backends,
-        panic_mode: proxy.pool.is_panic(),
-        unavailable: by_class(&per_backend.requests, "none"),
-        strategy: StrategyStatus {
-            name: active.name.clone(),
-            path: active.path.display().to_string(),
-            sha256: active.sha256.clone(),
-            loaded_at_unix: loaded_at,
-            loaded_at: humantime::format_rfc3339_seconds(active.loaded_at).to_string(),
-            faults: proxy.strategies.fault_status(),
-            faults_by_kind: totals_by(&series(&metrics.strategy_faults), "kind"),
-            fallbacks: totals_by(&series(&metrics.fallbacks), "reason"),
-        },
+        backends: table
+            .main()
+            .runtime
+            .pool
+            .load()
+            .backends
+            .iter()
+            .map(|b| backend_status(b, &per_backend, connections.get(&b.address)))
+            .collect(),
+        panic_mode: main.is_some_and(|m| m.panic_mode),
+        unavailable: by_class(&per_backend.requests, None, "none"),
+        strategy: strategy_status(&table.main().runtime.strategies, metrics),
         dns: reloader.discovery().status(),
-        shadow: proxy.strategies.shadow_status(),
+        shadow: table.main().runtime.strategies.shadow_status(),
         reload: reloader.status(),
+        routes: table
+            .routes
+            .iter()
+            .map(|r| RouteStatus {
+                name: r.name.clone(),
+                pool: r.pool.clone(),
+            })
+            .collect(),
+        unrouted: metrics.unrouted.get(),
+        pools,
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {
         tracing::error!(cause = %e, "serializing the admin status");
@@ -155,11 +198,31 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
     })
 }
 
+/// What `/status` shows of a strategy slot's active strategy.
+fn strategy_status(strategies: &Strategies, metrics: &crate::metrics::Metrics) -> StrategyStatus {
+    let active = strategies.active();
+    let loaded_at = active
+        .loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    StrategyStatus {
+        name: active.name.clone(),
+        path: active.path.display().to_string(),
+        sha256: active.sha256.clone(),
+        loaded_at_unix: loaded_at,
+        loaded_at: humantime::format_rfc3339_seconds(active.loaded_at).to_string(),
+        faults: strategies.fault_status(),
+        faults_by_kind: totals_by(&series(&metrics.strategy_faults), "kind"),
+        fallbacks: totals_by(&series(&metrics.fallbacks), "reason"),
+    }
+}
+
 /// Counts read back from the metric families, for [`backend_status`].
 struct PerBackend {
     requests: Vec<Series>,
-    ejections: BTreeMap<String, u64>,
-    retries: BTreeMap<String, u64>,
+    /// By (pool, backend).
+    ejections: BTreeMap<(String, String), u64>,
+    retries: BTreeMap<(String, String), u64>,
 }
 
 fn backend_status(
@@ -167,7 +230,8 @@ fn backend_status(
     counts: &PerBackend,
     connections: Option<&ConnectionCount>,
 ) -> BackendStatus {
-    let requests_by_class = by_class(&counts.requests, &backend.address);
+    let requests_by_class = by_class(&counts.requests, Some(&backend.pool), &backend.address);
+    let key = (backend.pool.to_string(), backend.address.clone());
     let circuit = backend.circuit_state();
     let ejected = backend.is_ejected();
     let state = if !backend.is_up() {
@@ -193,14 +257,14 @@ fn backend_status(
         eligible: backend.is_eligible(),
         ejected,
         consecutive_failures: backend.consecutive_failures(),
-        ejections_total: counts.ejections.get(&backend.address).copied().unwrap_or(0),
+        ejections_total: counts.ejections.get(&key).copied().unwrap_or(0),
         circuit: circuit.as_str(),
         in_flight: backend.in_flight(),
         latency_ewma_us: backend.latency_ewma_us(),
         requests_total: requests_by_class.values().sum(),
         errors_total: requests_by_class.get("5xx").copied().unwrap_or(0),
         requests_by_class,
-        retries_total: counts.retries.get(&backend.address).copied().unwrap_or(0),
+        retries_total: counts.retries.get(&key).copied().unwrap_or(0),
         upstream_connections: connections.map_or_else(Connections::default, |c| Connections {
             opened: c.opened,
             reused: c.reused,
@@ -232,12 +296,25 @@ fn series(family: &IntCounterVec) -> Vec<Series> {
         .collect()
 }
 
-/// `lbhost_requests_total` of `backend`, summed over methods, by status class.
-fn by_class(requests: &[Series], backend: &str) -> BTreeMap<String, u64> {
-    let of_backend = requests
-        .iter()
-        .filter(|s| s.labels.get("backend").is_some_and(|b| b == backend));
+/// `lbhost_requests_total` of `backend` (in `pool`, or in any), summed over methods, by
+/// status class.
+fn by_class(requests: &[Series], pool: Option<&str>, backend: &str) -> BTreeMap<String, u64> {
+    let of_backend = requests.iter().filter(|s| {
+        s.labels.get("backend").is_some_and(|b| b == backend)
+            && pool.is_none_or(|pool| s.labels.get("pool").is_some_and(|p| p == pool))
+    });
     totals_by(of_backend, "status_class")
+}
+
+/// Sums of `series` by their `pool` and `backend` labels.
+fn per_pool_backend(series: &[Series]) -> BTreeMap<(String, String), u64> {
+    let mut totals = BTreeMap::new();
+    for s in series {
+        if let (Some(pool), Some(backend)) = (s.labels.get("pool"), s.labels.get("backend")) {
+            *totals.entry((pool.clone(), backend.clone())).or_insert(0) += s.value;
+        }
+    }
+    totals
 }
 
 /// Sums of `series` by the value of `label`.

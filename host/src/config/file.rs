@@ -15,7 +15,8 @@ pub(super) struct FileConfig {
     pub strategy_config: serde_json::Map<String, serde_json::Value>,
     pub strategies_dir: Option<String>,
     pub workers: Option<usize>,
-    pub backends: Vec<FileBackend>,
+    /// Required unless `pools` is given (checked in validation).
+    pub backends: Option<Vec<FileBackend>>,
     pub health_check: Option<FileHealthCheck>,
     #[serde(default)]
     pub passive: FilePassive,
@@ -39,6 +40,55 @@ pub(super) struct FileConfig {
     pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
     pub shadow: Option<FileShadow>,
+    /// Named pools ([`super::pools`]); without them the top level is the one pool `default`.
+    pub pools: Option<BTreeMap<String, FilePool>>,
+    pub routes: Option<Vec<FileRoute>>,
+    pub default_pool: Option<String>,
+}
+
+/// One entry of `pools`: what is not given comes from the top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePool {
+    pub backends: Vec<FileBackend>,
+    pub strategy: Option<String>,
+    pub strategy_config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub health_check: Option<FileHealthCheck>,
+    pub passive: Option<FilePassive>,
+    pub retries: Option<FileRetries>,
+    pub circuit_breaker: Option<FileCircuitBreaker>,
+    pub timeouts: Option<FilePoolTimeouts>,
+}
+
+/// The timeouts a pool may set for itself (the client side's are the listener's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePoolTimeouts {
+    pub connect: Option<String>,
+    pub response_header: Option<String>,
+}
+
+/// One entry of `routes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRoute {
+    #[serde(rename = "match", default)]
+    pub matches: FileMatch,
+    pub pool: String,
+    pub strip_prefix: Option<String>,
+    pub prefix_rewrite: Option<String>,
+}
+
+/// A route's conditions; all given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileMatch {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub header: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

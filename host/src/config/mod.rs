@@ -5,6 +5,7 @@
 
 mod dns;
 mod file;
+mod pools;
 mod resilience;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,9 @@ use ipnet::IpNet;
 use crate::text::bounded_owned;
 
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
+pub use pools::{
+    covers, first_shadowed, HostMatch, PathMatch, PoolConfig, RouteConfig, RouteMatch, DEFAULT_POOL,
+};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
 pub use validate::{from_file, params};
@@ -83,6 +87,16 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// A strategy in shadow from the start: asked on a sampled share of requests, never used.
     pub shadow: Option<ShadowConfig>,
+    /// The pools, at least one: without `pools` in the file, the one pool `default` made of the
+    /// top level's backends and settings. The top level's `backends`, `strategy`,
+    /// `health_check`, `passive`, `retries`, `circuit_breaker` and `timeouts` are the defaults
+    /// of every pool (and `backends` the pool `default`).
+    pub pools: Vec<PoolConfig>,
+    /// The routes in the order written; the first that matches wins. Without `pools`, one
+    /// catch-all route to `default`.
+    pub routes: Vec<RouteConfig>,
+    /// Where a request no route matches goes; `None`: it gets 404.
+    pub default_pool: Option<String>,
 }
 
 /// The TLS listener.

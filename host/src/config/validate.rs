@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use crate::text::{bounded_owned, has_control, MAX_BYTES};
 
 use super::file::{FileBackend, FileConfig, FileHealthCheck};
-use super::{dns, resilience};
+use super::{dns, pools, resilience};
 use super::{
     BackendConfig, Config, ConfigError, HealthCheckConfig, Limits, ProbeKind, QuarantineConfig,
     Sandbox, ShadowConfig, Timeouts, MAX_WEIGHT,
@@ -102,57 +102,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    if file.backends.is_empty() {
-        return Err(ConfigError::field(
-            "backends",
-            "at least one backend is required",
-        ));
-    }
-    // Where each entry went, for the message about a repeated one.
-    let mut positions = (Vec::new(), Vec::new());
-    let mut backends: Vec<BackendConfig> = Vec::new();
-    let mut dns_backends: Vec<dns::DnsBackend> = Vec::new();
-    for (i, b) in file.backends.into_iter().enumerate() {
-        match (&b.url, b.dns.is_some() || b.srv.is_some()) {
-            (Some(_), true) => {
-                return Err(ConfigError::field(
-                    format!("backends[{i}]"),
-                    "\"url\" and \"dns\" or \"srv\" exclude each other",
-                ))
-            }
-            (None, false) => {
-                return Err(ConfigError::field(
-                    format!("backends[{i}]"),
-                    "needs \"url\", or \"dns\" with \"port\", or \"srv\"",
-                ))
-            }
-            (Some(_), false) => {
-                let backend = backend(i, b)?;
-                if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
-                    return Err(ConfigError::field(
-                        format!("backends[{i}].url"),
-                        format!(
-                            "{} is already backends[{}]",
-                            backend.address, positions.0[j]
-                        ),
-                    ));
-                }
-                backends.push(backend);
-                positions.0.push(i);
-            }
-            (None, true) => {
-                let entry = dns::backend(i, b)?;
-                if let Some(j) = dns_backends.iter().position(|o| o.lookup == entry.lookup) {
-                    return Err(ConfigError::field(
-                        format!("backends[{i}].{}", entry.lookup.kind()),
-                        format!("{} is already backends[{}]", entry.lookup, positions.1[j]),
-                    ));
-                }
-                dns_backends.push(entry);
-                positions.1.push(i);
-            }
+    // The top level's own backends: the pool `default` (the only one without `pools`).
+    let top_level = match file.backends {
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::field(
+                "backends",
+                "at least one backend is required",
+            ))
         }
-    }
+        Some(list) => Some(entries(list)?),
+        None => None,
+    };
     let dns = dns::settings(file.dns)?;
     let health_check = file.health_check.map(health_check).transpose()?;
     let passive = resilience::passive(file.passive)?;
@@ -224,7 +184,31 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         Some(tls) => Some(tls_config(tls, base, listen, admin)?),
         None => None,
     };
+    let (backends, mut dns_backends) = top_level.clone().unwrap_or_default();
+    let top = top_level.map(|(b, d)| (b, (0..d.len()).collect()));
+    let routing = pools::routing(
+        file.pools,
+        file.routes,
+        file.default_pool,
+        top,
+        &pools::Defaults {
+            strategy: &strategy,
+            strategy_config: &strategy_config,
+            health_check: &health_check,
+            passive: &passive,
+            retries: &retries,
+            circuit_breaker: &circuit_breaker,
+            connect_timeout: timeouts.connect,
+            response_header_timeout: timeouts.response_header,
+        },
+        base,
+        &mut dns_backends,
+        entries,
+    )?;
     Ok(Config {
+        pools: routing.pools,
+        routes: routing.routes,
+        default_pool: routing.default_pool,
         tls,
         listen,
         admin,
@@ -250,6 +234,57 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         admin_token_file,
         shadow,
     })
+}
+
+/// Validates a list of backend entries (`backends`, or a pool's): those with a `url` and
+/// those with a DNS name, each in list order, a repeated one refused.
+fn entries(list: Vec<FileBackend>) -> Result<pools::EntryLists, ConfigError> {
+    // Where each entry went, for the message about a repeated one.
+    let mut positions = (Vec::new(), Vec::new());
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    let mut dns_backends: Vec<dns::DnsBackend> = Vec::new();
+    for (i, b) in list.into_iter().enumerate() {
+        match (&b.url, b.dns.is_some() || b.srv.is_some()) {
+            (Some(_), true) => {
+                return Err(ConfigError::field(
+                    format!("backends[{i}]"),
+                    "\"url\" and \"dns\" or \"srv\" exclude each other",
+                ))
+            }
+            (None, false) => {
+                return Err(ConfigError::field(
+                    format!("backends[{i}]"),
+                    "needs \"url\", or \"dns\" with \"port\", or \"srv\"",
+                ))
+            }
+            (Some(_), false) => {
+                let backend = backend(i, b)?;
+                if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].url"),
+                        format!(
+                            "{} is already backends[{}]",
+                            backend.address, positions.0[j]
+                        ),
+                    ));
+                }
+                backends.push(backend);
+                positions.0.push(i);
+            }
+            (None, true) => {
+                let entry = dns::backend(i, b)?;
+                if let Some(j) = dns_backends.iter().position(|o| o.lookup == entry.lookup) {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].{}", entry.lookup.kind()),
+                        format!("{} is already backends[{}]", entry.lookup, positions.1[j]),
+                    ));
+                }
+                dns_backends.push(entry);
+                positions.1.push(i);
+            }
+        }
+    }
+    Ok((backends, dns_backends))
 }
 
 /// The `tls` section: its listener, and every certificate loaded and checked.
@@ -323,7 +358,7 @@ const MAX_PATH_BYTES: usize = 4096;
 
 /// `text`, a path shown in logs and `/status` as it is: refused if it holds control characters
 /// or is longer than a path can be.
-fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
+pub(super) fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
     if text.len() > MAX_PATH_BYTES || has_control(text) {
         return Err(ConfigError::field(
             field,
@@ -425,7 +460,7 @@ pub(super) fn labels(
     Ok(())
 }
 
-fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
+pub(super) fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
     let path = h.path.unwrap_or_else(|| "/health".into());
     if !path.starts_with('/') {
         return Err(ConfigError::field("health_check.path", "must start with /"));

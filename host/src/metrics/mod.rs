@@ -32,22 +32,23 @@ pub struct Metrics {
     /// Tells this registry's series apart from another's (see [`BackendSeries`]).
     id: u64,
     registry: Registry,
-    /// `lbhost_requests_total{backend, method, status_class}`: client requests, by the backend
-    /// that answered (`none` when lbhost answered itself).
+    /// `lbhost_requests_total{pool, backend, method, status_class}`: client requests, by the pool
+    /// and the backend that answered (`none` when lbhost answered itself; pool `none` when no
+    /// route took the request or it was refused before routing).
     pub requests: IntCounterVec,
-    /// `lbhost_request_duration_seconds{backend}`: request start to response head.
+    /// `lbhost_request_duration_seconds{pool, backend}`: request start to response head.
     pub request_duration: HistogramVec,
-    /// `lbhost_backend_up{backend}`: 1 while health checking has the backend up.
+    /// `lbhost_backend_up{pool, backend}`: 1 while health checking has the backend up.
     pub backend_up: IntGaugeVec,
-    /// `lbhost_backend_in_flight{backend}`: requests in flight (sampled at scrape).
+    /// `lbhost_backend_in_flight{pool, backend}`: requests in flight (sampled at scrape).
     pub backend_in_flight: IntGaugeVec,
-    /// `lbhost_backend_ejections_total{backend}`: passive ejections.
+    /// `lbhost_backend_ejections_total{pool, backend}`: passive ejections.
     pub ejections: IntCounterVec,
-    /// `lbhost_backend_circuit_state{backend}`: 0 closed, 1 open, 2 half-open.
+    /// `lbhost_backend_circuit_state{pool, backend}`: 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
-    /// `lbhost_health_checks_total{backend, result}`: probes, `ok` or `fail`.
+    /// `lbhost_health_checks_total{pool, backend, result}`: probes, `ok` or `fail`.
     pub health_checks: IntCounterVec,
-    /// `lbhost_health_check_duration_seconds{backend}`.
+    /// `lbhost_health_check_duration_seconds{pool, backend}`.
     pub health_check_duration: HistogramVec,
     /// `lbhost_strategy_select_duration_seconds`: one `select` call, fallback included.
     pub select_duration: Histogram,
@@ -66,12 +67,14 @@ pub struct Metrics {
     pub strategy_info: IntGaugeVec,
     /// `lbhost_reloads_total{kind, result}`: config and strategy reloads, applied or refused.
     pub reloads: IntCounterVec,
-    /// `lbhost_retries_total{backend}`: attempts retried on another backend, by the failed one.
+    /// `lbhost_retries_total{pool, backend}`: attempts retried on another backend, by the failed one.
     pub retries: IntCounterVec,
     /// `lbhost_retry_budget_exhausted_total`: retries not made because the budget was spent.
     pub retry_budget_exhausted: IntCounter,
     /// `lbhost_rate_limited_total`: requests answered 429.
     pub rate_limited: IntCounter,
+    /// `lbhost_unrouted_requests_total`: requests no route took (answered 404).
+    pub unrouted: IntCounter,
     /// `lbhost_admin_refused_total{reason}`: mutating admin requests refused, `unauthorized`
     /// (no or a wrong bearer token) or `no_token` (admin off loopback, no `admin_token_file`).
     pub admin_refused: IntCounterVec,
@@ -138,50 +141,55 @@ impl Metrics {
             "Requests answered 429 by per-client rate limiting",
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let unrouted = IntCounter::new(
+            "lbhost_unrouted_requests_total",
+            "Requests no route took, answered 404",
+        )?;
+        registry.register(Box::new(unrouted.clone()))?;
         static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(Metrics {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             requests: counter(
                 "lbhost_requests_total",
                 "Client requests by backend, method and status class",
-                &["backend", "method", "status_class"],
+                &["pool", "backend", "method", "status_class"],
             )?,
             request_duration: histogram(
                 "lbhost_request_duration_seconds",
                 "Time from request to response head, by backend",
                 REQUEST_BUCKETS,
-                &["backend"],
+                &["pool", "backend"],
             )?,
             backend_up: gauge(
                 "lbhost_backend_up",
                 "1 while the backend is up",
-                &["backend"],
+                &["pool", "backend"],
             )?,
             backend_in_flight: gauge(
                 "lbhost_backend_in_flight",
                 "Requests in flight to the backend",
-                &["backend"],
+                &["pool", "backend"],
             )?,
             ejections: counter(
                 "lbhost_backend_ejections_total",
                 "Passive ejections of the backend",
-                &["backend"],
+                &["pool", "backend"],
             )?,
             circuit_state: gauge(
                 "lbhost_backend_circuit_state",
                 "Circuit breaker: 0 closed, 1 open, 2 half-open",
-                &["backend"],
+                &["pool", "backend"],
             )?,
             health_checks: counter(
                 "lbhost_health_checks_total",
                 "Active health probes by result (ok, fail)",
-                &["backend", "result"],
+                &["pool", "backend", "result"],
             )?,
             health_check_duration: histogram(
                 "lbhost_health_check_duration_seconds",
                 "Active health probe duration",
                 REQUEST_BUCKETS,
-                &["backend"],
+                &["pool", "backend"],
             )?,
             select_duration,
             strategy_faults: counter(
@@ -217,10 +225,11 @@ impl Metrics {
             retries: counter(
                 "lbhost_retries_total",
                 "Attempts retried on another backend, by the backend that failed",
-                &["backend"],
+                &["pool", "backend"],
             )?,
             retry_budget_exhausted,
             rate_limited,
+            unrouted,
             admin_refused: counter(
                 "lbhost_admin_refused_total",
                 "Mutating admin requests refused, by reason (unauthorized, no_token)",
@@ -261,9 +270,16 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub fn request(&self, backend: &str, method: &Method, status: StatusCode, started: Instant) {
+    pub fn request(
+        &self,
+        pool: &str,
+        backend: &str,
+        method: &Method,
+        status: StatusCode,
+        started: Instant,
+    ) {
         let (method, status) = (method_class(method), status_class(status));
-        self.count_request(backend, method, status, started.elapsed());
+        self.count_request(pool, backend, method, status, started.elapsed());
     }
 
     /// [`Metrics::request`] for a request a backend answered `took` after it started, through
@@ -271,30 +287,74 @@ impl Metrics {
     pub fn backend_request(
         &self,
         series: &BackendSeries,
+        pool: &str,
         backend: &str,
         method: &Method,
         status: StatusCode,
         took: Duration,
     ) {
         let (method, status) = (method_class(method), status_class(status));
-        match series.duration(self, backend) {
+        match series.duration(self, pool, backend) {
             Some(duration) => {
-                series.requests(self, backend, method, status).inc();
+                series.requests(self, pool, backend, method, status).inc();
                 duration.observe(took.as_secs_f64());
             }
-            None => self.count_request(backend, method, status, took),
+            None => self.count_request(pool, backend, method, status, took),
         }
     }
 
     /// Counts a request by its labels' values (indexes of [`METHOD_CLASSES`] and
     /// [`STATUS_CLASSES`]), looking its series up.
-    fn count_request(&self, backend: &str, method: usize, status: usize, took: Duration) {
+    fn count_request(
+        &self,
+        pool: &str,
+        backend: &str,
+        method: usize,
+        status: usize,
+        took: Duration,
+    ) {
         self.requests
-            .with_label_values(&[backend, METHOD_CLASSES[method], STATUS_CLASSES[status]])
+            .with_label_values(&[
+                pool,
+                backend,
+                METHOD_CLASSES[method],
+                STATUS_CLASSES[status],
+            ])
             .inc();
         self.request_duration
-            .with_label_values(&[backend])
+            .with_label_values(&[pool, backend])
             .observe(took.as_secs_f64());
+    }
+
+    /// Removes every series of `backend` in `pool` (it left the pool, or the pool is gone), so
+    /// that the exposition holds only what runs.
+    pub fn forget_backend(&self, pool: &str, backend: &str) {
+        let pair = [pool, backend];
+        for family in [
+            &self.backend_up,
+            &self.backend_in_flight,
+            &self.circuit_state,
+        ] {
+            let _ = family.remove_label_values(&pair);
+        }
+        for family in [&self.ejections, &self.retries] {
+            let _ = family.remove_label_values(&pair);
+        }
+        for family in [&self.request_duration, &self.health_check_duration] {
+            let _ = family.remove_label_values(&pair);
+        }
+        for result in ["ok", "fail"] {
+            let _ = self
+                .health_checks
+                .remove_label_values(&[pool, backend, result]);
+        }
+        for method in METHOD_CLASSES {
+            for status in STATUS_CLASSES {
+                let _ = self
+                    .requests
+                    .remove_label_values(&[pool, backend, method, status]);
+            }
+        }
     }
 
     /// Records how long choosing a backend took.
@@ -328,12 +388,12 @@ impl Metrics {
     }
 
     /// Records one active health probe.
-    pub fn health_check(&self, backend: &str, ok: bool, took: Duration) {
+    pub fn health_check(&self, pool: &str, backend: &str, ok: bool, took: Duration) {
         self.health_checks
-            .with_label_values(&[backend, if ok { "ok" } else { "fail" }])
+            .with_label_values(&[pool, backend, if ok { "ok" } else { "fail" }])
             .inc();
         self.health_check_duration
-            .with_label_values(&[backend])
+            .with_label_values(&[pool, backend])
             .observe(took.as_secs_f64());
     }
 

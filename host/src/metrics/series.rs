@@ -2,8 +2,9 @@
 //!
 //! `with_label_values` hashes the labels (SipHash) and takes a read lock on every call: about 650
 //! instructions a request for the two per-backend series (BENCHMARKS.md). The handles it returns
-//! stay valid for the life of the metric family (lbhost never removes a series), so each backend
-//! keeps the ones it has used.
+//! stay valid for the life of the backend: its series are removed from the families only when
+//! it leaves its pool ([`super::Metrics::forget_backend`]), so each backend keeps the ones it
+//! has used.
 
 use std::sync::OnceLock;
 
@@ -23,11 +24,16 @@ pub struct BackendSeries {
 impl BackendSeries {
     /// The duration series of `backend` in `metrics`; `None` if these handles belong to another
     /// registry (only tests build more than one).
-    pub(super) fn duration(&self, metrics: &Metrics, backend: &str) -> Option<&Histogram> {
+    pub(super) fn duration(
+        &self,
+        metrics: &Metrics,
+        pool: &str,
+        backend: &str,
+    ) -> Option<&Histogram> {
         let (owner, histogram) = self.duration.get_or_init(|| {
             (
                 metrics.id,
-                metrics.request_duration.with_label_values(&[backend]),
+                metrics.request_duration.with_label_values(&[pool, backend]),
             )
         });
         (*owner == metrics.id).then_some(histogram)
@@ -39,12 +45,14 @@ impl BackendSeries {
     pub(super) fn requests(
         &self,
         metrics: &Metrics,
+        pool: &str,
         backend: &str,
         method: usize,
         status: usize,
     ) -> &IntCounter {
         self.requests[method][status].get_or_init(|| {
             metrics.requests.with_label_values(&[
+                pool,
                 backend,
                 METHOD_CLASSES[method],
                 STATUS_CLASSES[status],
@@ -71,13 +79,20 @@ mod tests {
         let series = BackendSeries::default();
         let (started, took) = (Instant::now(), Duration::from_millis(1));
         for _ in 0..3 {
-            metrics.backend_request(&series, "a:1", &Method::GET, StatusCode::OK, took);
+            metrics.backend_request(&series, "p", "a:1", &Method::GET, StatusCode::OK, took);
         }
-        metrics.backend_request(&series, "a:1", &Method::POST, StatusCode::BAD_GATEWAY, took);
-        metrics.request("a:1", &Method::GET, StatusCode::OK, started);
-        assert_eq!(count(&metrics, &["a:1", "GET", "2xx"]), 4);
-        assert_eq!(count(&metrics, &["a:1", "POST", "5xx"]), 1);
-        let histogram = metrics.request_duration.with_label_values(&["a:1"]);
+        metrics.backend_request(
+            &series,
+            "p",
+            "a:1",
+            &Method::POST,
+            StatusCode::BAD_GATEWAY,
+            took,
+        );
+        metrics.request("p", "a:1", &Method::GET, StatusCode::OK, started);
+        assert_eq!(count(&metrics, &["p", "a:1", "GET", "2xx"]), 4);
+        assert_eq!(count(&metrics, &["p", "a:1", "POST", "5xx"]), 1);
+        let histogram = metrics.request_duration.with_label_values(&["p", "a:1"]);
         assert_eq!(histogram.get_sample_count(), 5);
     }
 
@@ -86,9 +101,9 @@ mod tests {
         let (first, second) = (Metrics::new().unwrap(), Metrics::new().unwrap());
         let series = BackendSeries::default();
         let took = Duration::from_millis(1);
-        first.backend_request(&series, "a:1", &Method::GET, StatusCode::OK, took);
-        second.backend_request(&series, "a:1", &Method::GET, StatusCode::OK, took);
-        assert_eq!(count(&first, &["a:1", "GET", "2xx"]), 1);
-        assert_eq!(count(&second, &["a:1", "GET", "2xx"]), 1);
+        first.backend_request(&series, "p", "a:1", &Method::GET, StatusCode::OK, took);
+        second.backend_request(&series, "p", "a:1", &Method::GET, StatusCode::OK, took);
+        assert_eq!(count(&first, &["p", "a:1", "GET", "2xx"]), 1);
+        assert_eq!(count(&second, &["p", "a:1", "GET", "2xx"]), 1);
     }
 }

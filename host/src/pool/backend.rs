@@ -15,6 +15,8 @@ use crate::metrics::BackendSeries;
 pub struct Backend {
     /// `host:port`, as configured.
     pub address: String,
+    /// The name of the pool it belongs to (its metric series carry it).
+    pub pool: Arc<str>,
     /// Parsed form of `address`, used to build upstream URIs.
     pub authority: Authority,
     /// Stable key: the same hash of `address` on every node and across reloads.
@@ -45,9 +47,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend from its config, up, with nothing in flight.
+    /// A backend of the pool `default` from its config, up, with nothing in flight.
     pub fn new(config: &BackendConfig) -> Self {
+        Backend::of_pool(config, Arc::from(crate::config::DEFAULT_POOL))
+    }
+
+    /// A backend of the pool named `pool`, up, with nothing in flight.
+    pub fn of_pool(config: &BackendConfig, pool: Arc<str>) -> Self {
         Backend {
+            pool,
             address: config.address.clone(),
             authority: authority(&config.address),
             key: lbhost_sdk::hash::backend_key(&config.address),
@@ -68,6 +76,7 @@ impl Backend {
     pub fn reconfigured(&self, config: &BackendConfig) -> Self {
         Backend {
             address: self.address.clone(),
+            pool: Arc::clone(&self.pool),
             authority: self.authority.clone(),
             key: self.key,
             weight: config.weight,
@@ -81,6 +90,11 @@ impl Backend {
             latency_ewma_us: Arc::clone(&self.latency_ewma_us),
             series: Arc::clone(&self.series),
         }
+    }
+
+    /// The values of the `pool` and `backend` labels of its metric series.
+    pub fn metric_labels(&self) -> [&str; 2] {
+        [&self.pool, &self.address]
     }
 
     /// Whether a strategy may choose this backend now.

@@ -40,6 +40,8 @@ pub struct BackendSet {
 /// sees.
 #[derive(Debug)]
 pub struct Pool {
+    /// Its name in the config (`default` without `pools`).
+    name: Arc<str>,
     set: ArcSwap<BackendSet>,
     generation: AtomicU64,
     /// Held while eligibility is recomputed, so an older computation never overwrites a newer
@@ -54,14 +56,30 @@ pub struct Pool {
 impl Pool {
     /// A pool with the configured backends, all eligible until health checks say otherwise.
     pub fn new(configs: &[BackendConfig]) -> Arc<Self> {
-        let backends = configs.iter().map(|c| Arc::new(Backend::new(c))).collect();
+        Pool::named(crate::config::DEFAULT_POOL, configs)
+    }
+
+    /// The pool `name` with the configured backends, all eligible until health checks say
+    /// otherwise.
+    pub fn named(name: &str, configs: &[BackendConfig]) -> Arc<Self> {
+        let name: Arc<str> = Arc::from(name);
+        let backends = configs
+            .iter()
+            .map(|c| Arc::new(Backend::of_pool(c, Arc::clone(&name))))
+            .collect();
         Arc::new(Pool {
+            name,
             set: ArcSwap::from_pointee(BackendSet { backends }),
             generation: AtomicU64::new(1),
             refresh_lock: Mutex::new(()),
             eject_lock: Mutex::new(()),
             panic: AtomicBool::new(false),
         })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The current set.
@@ -79,7 +97,7 @@ impl Pool {
                 |c| match old.backends.iter().find(|b| b.address == c.address) {
                     Some(b) if b.weight == c.weight && b.labels == c.labels => Arc::clone(b),
                     Some(b) => Arc::new(b.reconfigured(c)),
-                    None => Arc::new(Backend::new(c)),
+                    None => Arc::new(Backend::of_pool(c, Arc::clone(&self.name))),
                 },
             )
             .collect();

@@ -164,7 +164,7 @@ impl Pool {
         if backend.set_up(false) {
             metrics
                 .backend_up
-                .with_label_values(&[backend.address.as_str()])
+                .with_label_values(&backend.metric_labels())
                 .set(0);
             tracing::warn!(backend = %backend.address, %cause, "backend down: a request could not connect");
             self.refresh();
@@ -211,7 +211,7 @@ impl Pool {
         };
         metrics
             .ejections
-            .with_label_values(&[backend.address.as_str()])
+            .with_label_values(&backend.metric_labels())
             .inc();
         tracing::warn!(
             backend = %backend.address,
@@ -235,7 +235,7 @@ impl Pool {
         let state = backend.circuit().state();
         metrics
             .circuit_state
-            .with_label_values(&[backend.address.as_str()])
+            .with_label_values(&backend.metric_labels())
             .set(state as i64);
         match transition {
             Transition::Opened { failures, total } => tracing::warn!(
@@ -298,7 +298,7 @@ impl Pool {
                     if backend.circuit().try_half_open(now, probes) {
                         metrics
                             .circuit_state
-                            .with_label_values(&[backend.address.as_str()])
+                            .with_label_values(&backend.metric_labels())
                             .set(CircuitState::HalfOpen as i64);
                         if member {
                             tracing::info!(backend = %backend.address, probes, "circuit half-open");

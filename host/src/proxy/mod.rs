@@ -5,6 +5,8 @@ mod error;
 mod headers;
 mod response_body;
 mod retry;
+mod route;
+pub(crate) mod service;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -25,10 +27,10 @@ use crate::body::{BoxError, HeldBody, UpstreamBody};
 use crate::config::Config;
 use crate::http1::{Outgoing, RequestHeadBuilder};
 use crate::metrics::Metrics;
-use crate::pool::{Backend, Failure, InFlight, Outcome, Pool};
+use crate::pool::{Backend, Failure, InFlight, Outcome};
 use crate::ratelimit::{retry_after_secs, RateLimiter};
 use crate::request::ClientHead;
-use crate::strategy::{Choice, RequestData, Strategies};
+use crate::strategy::{Choice, RequestData};
 use crate::text::bounded;
 use crate::tls::Resolver;
 use crate::upstream::{BackendBody, Upstream, UpstreamError};
@@ -40,18 +42,14 @@ pub(crate) struct Proxy {
     pub(crate) certificates: Arc<Resolver>,
     /// The running config (swapped whole on reload).
     pub config: ArcSwap<Config>,
-    /// The backends.
-    pub pool: Arc<Pool>,
-    /// The active strategy.
-    pub strategies: Arc<Strategies>,
+    /// The pools and the routes to them (swapped whole on reload).
+    pub table: ArcSwap<service::Table>,
     /// Opens and leases connections to backends.
     pub upstream: Upstream,
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// Per-client token buckets (used when `rate_limit` is configured).
     pub rate_limiter: RateLimiter,
-    /// Tokens for retries, shared by all requests.
-    pub retry_budget: RetryBudget,
 }
 
 /// The client side of a request, fixed across attempts.
@@ -66,21 +64,14 @@ struct Client {
 }
 
 impl Proxy {
-    /// A proxy over `pool` with `config`.
-    pub(crate) fn new(
-        config: Config,
-        pool: Arc<Pool>,
-        strategies: Arc<Strategies>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// A proxy over the pools and routes of `table` with `config`.
+    pub(crate) fn new(config: Config, table: service::Table, metrics: Arc<Metrics>) -> Self {
         Proxy {
             upstream: Upstream::new(),
-            retry_budget: RetryBudget::new(&config.retries),
             rate_limiter: RateLimiter::new(),
             certificates: Arc::new(Resolver::default()),
             config: ArcSwap::from_pointee(config),
-            pool,
-            strategies,
+            table: ArcSwap::from_pointee(table),
             metrics,
         }
         .with_certificates()
@@ -146,6 +137,8 @@ impl Proxy {
                     access_line(&Access {
                         method: &method,
                         path,
+                        route: "none",
+                        pool: "none",
                         status: StatusCode::TOO_MANY_REQUESTS,
                         backend: "none",
                         retries: 0,
@@ -158,6 +151,11 @@ impl Proxy {
                 return Ok(response);
             }
         }
+        let table = self.table.load_full();
+        let mut head = head;
+        let Some((route, service)) = route::route(&table, &mut head) else {
+            return Ok(self.unrouted(&config, &head, client_ip, started));
+        };
         let upgrade = upgrade.and_then(|upgrade| {
             headers::upgrade_protocol(&head.fields).map(|protocol| (protocol, upgrade))
         });
@@ -168,17 +166,29 @@ impl Proxy {
             secure,
             upgrade,
         };
-        self.retry_budget.deposit(&config.retries);
+        let config = &service.config;
+        service.runtime.retry_budget.deposit(&config.retries);
         Ok(self
-            .forward(&config, client, head, HeldBody::new(body), started)
+            .forward(
+                config,
+                service,
+                route,
+                client,
+                head,
+                HeldBody::new(body),
+                started,
+            )
             .await)
     }
 
     /// Chooses a backend and forwards ([`Proxy::attempt`]), then answers: the one place where
     /// a forwarded request is counted and logged, whatever its end ([`Proxy::answer`]).
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         config: &Config,
+        service: &service::Service,
+        route: &str,
         client: Client,
         head: ClientHead,
         body: HeldBody,
@@ -189,8 +199,18 @@ impl Proxy {
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
         let client_ip = client.ip;
-        let attempted = self.attempt(config, client, head, body, path).await;
-        self.answer(config, attempted, &method, path, client_ip, started)
+        let attempted = self
+            .attempt(config, service, client, head, body, path)
+            .await;
+        let at = Routed {
+            route,
+            service,
+            method: &method,
+            path,
+            client_ip,
+            started,
+        };
+        self.answer(config, attempted, &at)
     }
 
     /// Chooses a backend and sends the request; after a failure before any response byte, asks
@@ -199,12 +219,14 @@ impl Proxy {
     async fn attempt(
         &self,
         config: &Config,
+        service: &service::Service,
         client: Client,
         head: ClientHead,
         body: HeldBody,
         path: &str,
     ) -> Attempted {
-        let set = self.pool.load();
+        let rt = &*service.runtime;
+        let set = rt.pool.load();
         let method = head.method.clone();
         // Boxed: it moves into the guest's store and back for every selection.
         let mut data = RequestData::new(head, client.ip);
@@ -216,7 +238,7 @@ impl Proxy {
         let mut select: Option<Duration>;
         loop {
             let select_started = Instant::now();
-            let (returned, choice) = self.strategies.select(&self.pool, &set, &exclude, data);
+            let (returned, choice) = rt.strategies.select(&rt.pool, &set, &exclude, data);
             data = returned;
             // Also when the attempt starts: building its head costs well under a microsecond.
             let selected = Instant::now();
@@ -235,21 +257,21 @@ impl Proxy {
             let Some(backend) = set.backends.get(index).cloned() else {
                 break;
             };
-            let Some(admitted) = self.pool.admit(&backend, &config.circuit_breaker) else {
+            let Some(admitted) = rt.pool.admit(&backend, &config.circuit_breaker) else {
                 // Its circuit opened (or ran out of probes) after the strategy last heard: choose
                 // again without it. Not a retry: nothing was sent.
                 exclude.push(index as u32);
                 continue;
             };
             if let Some((failed_backend, _)) = &failed {
-                if !self.retry_budget.withdraw(&config.retries) {
+                if !rt.retry_budget.withdraw(&config.retries) {
                     self.metrics.retry_budget_exhausted.inc();
                     tracing::debug!(backend = %failed_backend.address, "retry budget spent; not retrying");
                     break;
                 }
                 self.metrics
                     .retries
-                    .with_label_values(&[failed_backend.address.as_str()])
+                    .with_label_values(&failed_backend.metric_labels())
                     .inc();
                 retries += 1;
             }
@@ -276,12 +298,12 @@ impl Proxy {
                 Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
-                    self.strategies
+                    rt.strategies
                         .feedback(index, status.as_u16(), latency, |name| {
                             response.body().fields().get(name.as_str())
                         });
                     let outcome = Outcome::of_status(status.as_u16());
-                    self.pool
+                    rt.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     let mut response = relay(response, client_upgrade, in_flight, &backend);
@@ -323,7 +345,7 @@ impl Proxy {
                     };
                     let cause = e.to_string();
                     if failure == Failure::Connect && config.health_check.is_some() {
-                        self.pool.mark_down(&backend, &cause, &self.metrics);
+                        rt.pool.mark_down(&backend, &cause, &self.metrics);
                     }
                     let error = ProxyError::Backend {
                         backend: backend.address.clone(),
@@ -333,8 +355,8 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            self.strategies.feedback(index, 0, latency, |_| None);
-            self.pool.report(
+            rt.strategies.feedback(index, 0, latency, |_| None);
+            rt.pool.report(
                 &backend,
                 admitted,
                 Outcome::Failed(failure),
@@ -377,11 +399,16 @@ impl Proxy {
         &self,
         config: &Config,
         attempted: Attempted,
-        method: &Method,
-        path: &str,
-        client_ip: IpAddr,
-        started: Instant,
+        at: &Routed<'_>,
     ) -> Response<ProxyBody> {
+        let Routed {
+            method,
+            path,
+            client_ip,
+            started,
+            ..
+        } = *at;
+        let pool = at.service.name();
         let backend = attempted.backend.as_deref();
         let address = backend.map_or("none", |b| b.address.as_str());
         let response = match attempted.end {
@@ -390,6 +417,7 @@ impl Proxy {
                     let took = started.elapsed();
                     self.metrics.backend_request(
                         &backend.series,
+                        pool,
                         address,
                         method,
                         response.status(),
@@ -403,7 +431,8 @@ impl Proxy {
                 if status.is_server_error() {
                     tracing::warn!(
                         backend = %address,
-                        strategy = %self.strategies.active().name,
+                        pool,
+                        strategy = %at.service.runtime.strategies.active().name,
                         %client_ip,
                         path = %bounded(path),
                         cause = %error,
@@ -420,7 +449,7 @@ impl Proxy {
                         status.as_u16()
                     );
                 }
-                self.metrics.request(address, method, status, started);
+                self.metrics.request(pool, address, method, status, started);
                 error.response()
             }
         };
@@ -428,6 +457,8 @@ impl Proxy {
             access_line(&Access {
                 method,
                 path,
+                route: at.route,
+                pool,
                 status: response.status(),
                 backend: address,
                 retries: attempted.retries,
@@ -449,8 +480,13 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         self.metrics.rate_limited.inc();
-        self.metrics
-            .request("none", method, StatusCode::TOO_MANY_REQUESTS, started);
+        self.metrics.request(
+            "none",
+            "none",
+            method,
+            StatusCode::TOO_MANY_REQUESTS,
+            started,
+        );
         let seconds = retry_after_secs(wait);
         tracing::debug!(%client_ip, retry_after = seconds, "429: over the rate limit");
         let mut response = local_response(StatusCode::TOO_MANY_REQUESTS);
@@ -474,10 +510,26 @@ struct Attempted {
     upstream: Option<Duration>,
 }
 
+/// Where a forwarded request went, for [`Proxy::answer`].
+struct Routed<'a> {
+    /// The route's name (`default_pool` when none matched and the default pool took it).
+    route: &'a str,
+    service: &'a service::Service,
+    method: &'a Method,
+    path: &'a str,
+    client_ip: IpAddr,
+    started: Instant,
+}
+
 /// One access log line's fields.
 struct Access<'a> {
     method: &'a Method,
     path: &'a str,
+    /// The route that matched (`none`: no route; `default_pool`: none matched, the default
+    /// pool took it).
+    route: &'a str,
+    /// The pool it went to (`none` when lbhost answered before routing or no route took it).
+    pool: &'a str,
     status: StatusCode,
     /// The backend that answered, or `none` when lbhost answered itself.
     backend: &'a str,
@@ -500,6 +552,8 @@ fn access_line(a: &Access<'_>) {
         target: "lbhost::access",
         method = %bounded(a.method.as_str()),
         path = %bounded(a.path),
+        route = %a.route,
+        pool = %a.pool,
         status = a.status.as_u16(),
         backend = %a.backend,
         retries = a.retries,

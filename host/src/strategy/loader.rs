@@ -91,7 +91,7 @@ impl Runtime {
         params: &[(String, String)],
     ) -> Result<Loaded, LoadError> {
         check_header(bytes)?;
-        let component = compiler::compile(&self.engine, self.settings, bytes)?;
+        let component = self.compiled_or_compile(bytes)?;
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
             if !PROVIDED_IMPORTS.contains(&import) {
@@ -140,6 +140,34 @@ impl Runtime {
         })?;
         loaded.needs = trial.needs;
         Ok(loaded)
+    }
+}
+
+/// Compiled components kept for reuse; past it the cache starts over.
+const MAX_COMPILED: usize = 32;
+
+impl Runtime {
+    /// `bytes` compiled, from the cache when the same content was compiled before.
+    fn compiled_or_compile(
+        &self,
+        bytes: &[u8],
+    ) -> Result<wasmtime::component::Component, LoadError> {
+        let sha256 = sha256_hex(bytes);
+        let cache = || {
+            self.compiled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(component) = cache().get(&sha256) {
+            return Ok(component.clone());
+        }
+        let component = compiler::compile(&self.engine, self.settings, bytes)?;
+        let mut cached = cache();
+        if cached.len() >= MAX_COMPILED {
+            cached.clear();
+        }
+        cached.insert(sha256, component.clone());
+        Ok(component)
     }
 }
 

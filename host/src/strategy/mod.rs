@@ -9,6 +9,7 @@ mod loader;
 mod quarantine;
 mod runtime;
 mod shadow;
+mod slots;
 mod v0_1;
 
 use std::cell::RefCell;
@@ -134,6 +135,14 @@ pub struct Strategies {
     shadow: ArcSwapOption<Shadow>,
     /// Whether `shadow` is set: one plain load on the request path when it is not.
     shadow_on: std::sync::atomic::AtomicBool,
+    /// Which of a worker thread's warm instances are this slot's ([`slots`]).
+    slot: u64,
+}
+
+impl Drop for Strategies {
+    fn drop(&mut self) {
+        slots::retire(self.slot);
+    }
 }
 
 impl std::fmt::Debug for Strategies {
@@ -147,7 +156,7 @@ impl std::fmt::Debug for Strategies {
 thread_local! {
     /// This worker thread's instance of the active strategy, built on first use and after a
     /// fault or a swap.
-    static WARM: RefCell<Option<Warm>> = const { RefCell::new(None) };
+    static WARM: RefCell<slots::Warms> = RefCell::new(slots::Warms::default());
 }
 
 impl Strategies {
@@ -168,6 +177,7 @@ impl Strategies {
             metrics: None,
             shadow: ArcSwapOption::empty(),
             shadow_on: std::sync::atomic::AtomicBool::new(false),
+            slot: slots::new_slot(),
         }
     }
 
@@ -252,9 +262,8 @@ impl Strategies {
         let generation = pool.generation();
         // Taken before the instance is made ready, so a call that faults there counts as one.
         let sequence = next_sequence(&loaded);
-        let (request, answer) = WARM.with(|cell| {
-            let mut warm = cell.borrow_mut();
-            let instance = match self.ready(&mut warm, &loaded, set, generation) {
+        let (request, answer) = slots::with(&WARM, self.slot, |warm| {
+            let instance = match self.ready(warm, &loaded, set, generation) {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
@@ -275,7 +284,7 @@ impl Strategies {
         let choice = match answer {
             Ok(Some(i)) if is_usable(set, exclude, i) => Choice::Strategy(i as usize),
             Ok(Some(i)) => {
-                WARM.with(|cell| *cell.borrow_mut() = None);
+                slots::with(&WARM, self.slot, |warm| *warm = None);
                 self.fault(&loaded, set, exclude, Fault::BadAnswer(i))
             }
             Ok(None) => Choice::Unavailable,
@@ -324,7 +333,7 @@ impl Strategies {
         }
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.
-        let wanted = WARM.with_borrow(|warm| {
+        let wanted = slots::with(&WARM, self.slot, |warm| {
             warm.as_ref()
                 .is_some_and(|w| w.needs.contains(bindings::Needs::FEEDBACK))
         });
@@ -332,8 +341,7 @@ impl Strategies {
             return;
         }
         let loaded = self.active.load();
-        WARM.with(|cell| {
-            let mut warm = cell.borrow_mut();
+        slots::with(&WARM, self.slot, |warm| {
             let Some(instance) = warm.as_mut().filter(|w| w.strategy_id == loaded.id) else {
                 return;
             };

@@ -52,6 +52,10 @@ pub struct Runtime {
     pub(super) quarantine: QuarantineConfig,
     /// Fuel budgets and memory limits apply (always, outside benchmarks).
     sandboxed: bool,
+    /// Components compiled lately, by content hash: pools that run the same file compile it
+    /// once ([`super::loader`]).
+    pub(super) compiled:
+        std::sync::Mutex<std::collections::HashMap<String, wasmtime::component::Component>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -98,6 +102,7 @@ impl Runtime {
             hook_fuel: fuel(HOOK_DEADLINE),
             quarantine: sandbox.quarantine.clone(),
             sandboxed,
+            compiled: std::sync::Mutex::default(),
         }))
     }
 

@@ -181,8 +181,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 thread_local! {
     /// This worker thread's instance of the shadow strategy, built on first use.
-    static WARM: std::cell::RefCell<Option<super::instance::Warm>> =
-        const { std::cell::RefCell::new(None) };
+    static WARM: std::cell::RefCell<super::slots::Warms> =
+        std::cell::RefCell::new(super::slots::Warms::default());
 }
 
 impl super::Strategies {
@@ -251,9 +251,8 @@ impl super::Strategies {
     ) -> (Box<super::RequestData>, Result<Option<usize>, Fault>) {
         let loaded = &shadow.loaded;
         let sequence = loaded.sequence.fetch_add(1, Ordering::Relaxed);
-        WARM.with(|cell| {
-            let mut warm = cell.borrow_mut();
-            let instance = match self.ready(&mut warm, loaded, set, pool.generation()) {
+        super::slots::with(&WARM, self.slot, |warm| {
+            let instance = match self.ready(warm, loaded, set, pool.generation()) {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
@@ -282,7 +281,7 @@ impl super::Strategies {
     /// Feedback for the shadow, on the same sampled share of responses as its selects, if it
     /// asked for feedback.
     pub(super) fn shadow_feedback(&self, backend: u32, status: u16, latency: std::time::Duration) {
-        let wanted = WARM.with_borrow(|warm| {
+        let wanted = super::slots::with(&WARM, self.slot, |warm| {
             warm.as_ref()
                 .is_some_and(|w| w.needs.contains(super::bindings::Needs::FEEDBACK))
         });
@@ -296,8 +295,7 @@ impl super::Strategies {
         if !shadow.sampled(fastrand::u64(..)) {
             return;
         }
-        WARM.with(|cell| {
-            let mut warm = cell.borrow_mut();
+        super::slots::with(&WARM, self.slot, |warm| {
             let Some(instance) = warm.as_mut().filter(|w| w.strategy_id == shadow.loaded.id) else {
                 return;
             };
