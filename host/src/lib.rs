@@ -218,11 +218,14 @@ pub async fn run(
     );
     inherited.ready();
     let drained = tokio::select! {
-        () = stop => workers.stop(server::Stop::Shutdown, std::future::pending()).await,
-        new_pid = upgrade.handed_over() => {
+        () = stop => {
+            upgrade.close("shutting down");
+            workers.stop(server::Stop::Shutdown, std::future::pending()).await
+        }
+        () = upgrade.handed_over() => {
             // The new process answers the admin API from now on.
             admin.abort();
-            upgrade.refuse_further(new_pid);
+            upgrade.close("this process handed its sockets over and is draining; signal the new one");
             workers.stop(server::Stop::Handover, shutdown_signal()).await
         }
     };

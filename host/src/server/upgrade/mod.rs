@@ -117,10 +117,10 @@ impl Upgrade {
         Ok(())
     }
 
-    /// Resolves once a new process has taken over the sockets and accepts; returns its pid.
+    /// Resolves once a new process has taken over the sockets and accepts.
     /// Each SIGUSR2 starts an attempt; one that fails is logged and this process serves on. A
     /// SIGUSR2 while an attempt runs is refused (logged).
-    pub(crate) async fn handed_over(&mut self) -> u32 {
+    pub(crate) async fn handed_over(&mut self) {
         let Some(usr2) = self.usr2.as_mut() else {
             return std::future::pending().await;
         };
@@ -142,33 +142,30 @@ impl Upgrade {
                 }
             };
             match result {
-                Ok(pid) => {
-                    self.sockets.clear();
-                    return pid;
-                }
+                Ok(()) => return,
                 Err(e) => tracing::error!(cause = %e, "upgrade failed: this process serves on"),
             }
         }
     }
 
-    /// After the handover to `pid`: each further SIGUSR2 is refused with a log line.
-    pub(crate) fn refuse_further(mut self, pid: u32) {
+    /// Gives up upgrades (after a handover, or to shut down): closes this process's copies of
+    /// the listening sockets (so they close once the workers stop), and refuses each further
+    /// SIGUSR2 with a log line saying `why`.
+    pub(crate) fn close(mut self, why: &'static str) {
+        self.sockets.clear();
         let Some(mut usr2) = self.usr2.take() else {
             return;
         };
         tokio::spawn(async move {
             while usr2.recv().await.is_some() {
-                tracing::warn!(
-                    new_pid = pid,
-                    "SIGUSR2 refused: this process handed its sockets over and is draining; signal the new one"
-                );
+                tracing::warn!("SIGUSR2 refused: {why}");
             }
         });
     }
 }
 
 /// Starts the new process with the sockets and a readiness pipe, and waits until it is ready.
-async fn start(relaunch: &Relaunch, sockets: &[(Role, OwnedFd)]) -> Result<u32, UpgradeError> {
+async fn start(relaunch: &Relaunch, sockets: &[(Role, OwnedFd)]) -> Result<(), UpgradeError> {
     let (reader, writer) = io::pipe().map_err(UpgradeError::Pipe)?;
     let mut value = String::new();
     let mut keep: Vec<RawFd> = Vec::with_capacity(sockets.len() + 1);
@@ -213,7 +210,7 @@ async fn start(relaunch: &Relaunch, sockets: &[(Role, OwnedFd)]) -> Result<u32, 
                 new_pid = pid,
                 "upgrade: the new process accepts; this one stops accepting and drains"
             );
-            Ok(pid)
+            Ok(())
         }
         Ok(Ok(false)) => {
             let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
