@@ -177,4 +177,23 @@ async fn a_failed_upgrade_leaves_the_old_process_serving_and_a_second_usr2_is_re
     assert!(Tally::get(&tally.ok) > served, "served through it all");
     assert_eq!(lb.ready_pids().len(), 2, "one new process, not two");
     assert!(process::alive(new_pid));
+
+    // The new process upgrades in turn.
+    let load = Paced::start(lb.listen, 4, Duration::from_millis(10));
+    lb.signal(new_pid, "USR2");
+    let third = lb.wait_ready(3, Duration::from_secs(30)).await[2];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process::alive(new_pid) {
+        assert!(Instant::now() < deadline, "the second process did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tally = load.stop().await;
+    assert_eq!(
+        (Tally::get(&tally.failed), Tally::get(&tally.resets)),
+        (0, 0),
+        "{:?}",
+        tally.first_failures
+    );
+    assert!(process::alive(third), "the third process serves");
 }
