@@ -10,7 +10,8 @@ use demo_backend::Backend;
 use lbhost_e2e::dnsmasq::{Dnsmasq, ZONE};
 use lbhost_e2e::load::Load;
 use lbhost_e2e::{
-    get, loopback_backends, metric, metric_total, start_backends, strategy, wait_until, Http, Lb,
+    chromium, get, headless, loopback_backends, metric, metric_total, start_backends, strategy,
+    wait_until, Http, Lb,
 };
 use serde_json::{json, Value};
 
@@ -444,4 +445,36 @@ async fn srv_records_give_ports_and_weights() {
     ];
     expected.sort();
     assert_eq!(answer(&s, 0), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_each_entry_its_answer_and_its_failures() {
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED the_status_page_shows_each_entry...: chromium is not installed");
+        return;
+    };
+    let (port, backends) = loopback_backends(&["127.0.0.2"]).await;
+    let mut dns = Dnsmasq::start(&hosts("page", &[&backends[0]]), &[]).await;
+    let entry = json!([{ "dns": name("page"), "port": port }]);
+    let lb = Lb::start(config(&dns, "round_robin", entry)).await;
+    let dom = headless(&chromium, &lb.admin_url("/"), &["--dump-dom".into()]).await;
+    let row = format!(r#"data-dns="{}" class="st-up""#, name("page"));
+    assert!(dom.contains(r#"<section id="dns">"#), "{dom}");
+    assert!(dom.contains(&row), "{dom}");
+    assert!(dom.contains(&format!("127.0.0.2:{port}")), "{dom}");
+
+    dns.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&lb).await["dns"][0]["failures_in_a_row"] == 0 {
+        assert!(Instant::now() < deadline, "the lookup did not fail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dom = headless(&chromium, &lb.admin_url("/"), &["--dump-dom".into()]).await;
+    let row = format!(r#"data-dns="{}" class="st-down""#, name("page"));
+    assert!(dom.contains(&row), "a failing entry stands out: {dom}");
+    assert!(dom.contains("in a row"), "{dom}");
+    assert!(
+        dom.contains(&format!("127.0.0.2:{port}")),
+        "its last answer stays: {dom}"
+    );
 }

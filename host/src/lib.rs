@@ -69,7 +69,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 
 use config::Config;
 use metrics::Metrics;
@@ -112,30 +111,70 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     Ok(Prepared { slots })
 }
 
+/// What a starting lbhost takes from its process: the sockets it inherits when it replaces
+/// another lbhost (a binary upgrade), and how to start its own successor. Take it first thing
+/// in `main`, before any thread or child process starts.
+#[derive(Debug)]
+pub struct Handoff {
+    inherited: server::upgrade::Inherited,
+    relaunch: server::upgrade::Relaunch,
+}
+
+impl Handoff {
+    /// This process's: see [`Handoff`].
+    pub fn from_process() -> Handoff {
+        Handoff {
+            inherited: server::upgrade::Inherited::from_env(),
+            relaunch: server::upgrade::Relaunch::from_process(),
+        }
+    }
+}
+
 /// Runs lbhost with `config` (read from `config_path`, with the CLI's `overrides`) until SIGTERM
-/// or SIGINT, then drains. Must be called inside a tokio runtime, which then runs the control
-/// plane (admin API, health checks, reload triggers); requests are served by `config.workers`
-/// threads of their own. Returns an error if a listener cannot be bound or no worker starts.
+/// or SIGINT, then drains; or until SIGUSR2 has started a new lbhost that took over the
+/// listening sockets, then drains too. Must be called inside a tokio runtime, which then runs
+/// the control plane (admin API, health checks, reload triggers); requests are served by
+/// `config.workers` threads of their own. Returns an error if a listener cannot be bound or no
+/// worker starts.
 pub async fn run(
     config: Config,
     prepared: Prepared,
     config_path: std::path::PathBuf,
     overrides: reload::Overrides,
+    handoff: Handoff,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
+    use server::upgrade::Role;
+    let Handoff {
+        mut inherited,
+        relaunch,
+    } = handoff;
+    let listener = inherited
+        .listener(Role::Listen, config.listen)
         .await
         .with_context(|| format!("listen {}", config.listen))?;
     let tls_listener = match &config.tls {
         Some(tls) => Some(
-            TcpListener::bind(tls.listen)
+            inherited
+                .listener(Role::Tls, tls.listen)
                 .await
                 .with_context(|| format!("tls.listen {}", tls.listen))?,
         ),
         None => None,
     };
-    let admin_listener = TcpListener::bind(config.admin)
+    let admin_listener = inherited
+        .listener(Role::Admin, config.admin)
         .await
         .with_context(|| format!("admin {}", config.admin))?;
+    // SIGUSR2 is listened for before anything answers (its default action ends the process).
+    let mut upgrade = server::upgrade::Upgrade::new(relaunch);
+    upgrade
+        .keep(Role::Listen, &listener)
+        .and_then(|()| match &tls_listener {
+            Some(tls) => upgrade.keep(Role::Tls, tls),
+            None => Ok(()),
+        })
+        .and_then(|()| upgrade.keep(Role::Admin, &admin_listener))
+        .context("keeping the listening sockets for upgrades")?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     // DNS entries get their first answers before lbhost serves (a failed lookup is logged and
     // tried again; the entry adds no backend until one succeeds).
@@ -161,17 +200,6 @@ pub async fn run(
     let pool_size = main.runtime.pool.load().backends.len();
     let pools = table.services.len();
     let proxy = Arc::new(Proxy::new(config.clone(), table, metrics));
-    tracing::info!(
-        listen = %config.listen,
-        admin = %config.admin,
-        strategy = %active.name,
-        sha256 = %&active.sha256[..12],
-        backends = pool_size,
-        pools,
-        routes = config.routes.len(),
-        workers = config.workers,
-        "lbhost ready"
-    );
     let reloader = Arc::new(reload::Reloader::new(
         Arc::clone(&proxy),
         config_path,
@@ -206,11 +234,37 @@ pub async fn run(
         }),
         None => None,
     };
-    let drained = server::serve(listener, tls, proxy, &config, stop).await;
+    let workers = server::start(listener, tls, proxy, &config)?;
+    tracing::info!(
+        pid = std::process::id(),
+        listen = %config.listen,
+        admin = %config.admin,
+        strategy = %active.name,
+        sha256 = %&active.sha256[..12],
+        backends = pool_size,
+        pools,
+        routes = config.routes.len(),
+        workers = config.workers,
+        upgraded_from = inherited.upgraded_from(),
+        "lbhost ready"
+    );
+    inherited.ready();
+    let drained = tokio::select! {
+        () = stop => {
+            upgrade.close("shutting down");
+            workers.stop(server::Stop::Shutdown, std::future::pending()).await
+        }
+        () = upgrade.handed_over() => {
+            // The new process answers the admin API from now on.
+            admin.abort();
+            upgrade.close("this process handed its sockets over and is draining; signal the new one");
+            workers.stop(server::Stop::Handover, shutdown_signal()).await
+        }
+    };
     admin.abort();
     following.abort();
     drop(watcher);
-    if drained? {
+    if drained {
         tracing::info!("drained; bye");
     } else {
         tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timeout: some requests were cut");

@@ -101,6 +101,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
+    // Sockets inherited in a binary upgrade are taken (and made close-on-exec again) before
+    // loading the strategies starts a compiler process.
+    let handoff = (!check_only).then(lbhost::Handoff::from_process);
     let Some(path) = args.config else {
         anyhow::bail!("no config file: pass --config FILE or set LBHOST_CONFIG");
     };
@@ -114,16 +117,16 @@ fn run(args: RunArgs, check_only: bool) -> anyhow::Result<()> {
     };
     overrides.apply(&mut config);
     let strategies = lbhost::prepare(&config)?;
-    if check_only {
+    let Some(handoff) = handoff else {
         println!("{}: ok", path.display());
         return Ok(());
-    }
+    };
     // The control plane (admin API, health checks, reload triggers) runs on this thread; the
     // workers that serve requests each get a thread and a runtime of their own (server.rs).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(lbhost::run(config, strategies, path, overrides))
+    runtime.block_on(lbhost::run(config, strategies, path, overrides, handoff))
 }
 
 /// Runs an `lbhost strategy` command: its report on stdout, one error line on stderr.

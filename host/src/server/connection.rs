@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::client_io::Prefixed;
 use super::h1;
+use super::Stop;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{local_response, with_header_map, Proxy, ProxyBody};
@@ -90,18 +91,28 @@ impl Drop for Counted<'_> {
 }
 
 /// Serves one accepted client connection until it closes, idles out, or the worker stops
-/// (`stopped` turns true: in-flight exchanges finish, then the connection closes). `_active` is
-/// held until the connection is gone, so the worker can wait for its connections to drain.
+/// (see [`Stop`]: in-flight exchanges finish, then the connection closes). `active` is held
+/// until the connection is gone (a WebSocket or other tunnel it turns into holds a clone), so
+/// the worker can wait for its connections to drain.
 pub(super) async fn serve(
     stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     settings: Arc<Settings>,
-    mut stopped: watch::Receiver<bool>,
-    _active: mpsc::Sender<Infallible>,
+    mut stopped: watch::Receiver<Stop>,
+    active: mpsc::Sender<Infallible>,
 ) {
     let mut counted = Counted::serving(&settings);
-    let ended = h1::serve(stream, peer, &proxy, &settings, &mut stopped, &mut counted).await;
+    let ended = h1::serve(
+        stream,
+        peer,
+        &proxy,
+        &settings,
+        &mut stopped,
+        &mut counted,
+        &active,
+    )
+    .await;
     let h1::Ended::Http2(stream, read) = ended else {
         return;
     };
@@ -132,7 +143,7 @@ pub(super) async fn serve(
     // for it to close.
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
-        _ = stopped.wait_for(|stop| *stop) => None,
+        _ = stopped.wait_for(|stop| stop.stops()) => None,
     };
     let ended = match ended {
         Some(ended) => ended,

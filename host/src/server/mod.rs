@@ -14,6 +14,7 @@ mod connection;
 mod h1;
 mod stream;
 mod trim;
+pub(crate) mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,17 +40,52 @@ pub(crate) struct TlsListener {
     pub(crate) config: Arc<rustls::ServerConfig>,
 }
 
-/// Starts `config.workers` worker threads accepting on `listener`; once `shutdown` resolves they
-/// stop accepting and each waits up to `config.shutdown_timeout` for its in-flight requests.
-/// Returns whether everything drained in time, or an error if no worker could start.
-pub(crate) async fn serve(
+/// How the workers stop; they watch this from the start ([`Stop::Serve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Not stopping: accept and serve.
+    Serve,
+    /// Another lbhost process took over the listening sockets (a binary upgrade): stop
+    /// accepting; each connection's next response is its last (`connection: close`, GOAWAY for
+    /// HTTP/2). An idle keep-alive connection stays open until its client sends that next
+    /// request (or it idles out, or the deadline comes), so no client's request meets a
+    /// connection closing under it.
+    Handover,
+    /// Shutting down (SIGTERM): stop accepting; exchanges in progress finish with
+    /// `connection: close`, idle connections close now.
+    Shutdown,
+}
+
+impl Stop {
+    /// The workers stop accepting, and the exchange in progress on a connection is its last.
+    pub(super) fn stops(self) -> bool {
+        self != Stop::Serve
+    }
+
+    /// Idle connections close now.
+    pub(super) fn closes_idle(self) -> bool {
+        self == Stop::Shutdown
+    }
+}
+
+/// The running workers (see [`start`]).
+#[derive(Debug)]
+pub(crate) struct Workers {
+    stop: watch::Sender<Stop>,
+    /// One per started worker: whether it drained in time.
+    done: Vec<oneshot::Receiver<bool>>,
+    trimmer: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `config.workers` worker threads accepting on `listener` (and `tls`). Returns an error
+/// if no worker could start; a worker after the first that cannot start is logged and left out.
+pub(crate) fn start(
     listener: std::net::TcpListener,
     tls: Option<TlsListener>,
     proxy: Arc<Proxy>,
     config: &Config,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<bool> {
-    let (stop, stopped) = watch::channel(false);
+) -> anyhow::Result<Workers> {
+    let (stop, stopped) = watch::channel(Stop::Serve);
     let mut workers = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
         let started = listener
@@ -82,18 +118,39 @@ pub(crate) async fn serve(
             }
         }
     }
-    drop(listener);
-    drop(tls);
-    let trimmer = tokio::spawn(trim::run());
-    shutdown.await;
-    trimmer.abort();
-    let _ = stop.send(true);
-    tracing::info!("stopped accepting; draining in-flight requests");
-    let mut drained = true;
-    for done in workers {
-        drained &= done.await.unwrap_or(false);
+    Ok(Workers {
+        stop,
+        done: workers,
+        trimmer: tokio::spawn(trim::run()),
+    })
+}
+
+impl Workers {
+    /// Stops the workers `how` and waits: each gives its connections up to
+    /// `config.shutdown_timeout` from now. If `escalate` resolves meanwhile, idle connections
+    /// are closed at once after all ([`Stop::Shutdown`]). Returns whether everything drained in
+    /// time.
+    pub(crate) async fn stop(self, how: Stop, escalate: impl Future<Output = ()>) -> bool {
+        self.trimmer.abort();
+        let _ = self.stop.send(how);
+        tracing::info!(?how, "stopped accepting; draining in-flight requests");
+        let all_done = async {
+            let mut drained = true;
+            for done in self.done {
+                drained &= done.await.unwrap_or(false);
+            }
+            drained
+        };
+        tokio::pin!(all_done);
+        tokio::select! {
+            drained = &mut all_done => return drained,
+            () = escalate => {
+                tracing::info!("closing idle connections now");
+                let _ = self.stop.send(Stop::Shutdown);
+            }
+        }
+        all_done.await
     }
-    Ok(drained)
 }
 
 /// Starts worker `index` on its own thread and runtime. The receiver says whether it drained.
@@ -103,7 +160,7 @@ fn start_worker(
     tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     proxy: Arc<Proxy>,
     config: &Config,
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<Stop>,
 ) -> anyhow::Result<oneshot::Receiver<bool>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,7 +211,7 @@ async fn accept_loop(
     tls: Option<(TcpListener, TlsAcceptor)>,
     proxy: Arc<Proxy>,
     config: &Config,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<Stop>,
 ) -> bool {
     let settings = Arc::new(Settings::new(config, &proxy.metrics));
     let (handshake_timeout, max_handshakes) = config
@@ -170,7 +227,7 @@ async fn accept_loop(
         let (accepted, secure) = tokio::select! {
             accepted = listener.accept() => (accepted, false),
             accepted = accept_tls(tls.as_ref()) => (accepted, true),
-            _ = stopped.wait_for(|stop| *stop) => break,
+            _ = stopped.wait_for(|stop| stop.stops()) => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,

@@ -34,11 +34,13 @@ use crate::server::stream::ClientStream;
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
+use super::client_io::Held;
 use super::connection::{Counted, Settings};
 use super::trim;
+use super::Stop;
 use crate::http1::{parse_request, BodyDecoder, Exchange, ParsedRequest};
 use crate::proxy::{
     local_response, upgrade_pair, ClientUpgrade, Proxy, ProxyBody, UpgradeHandover,
@@ -129,7 +131,7 @@ struct Connection<'a, 's, F, W> {
     first: bool,
     /// The worker stops: the exchange in progress is the last.
     stopping: bool,
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<Stop>,
     settings: &'s Settings,
     counted: &'a mut Counted<'s>,
 }
@@ -138,14 +140,17 @@ struct Connection<'a, 's, F, W> {
 type Slot<T> = Option<Pin<Box<Option<T>>>>;
 
 /// Serves HTTP/1.1 on `stream` until it closes, idles out, turns into a tunnel or HTTP/2, or
-/// the worker stops (`stopped`: the exchange in progress finishes, with `connection: close`).
+/// the worker stops (`stopped`: the exchange in progress finishes, with `connection: close`;
+/// an idle connection closes at once on [`Stop::Shutdown`], at its next request on
+/// [`Stop::Handover`]). A tunnel it turns into holds a clone of `active` until it ends.
 pub(super) async fn serve<'s>(
     stream: ClientStream,
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     settings: &'s Settings,
-    stopped: &mut watch::Receiver<bool>,
+    stopped: &mut watch::Receiver<Stop>,
     counted: &mut Counted<'s>,
+    active: &mpsc::Sender<Infallible>,
 ) -> Ended {
     let conn_secure = stream.is_tls();
     let mut conn = Connection {
@@ -166,7 +171,7 @@ pub(super) async fn serve<'s>(
         counted,
     };
     let mut stop = pin!(async {
-        let _ = stopped.wait_for(|stop| *stop).await;
+        let _ = stopped.wait_for(|stop| stop.closes_idle()).await;
     });
     let secure = conn_secure;
     let handle = |head, body, upgrade| Arc::clone(proxy).handle(head, body, peer, secure, upgrade);
@@ -201,7 +206,7 @@ pub(super) async fn serve<'s>(
                     if let Some(io) = conn.into_io() {
                         let client =
                             super::client_io::Prefixed::new(io.wire.stream, io.wire.buf.freeze());
-                        handover.hand_over(Box::new(client));
+                        handover.hand_over(Box::new(Held::new(client, active.clone())));
                     }
                 }
                 return Ended::Closed;
@@ -383,7 +388,7 @@ where
             if let Some(future) = slot.as_mut().as_pin_mut() {
                 let Ok(response) = ready!(future.poll(cx));
                 slot.set(None);
-                self.stopping = self.stopping || *self.stopped.borrow();
+                self.stopping = self.stopping || self.stopped.borrow().stops();
                 let close = !self.exchange.keep_alive || self.stopping || !self.body_finishable();
                 let out = crate::http1::buffers::head_buffer();
                 let writing = self.writing.get_or_insert_with(|| Box::pin(None));
