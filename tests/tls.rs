@@ -11,100 +11,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lbhost_e2e::{free_addr, full, Http, Lb, RecordingBackend, Scratch};
+use lbhost_e2e::{free_addr, full, make_certificate, Http, Lb, RecordingBackend, Scratch};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// Makes a CA in `dir` (once) and a leaf certificate `name` for `dns` names signed by it:
-/// returns the chain and key paths.
-fn make_certificate(dir: &Path, name: &str, dns: &[&str]) -> (PathBuf, PathBuf) {
-    let ca = dir.join("ca.pem");
-    let ca_key = dir.join("ca.key");
-    if !ca.exists() {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=lbhost test CA",
-            "-keyout",
-            path(&ca_key),
-            "-out",
-            path(&ca),
-        ]);
-    }
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.pem"));
-    let ext = dir.join(format!("{name}.ext"));
-    let san: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-    std::fs::write(
-        &ext,
-        format!(
-            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
-            san.join(",")
-        ),
-    )
-    .expect("writing the extensions");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={}", dns[0]),
-        "-keyout",
-        path(&key),
-        "-out",
-        path(&csr),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        path(&csr),
-        "-CA",
-        path(&ca),
-        "-CAkey",
-        path(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        path(&ext),
-        "-out",
-        path(&cert),
-    ]);
-    (cert, key)
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Accepts any certificate and keeps the one presented, so a test can see which one the
 /// server chose for a name it does not cover too.

@@ -9,6 +9,7 @@ mod resilience;
 #[cfg(test)]
 mod tests;
 mod token;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 
 use crate::text::bounded_owned;
 
+pub use crate::tls::client::BackendTls;
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
@@ -122,6 +124,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// How to speak TLS to it, for an `https://` URL; `None` is plain HTTP.
+    pub tls: Option<std::sync::Arc<crate::tls::BackendTls>>,
 }
 
 /// Active health check settings.

@@ -112,6 +112,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let mut positions = (Vec::new(), Vec::new());
     let mut backends: Vec<BackendConfig> = Vec::new();
     let mut dns_backends: Vec<dns::DnsBackend> = Vec::new();
+    let mut upstream_tls = super::upstream_tls::UpstreamTls::new(file.upstream_tls, base);
     for (i, b) in file.backends.into_iter().enumerate() {
         match (&b.url, b.dns.is_some() || b.srv.is_some()) {
             (Some(_), true) => {
@@ -127,7 +128,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 ))
             }
             (Some(_), false) => {
-                let backend = backend(i, b)?;
+                let backend = backend(i, b, &mut upstream_tls)?;
                 if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
                     return Err(ConfigError::field(
                         format!("backends[{i}].url"),
@@ -141,6 +142,12 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 positions.0.push(i);
             }
             (None, true) => {
+                if b.tls.is_some() {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].tls"),
+                        "applies to https:// url entries only",
+                    ));
+                }
                 let entry = dns::backend(i, b)?;
                 if let Some(j) = dns_backends.iter().position(|o| o.lookup == entry.lookup) {
                     return Err(ConfigError::field(
@@ -153,6 +160,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    upstream_tls.finish()?;
     let dns = dns::settings(file.dns)?;
     let health_check = file.health_check.map(health_check).transpose()?;
     let passive = resilience::passive(file.passive)?;
@@ -323,7 +331,7 @@ const MAX_PATH_BYTES: usize = 4096;
 
 /// `text`, a path shown in logs and `/status` as it is: refused if it holds control characters
 /// or is longer than a path can be.
-fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
+pub(super) fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
     if text.len() > MAX_PATH_BYTES || has_control(text) {
         return Err(ConfigError::field(
             field,
@@ -344,8 +352,13 @@ fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// Validates `backends[i]`, an entry with a `url`.
-fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
+/// Validates `backends[i]`, an entry with a `url` (`https://` ones get their TLS settings from
+/// `upstream_tls`).
+fn backend(
+    i: usize,
+    b: FileBackend,
+    upstream_tls: &mut super::upstream_tls::UpstreamTls<'_>,
+) -> Result<BackendConfig, ConfigError> {
     let field = format!("backends[{i}].url");
     let url = b.url.unwrap_or_default();
     if b.port.is_some() {
@@ -357,12 +370,13 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ConfigError::field(&field, format!("{url:?} is not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(ConfigError::field(
                 &field,
-                format!("scheme {other:?} is not supported (use http://)"),
+                format!("scheme {other:?} is not supported (use http:// or https://)"),
             ))
         }
         None => {
@@ -371,7 +385,7 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
                 format!("{url:?} has no scheme (write http://host:port)"),
             ))
         }
-    }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| ConfigError::field(&field, "missing host"))?;
@@ -382,7 +396,9 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
         ));
     }
     let host = authority.host();
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
     let address = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -397,10 +413,25 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     }
     let weight = backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
+    let tls = match (secure, &b.tls) {
+        (true, own) => Some(std::sync::Arc::new(upstream_tls.backend(
+            i,
+            host,
+            own.as_ref(),
+        )?)),
+        (false, Some(_)) => {
+            return Err(ConfigError::field(
+                format!("backends[{i}].tls"),
+                "applies to https:// backends only",
+            ))
+        }
+        (false, None) => None,
+    };
     Ok(BackendConfig {
         address,
         weight,
         labels: b.labels.into_iter().collect(),
+        tls,
     })
 }
 

@@ -74,7 +74,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
-            upstream: Upstream::new(),
+            upstream: Upstream::counting(&metrics.upstream_tls_failures),
             retry_budget: RetryBudget::new(&config.retries),
             rate_limiter: RateLimiter::new(),
             certificates: Arc::new(Resolver::default()),
@@ -92,8 +92,10 @@ impl Proxy {
     }
 
     /// Serves the certificates of `config` from the next TLS handshake on, and publishes their
-    /// expiry; warns of any that expires within 14 days.
+    /// expiry; warns of any that expires within 14 days, and of `https://` backends whose
+    /// certificates are not verified.
     pub(crate) fn set_certificates(&self, config: &Config) {
+        crate::tls::client::warn_unverified(&config.backends);
         let Some(tls) = &config.tls else {
             return;
         };
