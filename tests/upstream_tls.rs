@@ -129,6 +129,15 @@ async fn a_backend_that_requires_a_client_certificate_gets_lbhosts() {
     ])))
     .await;
     assert_eq!(statuses(&without, 2).await, [502, 502], "{}", without.log());
+    let text = metrics(&without).await;
+    let refused = metric(
+        &text,
+        &format!(
+            "lbhost_upstream_tls_failures_total{{backend=\"{}\",reason=\"refused_by_backend\"}}",
+            front.addr()
+        ),
+    );
+    assert_eq!(refused, 2.0, "{text}");
     let with = Lb::start(base(json!([
         {"url": https(&front), "tls": {"ca": pki.ca(), "server_name": "mtls.test",
                                       "cert": client_cert, "key": client_key}},

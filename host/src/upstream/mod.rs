@@ -152,7 +152,25 @@ impl Upstream {
                     body = again;
                     pooled = false;
                 }
-                Err(ExchangeFailure::Failed(e)) => return Err(e),
+                Err(ExchangeFailure::Failed(e)) => {
+                    self.count_late_refusal(backend, &e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Counts and logs a TLS alert that ended an exchange (see [`tls::late_refusal`]).
+    fn count_late_refusal(&self, backend: &Backend, error: &UpstreamError) {
+        let (UpstreamError::Send(io) | UpstreamError::Receive(io)) = error else {
+            return;
+        };
+        if let Some(reason) = tls::late_refusal(io) {
+            tracing::warn!(backend = %backend.address, reason, cause = %io, "the backend ended the TLS session");
+            if let Some(counter) = &self.tls_failures {
+                counter
+                    .with_label_values(&[backend.address.as_str(), reason])
+                    .inc();
             }
         }
     }
@@ -174,7 +192,10 @@ impl Upstream {
                 ExchangeFailure::Unsent(_, e)
                 | ExchangeFailure::Stale(_, e)
                 | ExchangeFailure::Failed(e),
-            ) => Err(e),
+            ) => {
+                self.count_late_refusal(backend, &e);
+                Err(e)
+            }
         }
     }
 

@@ -72,6 +72,19 @@ pub(super) async fn handshake(tcp: TcpStream, tls: &BackendTls) -> Result<Handsh
     }
 }
 
+/// `Some("refused_by_backend")` when `error`, from reading or writing an established TLS
+/// connection, is an alert the backend sent: with TLS 1.3 a backend refuses a client
+/// certificate (or its absence) only after the client finished its handshake, on the first
+/// read.
+pub(super) fn late_refusal(error: &io::Error) -> Option<&'static str> {
+    let rustls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match rustls {
+        rustls::Error::AlertReceived(AlertDescription::CloseNotify) => None,
+        rustls::Error::AlertReceived(_) => Some("refused_by_backend"),
+        _ => None,
+    }
+}
+
 /// The reason word of a failed handshake (see [`TlsFailure::reason`]).
 fn reason(error: &io::Error) -> &'static str {
     let Some(rustls) = error
