@@ -11,7 +11,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lbhost_e2e::{free_addr, full, make_certificate, Http, Lb, RecordingBackend, Scratch};
+use lbhost_e2e::{
+    chromium, free_addr, full, headless, make_certificate, Http, Lb, RecordingBackend, Scratch,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -320,4 +322,39 @@ async fn a_certificate_renewed_in_place_is_served_without_a_reload_call() {
     }
     let (tls, _) = connect(s.tls, "a.test", b"h2").await;
     assert_eq!(get(tls, true).await, 200);
+}
+
+/// `/status` lists each certificate (names, file, expiry) and the status page shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_certificates_and_the_page_shows_them() {
+    let s = start().await;
+    let status = Http::new().get(&s.lb.admin_url("/status")).await.json();
+    let certificates = status["certificates"].as_array().expect("a list");
+    assert_eq!(certificates.len(), 3, "{status}");
+    for (listed, (cert, _)) in certificates.iter().zip(&s.files) {
+        assert_eq!(listed["role"], "listener");
+        assert_eq!(listed["file"], cert.display().to_string());
+        let days = listed["expires_in_days"].as_i64().expect("days");
+        assert!((28..=30).contains(&days), "{listed}");
+        assert!(listed["not_after_unix"].as_i64().is_some(), "{listed}");
+    }
+    assert_eq!(certificates[1]["names"], json!(["a.test"]));
+    assert_eq!(certificates[2]["names"], json!(["*.wild.test"]));
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED the status page part: chromium is not installed");
+        return;
+    };
+    let dom = headless(&chromium, &s.lb.admin_url("/"), &["--dump-dom".into()]).await;
+    let table = dom
+        .split("id=\"certificates\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .expect("the certificates table");
+    for name in ["default.test", "a.test", "*.wild.test"] {
+        assert!(table.contains(name), "{name} missing: {table}");
+    }
+    assert!(
+        table.contains("(29 days)") || table.contains("(28 days)") || table.contains("(30 days)"),
+        "{table}"
+    );
 }

@@ -145,6 +145,12 @@ async fn a_backend_that_requires_a_client_certificate_gets_lbhosts() {
     .await;
     assert_eq!(statuses(&with, 5).await, [200; 5], "{}", with.log());
     assert_eq!(demo[0].hits(), 5);
+    let status = Http::new().get(&with.admin_url("/status")).await.json();
+    assert_eq!(
+        status["certificates"],
+        json!([{"role": "backend_client", "names": [], "file": client_cert.display().to_string(),
+                "not_after_unix": null, "expires_in_days": null}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

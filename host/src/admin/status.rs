@@ -38,6 +38,8 @@ struct Status {
     shadow: Option<crate::strategy::ShadowStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
+    /// The TLS certificates in use: the listener's and the backends' client certificates.
+    certificates: Vec<super::certificates::CertificateStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +150,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
         dns: reloader.discovery().status(),
         shadow: proxy.strategies.shadow_status(),
         reload: reloader.status(),
+        certificates: super::certificates::certificates(&proxy.config.load()),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {
         tracing::error!(cause = %e, "serializing the admin status");

@@ -113,6 +113,7 @@ impl<'a> UpstreamTls<'a> {
             server_name: name,
             verify,
             files: paths,
+            client_certificate: files.identity.as_ref().map(|(cert, _)| cert.clone()),
             client,
             fingerprint,
         })

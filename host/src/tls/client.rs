@@ -56,6 +56,8 @@ pub struct BackendTls {
     /// The files the settings came from (CA, client certificate, key), for `/status` and the
     /// file watch.
     pub files: Vec<PathBuf>,
+    /// The client certificate's chain file (mTLS), if any.
+    pub client_certificate: Option<PathBuf>,
     /// The rustls config, shared by every backend with the same files.
     pub(crate) client: Arc<ClientConfig>,
     /// Tells settings apart by what they say and their files' contents: connections made under

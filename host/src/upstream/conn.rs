@@ -37,12 +37,7 @@ pub(super) struct BackendConn {
 }
 
 impl BackendConn {
-    pub(super) fn new(
-        io: BackendStream,
-        mark: ConnectionMark,
-        backend: u64,
-        alpn: Alpn,
-    ) -> Self {
+    pub(super) fn new(io: BackendStream, mark: ConnectionMark, backend: u64, alpn: Alpn) -> Self {
         BackendConn {
             wire: Io::new(io, BytesMut::new()),
             mark,

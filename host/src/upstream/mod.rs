@@ -224,10 +224,7 @@ impl Upstream {
 
     /// Connects to `backend` and, for `https://`, runs the TLS handshake: the stream and the
     /// ALPN protocol negotiated. A failed handshake is logged and counted.
-    async fn open(
-        &self,
-        backend: &Backend,
-    ) -> Result<(BackendStream, tls::Alpn), UpstreamError> {
+    async fn open(&self, backend: &Backend) -> Result<(BackendStream, tls::Alpn), UpstreamError> {
         let tcp = TcpStream::connect(backend.address.as_str())
             .await
             .map_err(UpstreamError::Connect)?;
