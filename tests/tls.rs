@@ -358,3 +358,97 @@ async fn status_lists_the_certificates_and_the_page_shows_them() {
         "{table}"
     );
 }
+
+/// A handshake flood: hundreds of clients that connect and never finish a handshake (silent,
+/// half a ClientHello, or a whole one and then nothing) do not keep a real client from being
+/// served, and each is closed at `handshake_timeout` and counted as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unfinished_handshakes_does_not_starve_a_real_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Scratch::new();
+    let (cert, key) = make_certificate(certs.path(), "a", &["a.test"]);
+    let backend = RecordingBackend::start().await;
+    let tls = free_addr();
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = json!({
+        "listen": listen.to_string(),
+        "admin": admin.to_string(),
+        "workers": 1,
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{"url": backend.url()}],
+        "tls": {
+            "listen": tls.to_string(),
+            "certificates": [{"cert": cert, "key": key}],
+            "handshake_timeout": "2s",
+            "max_handshakes": 4,
+        },
+    });
+    let config_path = certs.write("config.json", config.to_string());
+    let lb = Lb::start_from_file(&config_path, listen, admin).await;
+
+    // A real ClientHello, to send whole or in part.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recorder::default()))
+        .with_no_client_auth();
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from("a.test").expect("a name"),
+    )
+    .expect("a client")
+    .write_tls(&mut hello)
+    .expect("a ClientHello");
+    let started = std::time::Instant::now();
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let mut tcp = TcpStream::connect(tls).await.expect("connect");
+        match i % 100 {
+            // Three whole ClientHellos left unanswered: they hold three of the four slots.
+            0 => tcp.write_all(&hello).await.expect("write"),
+            1..=49 => tcp
+                .write_all(&hello[..hello.len() / 2])
+                .await
+                .expect("write"),
+            _ => {}
+        }
+        flood.push(tcp);
+    }
+    // A real client is served at once, again and again, while the flood holds on.
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (stream, _) = connect(tls, "a.test", b"http/1.1").await;
+        assert_eq!(get(stream, false).await, 200);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1000),
+            "a real client waited {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1900),
+        "the flood outlived the test's premise: {:?}",
+        started.elapsed()
+    );
+    // Each flooding connection is closed at the timeout and counted.
+    for tcp in &mut flood {
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .expect("closed within the handshake timeout");
+            if !matches!(read, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+    let metrics = Http::new().get(&lb.admin_url("/metrics")).await.text();
+    let timeouts = lbhost_e2e::metric(&metrics, "lbhost_tls_handshakes_total{result=\"timeout\"}");
+    assert_eq!(timeouts, 300.0, "{metrics}");
+    let ok = lbhost_e2e::metric(&metrics, "lbhost_tls_handshakes_total{result=\"ok\"}");
+    assert_eq!(ok, 5.0, "{metrics}");
+}

@@ -98,8 +98,9 @@ pub struct TlsConfig {
     pub(crate) certificates: std::sync::Arc<crate::tls::CertificateSet>,
     /// A handshake not done within this closes the connection (default 10 s).
     pub handshake_timeout: Duration,
-    /// Handshakes in progress per worker; a connection past it waits to start its own
-    /// (default 256), so a flood of handshakes cannot starve served connections of CPU.
+    /// Handshakes past their ClientHello in progress per worker; a connection past it waits to
+    /// start its own (default 256), so a flood of handshakes cannot starve served connections
+    /// of CPU. Waiting for a ClientHello takes no slot.
     pub max_handshakes: usize,
 }
 
