@@ -11,100 +11,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lbhost_e2e::{free_addr, full, Http, Lb, RecordingBackend, Scratch};
+use lbhost_e2e::{
+    chromium, free_addr, full, headless, make_certificate, Http, Lb, RecordingBackend, Scratch,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// Makes a CA in `dir` (once) and a leaf certificate `name` for `dns` names signed by it:
-/// returns the chain and key paths.
-fn make_certificate(dir: &Path, name: &str, dns: &[&str]) -> (PathBuf, PathBuf) {
-    let ca = dir.join("ca.pem");
-    let ca_key = dir.join("ca.key");
-    if !ca.exists() {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=lbhost test CA",
-            "-keyout",
-            path(&ca_key),
-            "-out",
-            path(&ca),
-        ]);
-    }
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.pem"));
-    let ext = dir.join(format!("{name}.ext"));
-    let san: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-    std::fs::write(
-        &ext,
-        format!(
-            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
-            san.join(",")
-        ),
-    )
-    .expect("writing the extensions");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={}", dns[0]),
-        "-keyout",
-        path(&key),
-        "-out",
-        path(&csr),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        path(&csr),
-        "-CA",
-        path(&ca),
-        "-CAkey",
-        path(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        path(&ext),
-        "-out",
-        path(&cert),
-    ]);
-    (cert, key)
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Accepts any certificate and keeps the one presented, so a test can see which one the
 /// server chose for a name it does not cover too.
@@ -407,4 +322,133 @@ async fn a_certificate_renewed_in_place_is_served_without_a_reload_call() {
     }
     let (tls, _) = connect(s.tls, "a.test", b"h2").await;
     assert_eq!(get(tls, true).await, 200);
+}
+
+/// `/status` lists each certificate (names, file, expiry) and the status page shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_certificates_and_the_page_shows_them() {
+    let s = start().await;
+    let status = Http::new().get(&s.lb.admin_url("/status")).await.json();
+    let certificates = status["certificates"].as_array().expect("a list");
+    assert_eq!(certificates.len(), 3, "{status}");
+    for (listed, (cert, _)) in certificates.iter().zip(&s.files) {
+        assert_eq!(listed["role"], "listener");
+        assert_eq!(listed["file"], cert.display().to_string());
+        let days = listed["expires_in_days"].as_i64().expect("days");
+        assert!((28..=30).contains(&days), "{listed}");
+        assert!(listed["not_after_unix"].as_i64().is_some(), "{listed}");
+    }
+    assert_eq!(certificates[1]["names"], json!(["a.test"]));
+    assert_eq!(certificates[2]["names"], json!(["*.wild.test"]));
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED the status page part: chromium is not installed");
+        return;
+    };
+    let dom = headless(&chromium, &s.lb.admin_url("/"), &["--dump-dom".into()]).await;
+    let table = dom
+        .split("id=\"certificates\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .expect("the certificates table");
+    for name in ["default.test", "a.test", "*.wild.test"] {
+        assert!(table.contains(name), "{name} missing: {table}");
+    }
+    assert!(
+        table.contains("(29 days)") || table.contains("(28 days)") || table.contains("(30 days)"),
+        "{table}"
+    );
+}
+
+/// A handshake flood: hundreds of clients that connect and never finish a handshake (silent,
+/// half a ClientHello, or a whole one and then nothing) do not keep a real client from being
+/// served, and each is closed at `handshake_timeout` and counted as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unfinished_handshakes_does_not_starve_a_real_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Scratch::new();
+    let (cert, key) = make_certificate(certs.path(), "a", &["a.test"]);
+    let backend = RecordingBackend::start().await;
+    let tls = free_addr();
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = json!({
+        "listen": listen.to_string(),
+        "admin": admin.to_string(),
+        "workers": 1,
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{"url": backend.url()}],
+        "tls": {
+            "listen": tls.to_string(),
+            "certificates": [{"cert": cert, "key": key}],
+            "handshake_timeout": "2s",
+            "max_handshakes": 4,
+        },
+    });
+    let config_path = certs.write("config.json", config.to_string());
+    let lb = Lb::start_from_file(&config_path, listen, admin).await;
+
+    // A real ClientHello, to send whole or in part.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recorder::default()))
+        .with_no_client_auth();
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from("a.test").expect("a name"),
+    )
+    .expect("a client")
+    .write_tls(&mut hello)
+    .expect("a ClientHello");
+    let started = std::time::Instant::now();
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let mut tcp = TcpStream::connect(tls).await.expect("connect");
+        match i % 100 {
+            // Three whole ClientHellos left unanswered: they hold three of the four slots.
+            0 => tcp.write_all(&hello).await.expect("write"),
+            1..=49 => tcp
+                .write_all(&hello[..hello.len() / 2])
+                .await
+                .expect("write"),
+            _ => {}
+        }
+        flood.push(tcp);
+    }
+    // A real client is served at once, again and again, while the flood holds on.
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (stream, _) = connect(tls, "a.test", b"http/1.1").await;
+        assert_eq!(get(stream, false).await, 200);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1000),
+            "a real client waited {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1900),
+        "the flood outlived the test's premise: {:?}",
+        started.elapsed()
+    );
+    // Each flooding connection is closed at the timeout and counted.
+    for tcp in &mut flood {
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .expect("closed within the handshake timeout");
+            if !matches!(read, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+    let metrics = Http::new().get(&lb.admin_url("/metrics")).await.text();
+    let timeouts = lbhost_e2e::metric(&metrics, "lbhost_tls_handshakes_total{result=\"timeout\"}");
+    assert_eq!(timeouts, 300.0, "{metrics}");
+    let ok = lbhost_e2e::metric(&metrics, "lbhost_tls_handshakes_total{result=\"ok\"}");
+    assert_eq!(ok, 5.0, "{metrics}");
 }

@@ -39,7 +39,7 @@ pub(crate) struct HealthChecker {
 impl HealthChecker {
     /// A checker for `pool`; call [`HealthChecker::sync`] to start probing.
     pub(crate) fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
-        let client = Arc::new(Upstream::new());
+        let client = Arc::new(Upstream::counting(&metrics.upstream_tls_failures));
         HealthChecker {
             pool,
             metrics,

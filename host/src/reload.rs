@@ -267,12 +267,18 @@ impl Reloader {
     /// The certificate and key files of the running config's TLS listener.
     pub(crate) fn certificate_files(&self) -> Vec<PathBuf> {
         let config = self.proxy.config.load();
-        config.tls.as_ref().map_or_else(Vec::new, |tls| {
+        let mut files: Vec<PathBuf> = config.tls.as_ref().map_or_else(Vec::new, |tls| {
             tls.files
                 .iter()
                 .flat_map(|(cert, key)| [cert.clone(), key.clone()])
                 .collect()
-        })
+        });
+        // The CA and client certificate files of `https://` backends.
+        let backends = config.backends.iter().filter_map(|b| b.tls.as_ref());
+        files.extend(backends.flat_map(|tls| tls.files.iter().cloned()));
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// Loads the strategy at `path` (with `params`, or the running `strategy_config`) and puts

@@ -15,6 +15,7 @@
 //! panic with that advice when the files are missing.
 
 mod browser;
+mod certs;
 pub mod dnsmasq;
 mod fixtures;
 mod http;
@@ -22,10 +23,13 @@ mod lb;
 pub mod load;
 mod paths;
 mod raw;
+mod tls_front;
 
 pub use browser::{chromium, headless};
+pub use certs::{make_certificate, openssl};
 pub use fixtures::{config, loopback_backends, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};
 pub use paths::{bench_guest, guest, lbhost_bin, strategy, workspace_root};
 pub use raw::{RawBackend, Recorded, RecordingBackend};
+pub use tls_front::TlsFront;

@@ -13,6 +13,7 @@
 //! The two `POST` routes change the balancer: [`auth`] says who may call them.
 
 mod auth;
+mod certificates;
 mod page;
 mod scrape;
 mod status;

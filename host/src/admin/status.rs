@@ -47,6 +47,8 @@ struct Status {
     shadow: Option<crate::strategy::ShadowStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
+    /// The TLS certificates in use: the listener's and the backends' client certificates.
+    certificates: Vec<super::certificates::CertificateStatus>,
 }
 
 /// One pool: what the top level shows of the main pool, for this one.
@@ -191,6 +193,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
             .collect(),
         unrouted: metrics.unrouted.get(),
         pools,
+        certificates: super::certificates::certificates(&proxy.config.load()),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {
         tracing::error!(cause = %e, "serializing the admin status");

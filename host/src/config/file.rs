@@ -39,6 +39,7 @@ pub(super) struct FileConfig {
     pub admin_token_file: Option<String>,
     pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
+    pub upstream_tls: Option<super::upstream_tls::FileUpstreamTls>,
     pub shadow: Option<FileShadow>,
     /// Named pools ([`super::pools`]); without them the top level is the one pool `default`.
     pub pools: Option<BTreeMap<String, FilePool>>,
@@ -128,6 +129,8 @@ pub(super) struct FileBackend {
     pub weight: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TLS settings of an `https://` backend (over `upstream_tls`).
+    pub tls: Option<super::upstream_tls::FileUpstreamTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

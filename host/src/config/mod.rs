@@ -10,6 +10,7 @@ mod resilience;
 #[cfg(test)]
 mod tests;
 mod token;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 
 use crate::text::bounded_owned;
 
+pub use crate::tls::client::BackendTls;
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use pools::{
     covers, first_shadowed, HostMatch, PathMatch, PoolConfig, RouteConfig, RouteMatch, DEFAULT_POOL,
@@ -110,8 +112,9 @@ pub struct TlsConfig {
     pub(crate) certificates: std::sync::Arc<crate::tls::CertificateSet>,
     /// A handshake not done within this closes the connection (default 10 s).
     pub handshake_timeout: Duration,
-    /// Handshakes in progress per worker; a connection past it waits to start its own
-    /// (default 256), so a flood of handshakes cannot starve served connections of CPU.
+    /// Handshakes past their ClientHello in progress per worker; a connection past it waits to
+    /// start its own (default 256), so a flood of handshakes cannot starve served connections
+    /// of CPU. Waiting for a ClientHello takes no slot.
     pub max_handshakes: usize,
 }
 
@@ -136,6 +139,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// How to speak TLS to it, for an `https://` URL; `None` is plain HTTP.
+    pub tls: Option<std::sync::Arc<crate::tls::BackendTls>>,
 }
 
 /// Active health check settings.

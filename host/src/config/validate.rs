@@ -102,6 +102,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // Built once per set of files and shared by every pool's https:// backends.
+    let upstream_tls = std::cell::RefCell::new(super::upstream_tls::UpstreamTls::new(
+        file.upstream_tls,
+        base,
+    ));
     // The top level's own backends: the pool `default` (the only one without `pools`).
     let top_level = match file.backends {
         Some(list) if list.is_empty() => {
@@ -110,7 +115,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 "at least one backend is required",
             ))
         }
-        Some(list) => Some(entries(list)?),
+        Some(list) => Some(entries(list, &mut upstream_tls.borrow_mut())?),
         None => None,
     };
     let dns = dns::settings(file.dns)?;
@@ -203,8 +208,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         },
         base,
         &mut dns_backends,
-        entries,
+        |list| entries(list, &mut upstream_tls.borrow_mut()),
     )?;
+    upstream_tls.into_inner().finish()?;
     Ok(Config {
         pools: routing.pools,
         routes: routing.routes,
@@ -238,7 +244,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
 
 /// Validates a list of backend entries (`backends`, or a pool's): those with a `url` and
 /// those with a DNS name, each in list order, a repeated one refused.
-fn entries(list: Vec<FileBackend>) -> Result<pools::EntryLists, ConfigError> {
+fn entries(
+    list: Vec<FileBackend>,
+    upstream_tls: &mut super::upstream_tls::UpstreamTls<'_>,
+) -> Result<pools::EntryLists, ConfigError> {
     // Where each entry went, for the message about a repeated one.
     let mut positions = (Vec::new(), Vec::new());
     let mut backends: Vec<BackendConfig> = Vec::new();
@@ -258,7 +267,7 @@ fn entries(list: Vec<FileBackend>) -> Result<pools::EntryLists, ConfigError> {
                 ))
             }
             (Some(_), false) => {
-                let backend = backend(i, b)?;
+                let backend = backend(i, b, upstream_tls)?;
                 if let Some(j) = backends.iter().position(|o| o.address == backend.address) {
                     return Err(ConfigError::field(
                         format!("backends[{i}].url"),
@@ -272,6 +281,12 @@ fn entries(list: Vec<FileBackend>) -> Result<pools::EntryLists, ConfigError> {
                 positions.0.push(i);
             }
             (None, true) => {
+                if b.tls.is_some() {
+                    return Err(ConfigError::field(
+                        format!("backends[{i}].tls"),
+                        "applies to https:// url entries only",
+                    ));
+                }
                 let entry = dns::backend(i, b)?;
                 if let Some(j) = dns_backends.iter().position(|o| o.lookup == entry.lookup) {
                     return Err(ConfigError::field(
@@ -379,8 +394,13 @@ fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// Validates `backends[i]`, an entry with a `url`.
-fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
+/// Validates `backends[i]`, an entry with a `url` (`https://` ones get their TLS settings from
+/// `upstream_tls`).
+fn backend(
+    i: usize,
+    b: FileBackend,
+    upstream_tls: &mut super::upstream_tls::UpstreamTls<'_>,
+) -> Result<BackendConfig, ConfigError> {
     let field = format!("backends[{i}].url");
     let url = b.url.unwrap_or_default();
     if b.port.is_some() {
@@ -392,12 +412,13 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ConfigError::field(&field, format!("{url:?} is not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(ConfigError::field(
                 &field,
-                format!("scheme {other:?} is not supported (use http://)"),
+                format!("scheme {other:?} is not supported (use http:// or https://)"),
             ))
         }
         None => {
@@ -406,7 +427,7 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
                 format!("{url:?} has no scheme (write http://host:port)"),
             ))
         }
-    }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| ConfigError::field(&field, "missing host"))?;
@@ -417,7 +438,9 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
         ));
     }
     let host = authority.host();
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
     let address = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -432,10 +455,25 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     }
     let weight = backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
+    let tls = match (secure, &b.tls) {
+        (true, own) => Some(std::sync::Arc::new(upstream_tls.backend(
+            i,
+            host,
+            own.as_ref(),
+        )?)),
+        (false, Some(_)) => {
+            return Err(ConfigError::field(
+                format!("backends[{i}].tls"),
+                "applies to https:// backends only",
+            ))
+        }
+        (false, None) => None,
+    };
     Ok(BackendConfig {
         address,
         weight,
         labels: b.labels.into_iter().collect(),
+        tls,
     })
 }
 

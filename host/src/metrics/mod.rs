@@ -88,6 +88,10 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// `lbhost_tls_handshakes_total{result}`: TLS handshakes, `ok`, `failed` or `timeout`.
     pub tls_handshakes: IntCounterVec,
+    /// `lbhost_upstream_tls_failures_total{backend, reason}`: failed TLS handshakes with
+    /// `https://` backends (traffic and health probes), by reason (see
+    /// [`crate::upstream::TlsFailure::reason`]).
+    pub upstream_tls_failures: IntCounterVec,
     /// `lbhost_dns_lookups_total{name, result}`: lookups of DNS backend entries, `ok`,
     /// `nxdomain`, `empty`, `timeout` or `error`.
     pub dns_lookups: IntCounterVec,
@@ -254,6 +258,11 @@ impl Metrics {
                 "lbhost_tls_handshakes_total",
                 "TLS handshakes with clients, by result (ok, failed, timeout).",
                 &["result"],
+            )?,
+            upstream_tls_failures: counter(
+                "lbhost_upstream_tls_failures_total",
+                "Failed TLS handshakes with backends, by backend and reason",
+                &["backend", "reason"],
             )?,
             dns_lookups: counter(
                 "lbhost_dns_lookups_total",

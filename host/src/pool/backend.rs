@@ -25,6 +25,8 @@ pub struct Backend {
     pub weight: u32,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// How to speak TLS to it (`https://`); `None` is plain HTTP.
+    pub tls: Option<Arc<crate::tls::BackendTls>>,
     /// Requests forwarded and not yet finished (response body done or dropped).
     in_flight: Arc<AtomicU32>,
     /// Up according to active health checking (or a refused connection, when active checks
@@ -61,6 +63,7 @@ impl Backend {
             key: lbhost_sdk::hash::backend_key(&config.address),
             weight: config.weight,
             labels: config.labels.clone(),
+            tls: config.tls.clone(),
             in_flight: Arc::new(AtomicU32::new(0)),
             up: Arc::new(AtomicBool::new(true)),
             passive: Arc::default(),
@@ -72,7 +75,7 @@ impl Backend {
         }
     }
 
-    /// The same backend with a new weight or labels, sharing its live state.
+    /// The same backend with a new weight, labels or TLS settings, sharing its live state.
     pub fn reconfigured(&self, config: &BackendConfig) -> Self {
         Backend {
             address: self.address.clone(),
@@ -81,6 +84,7 @@ impl Backend {
             key: self.key,
             weight: config.weight,
             labels: config.labels.clone(),
+            tls: config.tls.clone(),
             in_flight: Arc::clone(&self.in_flight),
             up: Arc::clone(&self.up),
             passive: Arc::clone(&self.passive),

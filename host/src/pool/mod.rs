@@ -95,7 +95,9 @@ impl Pool {
             .iter()
             .map(
                 |c| match old.backends.iter().find(|b| b.address == c.address) {
-                    Some(b) if b.weight == c.weight && b.labels == c.labels => Arc::clone(b),
+                    Some(b) if b.weight == c.weight && b.labels == c.labels && b.tls == c.tls => {
+                        Arc::clone(b)
+                    }
                     Some(b) => Arc::new(b.reconfigured(c)),
                     None => Arc::new(Backend::of_pool(c, Arc::clone(&self.name))),
                 },

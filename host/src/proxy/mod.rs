@@ -67,7 +67,7 @@ impl Proxy {
     /// A proxy over the pools and routes of `table` with `config`.
     pub(crate) fn new(config: Config, table: service::Table, metrics: Arc<Metrics>) -> Self {
         Proxy {
-            upstream: Upstream::new(),
+            upstream: Upstream::counting(&metrics.upstream_tls_failures),
             rate_limiter: RateLimiter::new(),
             certificates: Arc::new(Resolver::default()),
             config: ArcSwap::from_pointee(config),
@@ -83,8 +83,10 @@ impl Proxy {
     }
 
     /// Serves the certificates of `config` from the next TLS handshake on, and publishes their
-    /// expiry; warns of any that expires within 14 days.
+    /// expiry; warns of any that expires within 14 days, and of `https://` backends whose
+    /// certificates are not verified.
     pub(crate) fn set_certificates(&self, config: &Config) {
+        crate::tls::client::warn_unverified(config.pools.iter().flat_map(|pool| &pool.backends));
         let Some(tls) = &config.tls else {
             return;
         };

@@ -12,6 +12,7 @@
 mod client_io;
 mod connection;
 mod h1;
+mod handshake;
 mod stream;
 mod trim;
 pub(crate) mod upgrade;
@@ -250,28 +251,23 @@ async fn accept_loop(
                 let (acceptor, handshakes) = (acceptor.clone(), Arc::clone(&handshakes));
                 // The handshake runs in the connection's task, never on the accept loop.
                 tokio::spawn(async move {
-                    let Ok(permit) = handshakes.acquire_owned().await else {
-                        return;
-                    };
+                    let config = Arc::clone(acceptor.config());
                     let shaken =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                    drop(permit);
-                    let result = match &shaken {
-                        Ok(Ok(_)) => "ok",
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, cause = %e, "TLS handshake failed");
-                            "failed"
-                        }
-                        Err(_) => "timeout",
-                    };
+                        handshake::handshake(stream, config, &handshakes, handshake_timeout).await;
                     proxy
                         .metrics
                         .tls_handshakes
-                        .with_label_values(&[result])
+                        .with_label_values(&[shaken.result()])
                         .inc();
-                    if let Ok(Ok(tls)) = shaken {
-                        let stream = ClientStream::Tls(Box::new(tls));
-                        connection::serve(stream, peer, proxy, settings, stopped, active).await;
+                    match shaken {
+                        handshake::Shaken::Ok(tls) => {
+                            let stream = ClientStream::Tls(tls);
+                            connection::serve(stream, peer, proxy, settings, stopped, active).await;
+                        }
+                        handshake::Shaken::Failed(e) => {
+                            tracing::debug!(%peer, cause = %e, "TLS handshake failed")
+                        }
+                        handshake::Shaken::Timeout => {}
                     }
                 });
             }

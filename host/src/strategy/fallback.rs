@@ -49,6 +49,7 @@ mod tests {
                 address: format!("127.0.0.1:{}", 9000 + i),
                 weight,
                 labels: Vec::new(),
+                tls: None,
             })
             .collect();
         Pool::new(&configs)

@@ -1,22 +1,30 @@
 //! TLS towards clients (rustls, `ring` provider): certificates from PEM files chosen by SNI
-//! ([`resolver`]), TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, session tickets on.
+//! ([`resolver`]), TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, session tickets on. And the
+//! client configs of `https://` backends ([`client`]).
 
 mod certificate;
+pub(crate) mod client;
 mod resolver;
 
 use std::sync::Arc;
 
 pub(crate) use certificate::Certificate;
+pub(crate) use client::BackendTls;
 pub(crate) use resolver::{CertificateSet, Resolver};
+
+/// The crypto provider of every TLS session lbhost makes, towards clients and backends.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // ring: builds with nothing but a C compiler (aws-lc-rs wants cmake here). rustls marks it
+    // deprecated because it has no post-quantum key exchange (aws-lc-rs offers X25519MLKEM768).
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
 
 /// The rustls server config of every TLS listener, choosing certificates through `resolver`.
 pub(crate) fn server_config(
     resolver: Arc<Resolver>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    // ring: builds with nothing but a C compiler (aws-lc-rs wants cmake here). rustls marks it
-    // deprecated because it has no post-quantum key exchange (aws-lc-rs offers X25519MLKEM768).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

@@ -8,9 +8,9 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 
 use super::conn::BackendConn;
+use super::stream::BackendStream;
 use crate::body::BoxError;
 use crate::http1::{BodyDecoder, Chunked, Framing, RawFields};
 
@@ -38,11 +38,11 @@ enum State {
     Done,
 }
 
-/// A backend connection after `101 Switching Protocols`: the socket, and what the backend sent
+/// A backend connection after `101 Switching Protocols`: the stream, and what the backend sent
 /// after the 101 head.
 #[derive(Debug)]
 pub(crate) struct Upgraded {
-    pub io: TcpStream,
+    pub io: BackendStream,
     pub read: BytesMut,
 }
 

@@ -1,27 +1,32 @@
-//! One open connection to a backend: the socket and the bytes read from it but not used yet.
+//! One open connection to a backend: the stream (TCP, or TLS over TCP) and the bytes read from
+//! it but not used yet.
 //!
 //! A connection has no task of its own. The request that leases it writes and reads it
 //! directly, and the response body reads the rest. Nothing polls it while it sits idle in the
 //! pool, so [`BackendConn::is_alive`] checks, before each reuse, whether the backend closed it meanwhile.
 
-use std::io;
 use std::pin::Pin;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::counts::ConnectionMark;
+use super::stream::BackendStream;
+use super::tls::Alpn;
 use crate::http1::{buffers, Io};
 
 /// A connection to one backend.
 #[derive(Debug)]
 pub(super) struct BackendConn {
-    /// The socket and what was read from it but not used yet.
-    pub(super) wire: Io<TcpStream>,
+    /// The stream and what was read from it but not used yet.
+    pub(super) wire: Io<BackendStream>,
     pub(super) mark: ConnectionMark,
-    /// [`crate::pool::Backend::key`] of the backend it goes to.
+    /// The pool key of the backend it goes to, with the TLS settings it was made with
+    /// ([`super::pool_key`]).
     pub(super) backend: u64,
+    /// The protocol negotiated by ALPN over TLS.
+    #[allow(dead_code)] // Read once a protocol other than HTTP/1.1 can be negotiated.
+    pub(super) alpn: Alpn,
     /// Whether it has carried a request before this one.
     pub(super) reused: bool,
     /// The response deadline's timer, kept from request to request (absent while a request
@@ -32,11 +37,12 @@ pub(super) struct BackendConn {
 }
 
 impl BackendConn {
-    pub(super) fn new(io: TcpStream, mark: ConnectionMark, backend: u64) -> Self {
+    pub(super) fn new(io: BackendStream, mark: ConnectionMark, backend: u64, alpn: Alpn) -> Self {
         BackendConn {
             wire: Io::new(io, BytesMut::new()),
             mark,
             backend,
+            alpn,
             reused: false,
             timer: None,
         }
@@ -54,14 +60,9 @@ impl BackendConn {
     }
 
     /// Whether the backend can still be sent a request on it: not closed, and nothing unasked
-    /// for arrived. Costs no system call unless the socket became readable since it was last
-    /// read (tokio remembers readiness).
-    pub(super) fn is_alive(&self) -> bool {
-        if !self.wire.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.wire.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// for arrived (see [`BackendStream::is_alive`]).
+    pub(super) fn is_alive(&mut self) -> bool {
+        self.wire.buf.is_empty() && self.wire.stream.is_alive()
     }
 
     /// Frees the read buffer (of an idle connection: it holds nothing unread).

@@ -6,15 +6,16 @@ use std::io;
 use std::pin::pin;
 use std::task::Poll;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::backend_body::BackendBody;
 use super::conn::BackendConn;
+use super::stream::BackendStream;
 use super::UpstreamError;
 use crate::body::UpstreamBody;
 use crate::http1::{
@@ -128,21 +129,42 @@ async fn upload(
     body: UpstreamBody,
     framing: RequestFraming,
 ) -> Result<bool, UpstreamError> {
-    let (mut reader, mut writer) = conn.wire.stream.split();
+    let buf = &mut conn.wire.buf;
+    match &mut conn.wire.stream {
+        BackendStream::Plain(tcp) => {
+            let (reader, writer) = tcp.split();
+            upload_halves(reader, writer, buf, body, framing).await
+        }
+        // A TLS session reads and writes through one state: its halves share it by a lock.
+        BackendStream::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(tls.as_mut());
+            upload_halves(reader, writer, buf, body, framing).await
+        }
+    }
+}
+
+/// [`upload`] over the two halves of the connection's stream; `buf` is its read buffer.
+async fn upload_halves<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut reader: R,
+    mut writer: W,
+    buf: &mut BytesMut,
+    body: UpstreamBody,
+    framing: RequestFraming,
+) -> Result<bool, UpstreamError> {
     let send = send_body(&mut writer, body, framing);
     tokio::pin!(send);
     loop {
-        if conn.wire.buf.capacity() == conn.wire.buf.len() {
-            conn.wire.buf.reserve(8 * 1024);
+        if buf.capacity() == buf.len() {
+            buf.reserve(8 * 1024);
         }
         tokio::select! {
             biased;
             sent = &mut send => return sent.map(|()| true),
-            read = reader.read_buf(&mut conn.wire.buf) => match read {
+            read = reader.read_buf(buf) => match read {
                 Ok(0) => return Err(UpstreamError::Closed),
                 Ok(_) => {
                     // Only a whole head counts as an early answer; a few bytes could be junk.
-                    let mut probe = conn.wire.buf.clone();
+                    let mut probe = buf.clone();
                     if matches!(parse_response(&mut probe, &http::Method::GET, true), Ok(Some(_)) | Err(_)) {
                         return Ok(false);
                     }

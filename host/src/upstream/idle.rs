@@ -21,11 +21,11 @@ pub(super) fn put(conn: BackendConn) {
     IDLE.with_borrow_mut(|idle| idle.put(conn, Instant::now()));
 }
 
-/// The most recently returned live connection to `backend` on this thread, if any.
+/// The most recently returned live connection under pool key `backend` on this thread, if any.
 pub(super) fn checkout(backend: u64) -> Option<BackendConn> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.by_backend.get_mut(&backend)?;
-        while let Some(entry) = list.pop() {
+        while let Some(mut entry) = list.pop() {
             if entry.conn.is_alive() {
                 return Some(entry.conn);
             }
@@ -71,7 +71,7 @@ impl IdlePool {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         for list in self.by_backend.values_mut() {
-            list.retain(|e| e.conn.is_alive() && now.duration_since(e.since) < IDLE_TIMEOUT);
+            list.retain_mut(|e| now.duration_since(e.since) < IDLE_TIMEOUT && e.conn.is_alive());
         }
         self.by_backend.retain(|_, list| !list.is_empty());
     }

@@ -5,27 +5,34 @@
 //! client: a request writes and reads its connection from its own task (`exchange.rs`) and the
 //! response body reads the rest ([`BackendBody`]), so no task, channel or wake-up sits between the
 //! request and its backend. An idle connection is a socket in the pool and nothing else.
+//! `https://` backends are dialed the same way, with a TLS handshake after the TCP connect
+//! (`tls.rs`); their connections are pooled and reused like plain ones.
 
 mod backend_body;
 mod conn;
 mod counts;
 mod exchange;
 mod idle;
+mod stream;
+mod tls;
 
 use std::time::Duration;
 
 use http::Response;
+use prometheus::IntCounterVec;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub(crate) use backend_body::{BackendBody, Upgraded};
 pub(crate) use counts::{ConnectionCount, ConnectionCounts};
+pub(crate) use tls::TlsFailure;
 
 use crate::body::{BoxError, UpstreamBody};
 use crate::http1::{CodecError, Outgoing};
 use crate::pool::Backend;
 use conn::BackendConn;
 use exchange::{exchange, ExchangeFailure};
+use stream::BackendStream;
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -36,9 +43,14 @@ pub(crate) enum UpstreamError {
     /// No TCP connection could be opened.
     #[error("connect: {0}")]
     Connect(std::io::Error),
-    /// Opening the TCP connection took longer than the connect timeout.
+    /// Opening the TCP connection (and the TLS session, for `https://`) took longer than the
+    /// connect timeout.
     #[error("connect: timed out after {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed (a certificate that does not verify, a refused client
+    /// certificate, ...): nothing was sent.
+    #[error("{0}")]
+    Tls(TlsFailure),
     /// Writing the request failed (reset, broken pipe).
     #[error("sending the request: {0}")]
     Send(std::io::Error),
@@ -61,11 +73,12 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether nothing reached the backend because no connection could be opened.
+    /// Whether nothing reached the backend because no connection could be opened (a failed
+    /// TLS handshake included).
     pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_) | UpstreamError::Tls(_)
         )
     }
 }
@@ -75,12 +88,18 @@ impl UpstreamError {
 #[derive(Debug, Default)]
 pub(crate) struct Upstream {
     counts: ConnectionCounts,
+    /// `lbhost_upstream_tls_failures_total{backend, reason}`, when counted.
+    tls_failures: Option<IntCounterVec>,
 }
 
 impl Upstream {
-    /// A client with no connection open yet.
-    pub(crate) fn new() -> Self {
-        Upstream::default()
+    /// A client with no connection open yet, counting failed TLS handshakes in `tls_failures`
+    /// (`lbhost_upstream_tls_failures_total`).
+    pub(crate) fn counting(tls_failures: &IntCounterVec) -> Self {
+        Upstream {
+            tls_failures: Some(tls_failures.clone()),
+            ..Upstream::default()
+        }
     }
 
     /// How many connections this client opened and reused, per backend.
@@ -112,7 +131,7 @@ impl Upstream {
         let mut pooled = true;
         loop {
             let conn = match if pooled {
-                idle::checkout(backend.key)
+                idle::checkout(pool_key(backend))
             } else {
                 None
             } {
@@ -133,7 +152,25 @@ impl Upstream {
                     body = again;
                     pooled = false;
                 }
-                Err(ExchangeFailure::Failed(e)) => return Err(e),
+                Err(ExchangeFailure::Failed(e)) => {
+                    self.count_late_refusal(backend, &e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Counts and logs a TLS alert that ended an exchange (see [`tls::late_refusal`]).
+    fn count_late_refusal(&self, backend: &Backend, error: &UpstreamError) {
+        let (UpstreamError::Send(io) | UpstreamError::Receive(io)) = error else {
+            return;
+        };
+        if let Some(reason) = tls::late_refusal(io) {
+            tracing::warn!(backend = %backend.address, reason, cause = %io, "the backend ended the TLS session");
+            if let Some(counter) = &self.tls_failures {
+                counter
+                    .with_label_values(&[backend.address.as_str(), reason])
+                    .inc();
             }
         }
     }
@@ -155,12 +192,15 @@ impl Upstream {
                 ExchangeFailure::Unsent(_, e)
                 | ExchangeFailure::Stale(_, e)
                 | ExchangeFailure::Failed(e),
-            ) => Err(e),
+            ) => {
+                self.count_late_refusal(backend, &e);
+                Err(e)
+            }
         }
     }
 
     /// Opens a connection to `backend` within `timeout`, or by the request's `deadline` if that
-    /// comes first.
+    /// comes first: TCP, then TLS for an `https://` backend.
     async fn connect(
         &self,
         backend: &Backend,
@@ -168,8 +208,8 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<BackendConn, UpstreamError> {
         let by = Instant::now() + timeout;
-        let connect = TcpStream::connect(backend.address.as_str());
-        let stream = tokio::time::timeout_at(by.min(deadline), connect)
+        let connect = self.open(backend);
+        let (stream, alpn) = tokio::time::timeout_at(by.min(deadline), connect)
             .await
             .map_err(|_| {
                 if deadline <= by {
@@ -177,13 +217,44 @@ impl Upstream {
                 } else {
                     UpstreamError::ConnectTimeout(timeout)
                 }
-            })?
+            })??;
+        let mark = self.counts.opened(&backend.address);
+        Ok(BackendConn::new(stream, mark, pool_key(backend), alpn))
+    }
+
+    /// Connects to `backend` and, for `https://`, runs the TLS handshake: the stream and the
+    /// ALPN protocol negotiated. A failed handshake is logged and counted.
+    async fn open(&self, backend: &Backend) -> Result<(BackendStream, tls::Alpn), UpstreamError> {
+        let tcp = TcpStream::connect(backend.address.as_str())
+            .await
             .map_err(UpstreamError::Connect)?;
         // Best effort: a connection without these still works.
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let mark = self.counts.opened(&backend.address);
-        Ok(BackendConn::new(stream, mark, backend.key))
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let Some(settings) = &backend.tls else {
+            return Ok((BackendStream::Plain(tcp), tls::Alpn::Unstated));
+        };
+        match tls::handshake(tcp, settings).await {
+            Ok(done) => Ok((BackendStream::Tls(Box::new(done.stream)), done.alpn)),
+            Err(failure) => {
+                tracing::warn!(backend = %backend.address, reason = failure.reason(), cause = %failure, "TLS handshake with a backend failed");
+                if let Some(counter) = &self.tls_failures {
+                    counter
+                        .with_label_values(&[backend.address.as_str(), failure.reason()])
+                        .inc();
+                }
+                Err(UpstreamError::Tls(failure))
+            }
+        }
+    }
+}
+
+/// Where `backend`'s idle connections are pooled: its key, told apart by the TLS settings a
+/// connection was made with (a reload that changes them does not reuse the old connections).
+fn pool_key(backend: &Backend) -> u64 {
+    match &backend.tls {
+        None => backend.key,
+        Some(tls) => backend.key ^ tls.fingerprint.rotate_left(17) ^ 1,
     }
 }

@@ -1,0 +1,102 @@
+//! Certificates made at test time with Debian's `openssl`: a private CA per folder and leaf
+//! certificates signed by it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Makes a CA in `dir` (once) and a leaf certificate `name` for `dns` names (an IP address
+/// becomes an IP SAN) signed by it: returns the chain and key paths. Another `dir`, another CA.
+pub fn make_certificate(dir: &Path, name: &str, dns: &[&str]) -> (PathBuf, PathBuf) {
+    let ca = dir.join("ca.pem");
+    let ca_key = dir.join("ca.key");
+    if !ca.exists() {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            // Named after its folder: two folders' CAs are two issuers.
+            &format!(
+                "/CN=lbhost test CA {}",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ),
+            "-keyout",
+            path(&ca_key),
+            "-out",
+            path(&ca),
+        ]);
+    }
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.pem"));
+    let ext = dir.join(format!("{name}.ext"));
+    let san: Vec<String> = dns
+        .iter()
+        .map(|d| match d.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{d}"),
+            Err(_) => format!("DNS:{d}"),
+        })
+        .collect();
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            san.join(",")
+        ),
+    )
+    .expect("writing the extensions");
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={}", dns[0]),
+        "-keyout",
+        path(&key),
+        "-out",
+        path(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path(&csr),
+        "-CA",
+        path(&ca),
+        "-CAkey",
+        path(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        path(&ext),
+        "-out",
+        path(&cert),
+    ]);
+    (cert, key)
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
