@@ -39,6 +39,7 @@ pub(super) struct FileConfig {
     pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
     pub shadow: Option<FileShadow>,
+    pub canary: Option<super::canary::FileCanary>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! A bad file is reported as one line naming the field and the reason
 //! (`backends[1].url: scheme must be http`); a bad reload leaves the running config in place.
 
+mod canary;
 mod dns;
 mod file;
 mod resilience;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 
 use crate::text::bounded_owned;
 
+pub use canary::{canary_plan, CanaryConfig, CanaryKey, CanaryPlan, CanaryShare, RollbackConfig};
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
@@ -83,6 +85,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// A strategy in shadow from the start: asked on a sampled share of requests, never used.
     pub shadow: Option<ShadowConfig>,
+    /// A strategy in canary from the start: routes a share of the clients ([`CanaryPlan`]).
+    pub canary: Option<CanaryConfig>,
 }
 
 /// The TLS listener.

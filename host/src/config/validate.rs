@@ -97,6 +97,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let canary = file
+        .canary
+        .map(|c| super::canary::canary_config(c, base))
+        .transpose()?;
     let workers = match file.workers {
         Some(0) => return Err(ConfigError::field("workers", "must be at least 1")),
         Some(n) => n,
@@ -249,6 +253,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         access_log: file.access_log.unwrap_or(false),
         admin_token_file,
         shadow,
+        canary,
     })
 }
 
@@ -323,7 +328,7 @@ const MAX_PATH_BYTES: usize = 4096;
 
 /// `text`, a path shown in logs and `/status` as it is: refused if it holds control characters
 /// or is longer than a path can be.
-fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
+pub(super) fn plain_path<'t>(field: &str, text: &'t str) -> Result<&'t str, ConfigError> {
     if text.len() > MAX_PATH_BYTES || has_control(text) {
         return Err(ConfigError::field(
             field,
