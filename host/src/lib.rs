@@ -76,7 +76,7 @@ use pool::Pool;
 use proxy::Proxy;
 use strategy::{Runtime, Strategies};
 
-/// Loads the strategy of `config` (and its shadow, if any), checking everything that can be
+/// Loads the strategy of `config` (and its shadow and canary, if any), checking everything that can be
 /// checked before listening.
 pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
     let runtime = Runtime::new(&config.sandbox).context("starting the wasm runtime")?;
@@ -89,6 +89,13 @@ pub fn prepare(config: &Config) -> anyhow::Result<Strategies> {
             .load(&shadow.strategy, &shadow.strategy_config)
             .with_context(|| format!("shadow.strategy {}", shadow.strategy.display()))?;
         strategies.set_shadow(Some(strategy::Shadow::new(loaded, shadow.sample)?));
+    }
+    if let Some(canary) = &config.canary {
+        let loaded = runtime
+            .load(&canary.strategy, &canary.strategy_config)
+            .with_context(|| format!("canary.strategy {}", canary.strategy.display()))?;
+        let plan = canary.plan.clone();
+        strategies.set_canary(Some(strategy::Canary::new(Arc::new(loaded), plan)));
     }
     Ok(strategies)
 }

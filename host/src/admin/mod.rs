@@ -8,12 +8,13 @@
 //! | `GET /metrics` | Prometheus text exposition ([`scrape`]) |
 //! | `GET /healthz` | `ok` while lbhost serves; 503 `draining` from SIGTERM on |
 //! | `POST /reload` | re-read the config file |
-//! | `POST /strategy` | switch to a strategy of `strategies_dir`, or put one in shadow |
+//! | `POST /strategy` | switch to a strategy of `strategies_dir`, put one in shadow or canary, promote or abort |
 //!
 //! The two `POST` routes change the balancer: [`auth`] says who may call them.
 
 mod auth;
 mod page;
+mod rollout;
 mod scrape;
 mod status;
 
@@ -145,21 +146,53 @@ struct SwitchRequest {
     mode: Option<String>,
     /// Shadow only: the share of requests it is asked about (default 0.1).
     sample: Option<f64>,
-    /// `true`: end the shadow.
+    /// `true`: end the canary and the shadow (only the one `mode` names, if given).
     abort: Option<bool>,
+    /// `true`: make the canary (or, with none, the shadow; `mode` picks) the active strategy.
+    promote: Option<bool>,
+    /// Canary only: its share of clients (default 0.05), or a schedule of `steps` every
+    /// `step_every`; the client `key` (`client_ip`, `header:NAME`, `cookie:NAME`); the
+    /// `rollback` rule ([`crate::config::RollbackConfig`]).
+    share: Option<f64>,
+    steps: Option<Vec<f64>>,
+    step_every: Option<String>,
+    key: Option<String>,
+    rollback: Option<serde_json::Value>,
 }
 
 /// What a `POST /strategy` asks for.
 enum StrategyChange {
     Switch(String, Option<Vec<(String, String)>>),
     Shadow(String, Option<Vec<(String, String)>>, f64),
-    Abort,
+    Canary(rollout::CanaryChange),
+    Promote(Option<crate::reload::Rollout>),
+    Abort(Option<crate::reload::Rollout>),
 }
 
 impl SwitchRequest {
     fn into_change(self) -> Result<StrategyChange, String> {
+        if self.promote == Some(true) {
+            return Ok(StrategyChange::Promote(rollout::which(
+                self.mode.as_deref(),
+            )?));
+        }
         if self.abort == Some(true) {
-            return Ok(StrategyChange::Abort);
+            return Ok(StrategyChange::Abort(rollout::which(self.mode.as_deref())?));
+        }
+        if self.mode.as_deref() == Some("canary") {
+            return rollout::CanaryChange::new(self).map(StrategyChange::Canary);
+        }
+        let canary_only = [
+            self.share.is_some(),
+            self.steps.is_some(),
+            self.step_every.is_some(),
+            self.key.is_some(),
+            self.rollback.is_some(),
+        ];
+        if canary_only.contains(&true) {
+            return Err(
+                "share, steps, step_every, key, rollback: only with \"mode\": \"canary\"".into(),
+            );
         }
         let name = self.name.ok_or("name: required (or \"abort\": true)")?;
         let params = self.config.map(crate::config::params);
@@ -173,17 +206,20 @@ impl SwitchRequest {
                 params,
                 self.sample.unwrap_or(0.1),
             )),
-            Some(other) => {
-                Err(bounded(&format!("mode: {other:?} is not one of active, shadow")).into_owned())
-            }
+            Some(other) => Err(bounded(&format!(
+                "mode: {other:?} is not one of active, shadow, canary"
+            ))
+            .into_owned()),
         }
     }
 }
 
 /// `POST /strategy` with `{"name": "ip_hash"}` (a file of `strategies_dir`) and optionally
 /// `"config": {...}` (its `strategy_config`); a bare name as the body works too. With
-/// `"mode": "shadow", "sample": 0.1` it goes in shadow instead; `{"abort": true}` ends the
-/// shadow. Any other field is refused with 400 naming it, and nothing changes.
+/// `"mode": "shadow", "sample": 0.1` it goes in shadow instead; with `"mode": "canary"` in
+/// canary ([`rollout`]); `{"promote": true}` makes the canary or the shadow active and
+/// `{"abort": true}` ends them. Any other field is refused with 400 naming it, and nothing
+/// changes.
 async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Response<ProxyBody> {
     let body = match http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -207,14 +243,18 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e)),
     };
     let (name, params, sample) = match change {
-        StrategyChange::Abort => {
+        StrategyChange::Abort(which) => {
+            let (canary, shadow) = reloader.abort(which);
             return text(
                 StatusCode::OK,
                 "application/json",
-                json!({"result": "applied", "shadow_ended": reloader.end_shadow()}).to_string()
+                json!({"result": "applied", "canary_ended": canary, "shadow_ended": shadow})
+                    .to_string()
                     + "\n",
-            )
+            );
         }
+        StrategyChange::Promote(which) => return rollout::promote(reloader, which),
+        StrategyChange::Canary(change) => return change.apply(reloader).await,
         StrategyChange::Switch(name, params) => (name, params, None),
         StrategyChange::Shadow(name, params, sample) => (name, params, Some(sample)),
     };
@@ -271,6 +311,7 @@ fn outcome(result: Result<(), ReloadError>) -> Response<ProxyBody> {
             json!({"result": "applied"}).to_string() + "\n",
         ),
         Err(ReloadError::BadRequest(reason)) => json_error(StatusCode::BAD_REQUEST, &reason),
+        Err(ReloadError::Conflict(reason)) => json_error(StatusCode::CONFLICT, &reason),
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }

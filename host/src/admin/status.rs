@@ -36,6 +36,8 @@ struct Status {
     dns: Vec<crate::discovery::EntryStatus>,
     /// The strategy in shadow and its figures; null when none is.
     shadow: Option<crate::strategy::ShadowStatus>,
+    /// The canary (running, or how it ended) and both sides' figures; null when none was set.
+    canary: Option<crate::strategy::CanaryStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
 }
@@ -147,6 +149,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
         },
         dns: reloader.discovery().status(),
         shadow: proxy.strategies.shadow_status(),
+        canary: proxy.strategies.canary_status(),
         reload: reloader.status(),
     };
     serde_json::to_string(&status).unwrap_or_else(|e| {

@@ -276,10 +276,13 @@ impl Proxy {
                 Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
-                    self.strategies
-                        .feedback(index, status.as_u16(), latency, |name| {
-                            response.body().fields().get(name.as_str())
-                        });
+                    self.strategies.feedback_for(
+                        data.canary,
+                        index,
+                        status.as_u16(),
+                        latency,
+                        |name| response.body().fields().get(name.as_str()),
+                    );
                     let outcome = Outcome::of_status(status.as_u16());
                     self.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
@@ -290,6 +293,7 @@ impl Proxy {
                         end: Ok(response),
                         backend: Some(backend),
                         retries,
+                        canary: data.canary,
                         select,
                         upstream: Some(latency),
                     };
@@ -304,6 +308,8 @@ impl Proxy {
                         end: Err(ProxyError::ClientBody(format!("request body: {cause}"))),
                         backend: Some(backend),
                         retries,
+                        // The client's doing: held against neither side of a canary.
+                        canary: None,
                         select,
                         upstream: None,
                     };
@@ -333,7 +339,8 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            self.strategies.feedback(index, 0, latency, |_| None);
+            self.strategies
+                .feedback_for(data.canary, index, 0, latency, |_| None);
             self.pool.report(
                 &backend,
                 admitted,
@@ -349,6 +356,7 @@ impl Proxy {
                     end: Err(error),
                     backend: Some(backend),
                     retries,
+                    canary: data.canary,
                     select,
                     upstream: Some(latency),
                 };
@@ -366,6 +374,7 @@ impl Proxy {
             end: Err(error),
             backend,
             retries,
+            canary: data.canary,
             select,
             upstream: None,
         }
@@ -384,6 +393,20 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let backend = attempted.backend.as_deref();
         let address = backend.map_or("none", |b| b.address.as_str());
+        if attempted.canary.is_some() {
+            let status = match &attempted.end {
+                Ok(response) => response.status(),
+                Err(error) => error.status(),
+            };
+            let answered = attempted.end.is_ok().then_some(address);
+            self.strategies.canary_outcome(
+                attempted.canary,
+                status.as_u16(),
+                attempted.retries > 0,
+                started.elapsed(),
+                answered,
+            );
+        }
         let response = match attempted.end {
             Ok(response) => {
                 if let Some(backend) = backend {
@@ -468,6 +491,8 @@ struct Attempted {
     /// The backend that answered, or the last one tried; `None` when none could be chosen.
     backend: Option<Arc<Backend>>,
     retries: u32,
+    /// The canary side that routed it, while a canary ran.
+    canary: Option<crate::strategy::Tag>,
     /// Time the last selection took.
     select: Option<Duration>,
     /// Time from sending upstream to the response head (or the failure).
