@@ -373,7 +373,7 @@ mod tests {
             ),
             (
                 r#"{"rollback": {"max_error_increase": 2}}"#,
-                "max_error_increase: 2 is not",
+                "rollback.max_error_increase: 2 is not",
             ),
         ] {
             let error = plan(json).expect_err(json);

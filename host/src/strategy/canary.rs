@@ -24,8 +24,9 @@ use super::{Choice, Fault, RequestData, Strategies};
 use crate::config::{CanaryKey, CanaryPlan, CanaryShare, RollbackConfig};
 use crate::pool::{BackendSet, Pool};
 
-/// How often, at most, the schedule and the rollback rule are checked.
-const CHECK_EVERY_MS: u64 = 100;
+/// How often, at most, the schedule and the rollback rule are checked: a check sums the
+/// window's slots (a few microseconds), so at most 100 a second.
+const CHECK_EVERY_MS: u64 = 10;
 
 /// The side of a canary a request is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
