@@ -442,3 +442,32 @@ async fn the_status_page_shows_the_canary_and_charts_both_sides() {
         .map(|m| m.len() > 10_000)
         .unwrap_or(false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_bad_canary_in_one_line() {
+    let backends = start_backends(&["a"]).await;
+    let scratch = lbhost_e2e::Scratch::new();
+    let round_robin = lbhost_e2e::strategy("round_robin");
+    for (canary, named) in [
+        (json!({"strategy": round_robin, "share": 2}), "canary.share"),
+        (json!({"strategy": "nowhere.wasm"}), "canary.strategy"),
+        (
+            json!({"strategy": round_robin, "steps": [0.1, 0.5]}),
+            "canary.step_every",
+        ),
+        (
+            json!({"strategy": round_robin, "rollback": {"window": "0s"}}),
+            "canary.rollback.window",
+        ),
+        (json!({"strategy": round_robin, "shares": 0.1}), "shares"),
+    ] {
+        let mut config = lbhost_e2e::config("round_robin", &backends);
+        config["canary"] = canary;
+        let path = scratch.write("config.json", config.to_string());
+        let run = Lb::spawn_raw(["check", "--config", path.to_str().unwrap()]).await;
+        assert!(!run.status.success(), "{named}: {}", run.stdout);
+        let stderr = run.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+}
