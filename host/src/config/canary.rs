@@ -82,7 +82,8 @@ impl CanaryKey {
 /// its requests in it, any of its figures is worse than the active strategy's by more than the
 /// margin: its share of faults or of errors (5xx answers and failed attempts) by more than
 /// `max_fault_increase` or `max_error_increase` (absolute shares), or its p99 latency above the
-/// active's × (1 + `max_p99_increase`) + `p99_slack`.
+/// active's × (1 + `max_p99_increase`) + `p99_slack` (compared once both sides have 100
+/// requests in the window).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RollbackConfig {
     /// The sliding window (default 30 s).
