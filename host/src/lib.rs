@@ -83,8 +83,8 @@ pub struct Prepared {
     slots: Vec<Strategies>,
 }
 
-/// Loads the strategy of every pool of `config` (and the shadow, if any, of its main pool),
-/// checking everything that can be checked before listening.
+/// Loads the strategy of every pool of `config` (and the shadow and canary, if any, of its main
+/// pool), checking everything that can be checked before listening.
 pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let runtime = Runtime::new(&config.sandbox).context("starting the wasm runtime")?;
     let main = config.main_pool().name.clone();
@@ -105,6 +105,13 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 .load(&shadow.strategy, &shadow.strategy_config)
                 .with_context(|| format!("shadow.strategy {}", shadow.strategy.display()))?;
             strategies.set_shadow(Some(strategy::Shadow::new(loaded, shadow.sample)?));
+        }
+        if let (Some(canary), true) = (&config.canary, pool.name == main) {
+            let loaded = runtime
+                .load(&canary.strategy, &canary.strategy_config)
+                .with_context(|| format!("canary.strategy {}", canary.strategy.display()))?;
+            let plan = canary.plan.clone();
+            strategies.set_canary(Some(strategy::Canary::new(Arc::new(loaded), plan)));
         }
         slots.push(strategies);
     }

@@ -17,6 +17,9 @@ use crate::proxy::Proxy;
 use crate::strategy::Loaded;
 use crate::text::bounded;
 
+mod rollout;
+pub(crate) use rollout::Rollout;
+
 /// Settings read only at start; a reload that changes them logs that a restart is needed.
 const RESTART_ONLY: &str =
     "listen, admin, workers, sandbox, limits, timeouts.header_read, timeouts.client_idle, tls (but its certificates)";
@@ -88,6 +91,9 @@ pub(crate) enum ReloadError {
     Dns(#[from] DiscoveryError),
     #[error("{0}")]
     BadRequest(String),
+    /// The request does not fit the state (no canary to step or promote).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The outcome of the last reload attempt of one kind, for the admin status.
@@ -195,6 +201,7 @@ impl Reloader {
             (None, true) => Some(None),
             (_, false) => None,
         };
+        let canary = self.config_canary(&current, &next).await?;
         // DNS entries that are new or changed get their first answer now (bounded wait).
         self.discovery.sync(&next).await?;
         // Everything is checked: apply.
@@ -205,6 +212,9 @@ impl Reloader {
                 let name = shadow.as_ref().map(|s| s.name().to_string());
                 let replaced = self.main_strategies().set_shadow(shadow);
                 tracing::info!(shadow = ?name, replaced = ?replaced, "config's shadow applied");
+            }
+            if let Some(canary) = canary {
+                self.apply_config_canary(canary);
             }
             self.proxy.set_certificates(&next);
             self.proxy.config.store(Arc::new(next));

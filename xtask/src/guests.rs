@@ -53,7 +53,11 @@ fn build_rust(root: &Path, guests: &[(&str, &str)]) -> Result<()> {
         args.extend(["-p", package]);
     }
     cargo(&args)?;
-    let target = root.join("target").join(WASM_TARGET).join("release");
+    // Where cargo put them: `CARGO_TARGET_DIR` when set (a shared build folder), else `target/`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+        .join(WASM_TARGET)
+        .join("release");
     for (package, out) in guests {
         let core = target.join(format!("{}.wasm", package.replace('-', "_")));
         component::wrap(&core, &root.join(out))?;

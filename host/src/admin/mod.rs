@@ -8,13 +8,14 @@
 //! | `GET /metrics` | Prometheus text exposition ([`scrape`]) |
 //! | `GET /healthz` | `ok` while lbhost serves; 503 `draining` from SIGTERM on |
 //! | `POST /reload` | re-read the config file |
-//! | `POST /strategy` | switch to a strategy of `strategies_dir`, or put one in shadow |
+//! | `POST /strategy` | switch to a strategy of `strategies_dir`, put one in shadow or canary, promote or abort |
 //!
 //! The two `POST` routes change the balancer: [`auth`] says who may call them.
 
 mod auth;
 mod certificates;
 mod page;
+mod rollout;
 mod scrape;
 mod status;
 
@@ -146,24 +147,60 @@ struct SwitchRequest {
     mode: Option<String>,
     /// Shadow only: the share of requests it is asked about (default 0.1).
     sample: Option<f64>,
-    /// `true`: end the shadow.
+    /// `true`: end the canary and the shadow (only the one `mode` names, if given).
     abort: Option<bool>,
     /// The pool whose strategy changes (default: the main pool: `default_pool`, else
     /// `default`, else the first); the others keep theirs.
     pool: Option<String>,
+    /// `true`: make the canary (or, with none, the shadow; `mode` picks) the active strategy.
+    promote: Option<bool>,
+    /// Canary only: its share of clients (default 0.05), or a schedule of `steps` every
+    /// `step_every`; the client `key` (`client_ip`, `header:NAME`, `cookie:NAME`); the
+    /// `rollback` rule ([`crate::config::RollbackConfig`]).
+    share: Option<f64>,
+    steps: Option<Vec<f64>>,
+    step_every: Option<String>,
+    key: Option<String>,
+    rollback: Option<serde_json::Value>,
 }
 
 /// What a `POST /strategy` asks for.
 enum StrategyChange {
     Switch(String, Option<Vec<(String, String)>>, Option<String>),
     Shadow(String, Option<Vec<(String, String)>>, f64, Option<String>),
-    Abort(Option<String>),
+    Canary(rollout::CanaryChange),
+    Promote(Option<crate::reload::Rollout>, Option<String>),
+    Abort(Option<crate::reload::Rollout>, Option<String>),
 }
 
 impl SwitchRequest {
     fn into_change(self) -> Result<StrategyChange, String> {
+        if self.promote == Some(true) {
+            return Ok(StrategyChange::Promote(
+                rollout::which(self.mode.as_deref())?,
+                self.pool,
+            ));
+        }
         if self.abort == Some(true) {
-            return Ok(StrategyChange::Abort(self.pool));
+            return Ok(StrategyChange::Abort(
+                rollout::which(self.mode.as_deref())?,
+                self.pool,
+            ));
+        }
+        if self.mode.as_deref() == Some("canary") {
+            return rollout::CanaryChange::new(self).map(StrategyChange::Canary);
+        }
+        let canary_only = [
+            self.share.is_some(),
+            self.steps.is_some(),
+            self.step_every.is_some(),
+            self.key.is_some(),
+            self.rollback.is_some(),
+        ];
+        if canary_only.contains(&true) {
+            return Err(
+                "share, steps, step_every, key, rollback: only with \"mode\": \"canary\"".into(),
+            );
         }
         let name = self.name.ok_or("name: required (or \"abort\": true)")?;
         let pool = self.pool;
@@ -179,17 +216,20 @@ impl SwitchRequest {
                 self.sample.unwrap_or(0.1),
                 pool,
             )),
-            Some(other) => {
-                Err(bounded(&format!("mode: {other:?} is not one of active, shadow")).into_owned())
-            }
+            Some(other) => Err(bounded(&format!(
+                "mode: {other:?} is not one of active, shadow, canary"
+            ))
+            .into_owned()),
         }
     }
 }
 
 /// `POST /strategy` with `{"name": "ip_hash"}` (a file of `strategies_dir`) and optionally
 /// `"config": {...}` (its `strategy_config`); a bare name as the body works too. With
-/// `"mode": "shadow", "sample": 0.1` it goes in shadow instead; `{"abort": true}` ends the
-/// shadow. Any other field is refused with 400 naming it, and nothing changes.
+/// `"mode": "shadow", "sample": 0.1` it goes in shadow instead; with `"mode": "canary"` in
+/// canary ([`rollout`]); `{"promote": true}` makes the canary or the shadow active and
+/// `{"abort": true}` ends them. Any other field is refused with 400 naming it, and nothing
+/// changes.
 async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Response<ProxyBody> {
     let body = match http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -213,16 +253,22 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &bounded(&e)),
     };
     let (name, params, sample, pool) = match change {
-        StrategyChange::Abort(pool) => {
-            return match reloader.end_shadow(pool.as_deref()) {
-                Ok(ended) => text(
+        StrategyChange::Abort(which, pool) => {
+            return match reloader.abort(pool.as_deref(), which) {
+                Ok((canary, shadow)) => text(
                     StatusCode::OK,
                     "application/json",
-                    json!({"result": "applied", "shadow_ended": ended}).to_string() + "\n",
+                    json!({"result": "applied", "canary_ended": canary, "shadow_ended": shadow})
+                        .to_string()
+                        + "\n",
                 ),
                 Err(e) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
             };
         }
+        StrategyChange::Promote(which, pool) => {
+            return rollout::promote(reloader, pool.as_deref(), which)
+        }
+        StrategyChange::Canary(change) => return change.apply(reloader).await,
         StrategyChange::Switch(name, params, pool) => (name, params, None, pool),
         StrategyChange::Shadow(name, params, sample, pool) => (name, params, Some(sample), pool),
     };
@@ -287,6 +333,7 @@ fn outcome(result: Result<(), ReloadError>) -> Response<ProxyBody> {
             json!({"result": "applied"}).to_string() + "\n",
         ),
         Err(ReloadError::BadRequest(reason)) => json_error(StatusCode::BAD_REQUEST, &reason),
+        Err(ReloadError::Conflict(reason)) => json_error(StatusCode::CONFLICT, &reason),
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }

@@ -45,6 +45,8 @@ struct Status {
     dns: Vec<crate::discovery::EntryStatus>,
     /// The strategy in shadow and its figures; null when none is.
     shadow: Option<crate::strategy::ShadowStatus>,
+    /// The canary (running, or how it ended) and both sides' figures; null when none was set.
+    canary: Option<crate::strategy::CanaryStatus>,
     /// Config version and the last config and strategy reloads ([`Reloader::status`]).
     reload: serde_json::Value,
     /// The TLS certificates in use: the listener's and the backends' client certificates.
@@ -58,6 +60,7 @@ struct PoolStatus {
     panic_mode: bool,
     strategy: StrategyStatus,
     shadow: Option<crate::strategy::ShadowStatus>,
+    canary: Option<crate::strategy::CanaryStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +160,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
                 panic_mode: runtime.pool.is_panic(),
                 strategy: strategy_status(&runtime.strategies, metrics),
                 shadow: runtime.strategies.shadow_status(),
+                canary: runtime.strategies.canary_status(),
             };
             (service.name().to_string(), status)
         })
@@ -182,6 +186,7 @@ pub(super) fn status(proxy: &Proxy, reloader: &Reloader, started: Instant) -> St
         strategy: strategy_status(&table.main().runtime.strategies, metrics),
         dns: reloader.discovery().status(),
         shadow: table.main().runtime.strategies.shadow_status(),
+        canary: table.main().runtime.strategies.canary_status(),
         reload: reloader.status(),
         routes: table
             .routes

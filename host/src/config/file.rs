@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub tls: Option<FileTls>,
     pub upstream_tls: Option<super::upstream_tls::FileUpstreamTls>,
     pub shadow: Option<FileShadow>,
+    pub canary: Option<super::canary::FileCanary>,
     /// Named pools ([`super::pools`]); without them the top level is the one pool `default`.
     pub pools: Option<BTreeMap<String, FilePool>>,
     pub routes: Option<Vec<FileRoute>>,

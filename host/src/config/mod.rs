@@ -3,6 +3,7 @@
 //! A bad file is reported as one line naming the field and the reason
 //! (`backends[1].url: scheme must be http`); a bad reload leaves the running config in place.
 
+mod canary;
 mod dns;
 mod file;
 mod pools;
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 use crate::text::bounded_owned;
 
 pub use crate::tls::client::BackendTls;
+pub use canary::{canary_plan, CanaryConfig, CanaryKey, CanaryPlan, CanaryShare, RollbackConfig};
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use pools::{
     covers, first_shadowed, HostMatch, PathMatch, PoolConfig, RouteConfig, RouteMatch, DEFAULT_POOL,
@@ -99,6 +101,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Where a request no route matches goes; `None`: it gets 404.
     pub default_pool: Option<String>,
+    /// A strategy in canary from the start: routes a share of the clients ([`CanaryPlan`]).
+    pub canary: Option<CanaryConfig>,
 }
 
 /// The TLS listener.

@@ -97,6 +97,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let canary = file
+        .canary
+        .map(|c| super::canary::canary_config(c, base))
+        .transpose()?;
     let workers = match file.workers {
         Some(0) => return Err(ConfigError::field("workers", "must be at least 1")),
         Some(n) => n,
@@ -239,6 +243,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         access_log: file.access_log.unwrap_or(false),
         admin_token_file,
         shadow,
+        canary,
     })
 }
 

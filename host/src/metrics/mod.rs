@@ -61,6 +61,13 @@ pub struct Metrics {
     /// `lbhost_shadow_selects_total{outcome}`: calls of the shadow strategy: `agree` or
     /// `disagree` with the active strategy's choice, or `fault`.
     pub shadow_selects: IntCounterVec,
+    /// `lbhost_canary_requests_total{side, result}`: requests answered while a canary ran, by
+    /// the side that routed them (`active`, `canary`) and `ok` or `error` (5xx, or a failed
+    /// attempt).
+    pub canary_requests: IntCounterVec,
+    /// `lbhost_canary_rollbacks_total{reason}`: canaries rolled back by themselves (`faults`,
+    /// `errors`, `latency`) or by hand (`abort`).
+    pub canary_rollbacks: IntCounterVec,
     /// `lbhost_strategy_quarantined`: 1 while the active strategy is quarantined.
     pub quarantined: IntGaugeVec,
     /// `lbhost_strategy_info{name, sha256}`: 1 for the active strategy.
@@ -205,6 +212,16 @@ impl Metrics {
                 "lbhost_shadow_selects_total",
                 "Calls of the shadow strategy: agree or disagree with the active one, or fault",
                 &["outcome"],
+            )?,
+            canary_requests: counter(
+                "lbhost_canary_requests_total",
+                "Requests answered while a canary ran, by side (active, canary) and result (ok, error)",
+                &["side", "result"],
+            )?,
+            canary_rollbacks: counter(
+                "lbhost_canary_rollbacks_total",
+                "Canaries rolled back, by reason (faults, errors, latency, abort)",
+                &["reason"],
             )?,
             fallbacks: counter(
                 "lbhost_strategy_fallbacks_total",

@@ -300,10 +300,13 @@ impl Proxy {
                 Ok(response) => {
                     backend.record_latency(latency);
                     let status = response.status();
-                    rt.strategies
-                        .feedback(index, status.as_u16(), latency, |name| {
-                            response.body().fields().get(name.as_str())
-                        });
+                    rt.strategies.feedback_for(
+                        data.canary,
+                        index,
+                        status.as_u16(),
+                        latency,
+                        |name| response.body().fields().get(name.as_str()),
+                    );
                     let outcome = Outcome::of_status(status.as_u16());
                     rt.pool
                         .report(&backend, admitted, outcome, config, &self.metrics);
@@ -314,6 +317,7 @@ impl Proxy {
                         end: Ok(response),
                         backend: Some(backend),
                         retries,
+                        canary: data.canary,
                         select,
                         upstream: Some(latency),
                     };
@@ -328,6 +332,8 @@ impl Proxy {
                         end: Err(ProxyError::ClientBody(format!("request body: {cause}"))),
                         backend: Some(backend),
                         retries,
+                        // The client's doing: held against neither side of a canary.
+                        canary: None,
                         select,
                         upstream: None,
                     };
@@ -357,7 +363,8 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            rt.strategies.feedback(index, 0, latency, |_| None);
+            rt.strategies
+                .feedback_for(data.canary, index, 0, latency, |_| None);
             rt.pool.report(
                 &backend,
                 admitted,
@@ -373,6 +380,7 @@ impl Proxy {
                     end: Err(error),
                     backend: Some(backend),
                     retries,
+                    canary: data.canary,
                     select,
                     upstream: Some(latency),
                 };
@@ -390,6 +398,7 @@ impl Proxy {
             end: Err(error),
             backend,
             retries,
+            canary: data.canary,
             select,
             upstream: None,
         }
@@ -413,6 +422,20 @@ impl Proxy {
         let pool = at.service.name();
         let backend = attempted.backend.as_deref();
         let address = backend.map_or("none", |b| b.address.as_str());
+        if attempted.canary.is_some() {
+            let status = match &attempted.end {
+                Ok(response) => response.status(),
+                Err(error) => error.status(),
+            };
+            let answered = attempted.end.is_ok().then_some(address);
+            at.service.runtime.strategies.canary_outcome(
+                attempted.canary,
+                status.as_u16(),
+                attempted.retries > 0,
+                started.elapsed(),
+                answered,
+            );
+        }
         let response = match attempted.end {
             Ok(response) => {
                 if let Some(backend) = backend {
@@ -506,6 +529,8 @@ struct Attempted {
     /// The backend that answered, or the last one tried; `None` when none could be chosen.
     backend: Option<Arc<Backend>>,
     retries: u32,
+    /// The canary side that routed it, while a canary ran.
+    canary: Option<crate::strategy::Tag>,
     /// Time the last selection took.
     select: Option<Duration>,
     /// Time from sending upstream to the response head (or the failure).

@@ -172,10 +172,25 @@ impl Reloader {
                 "the pool was removed by a reload meanwhile".into(),
             ));
         };
-        let mut next = (*self.proxy.config.load_full()).clone();
+        let next = (*self.proxy.config.load_full()).clone();
         let main = next.main_pool().name == running.name();
         self.activate(&running.runtime, loaded, main);
-        for settings in next.pools.iter_mut().filter(|p| p.name == running.name()) {
+        self.store_strategy_settings(next, running.name(), path, params);
+        Ok(())
+    }
+
+    /// Stores `next` (the running config) with `pool`'s strategy settings saying what now runs
+    /// in it, and the table with the same runtimes over those settings. Under the applying lock.
+    pub(super) fn store_strategy_settings(
+        &self,
+        mut next: Config,
+        pool: &str,
+        path: PathBuf,
+        params: Vec<(String, String)>,
+    ) {
+        let current = self.proxy.table.load_full();
+        let main = next.main_pool().name == pool;
+        for settings in next.pools.iter_mut().filter(|p| p.name == pool) {
             settings.strategy.clone_from(&path);
             settings.strategy_config.clone_from(&params);
         }
@@ -183,7 +198,6 @@ impl Reloader {
             next.strategy = path;
             next.strategy_config = params;
         }
-        // The same runtimes, with the pool's settings saying what now runs.
         let services = next
             .pools
             .iter()
@@ -196,6 +210,5 @@ impl Reloader {
             .table
             .store(Arc::new(Table::new(&next, services)));
         self.proxy.config.store(Arc::new(next));
-        Ok(())
     }
 }

@@ -131,6 +131,8 @@ pub struct RequestData {
     /// Fields the strategy put on the response in its last `select` (`add-response-header`):
     /// empty for strategies that put none, which is all that costs them.
     pub response_fields: ResponseFields,
+    /// The canary side the request is on, while a canary runs ([`super::canary`]).
+    pub canary: Option<super::canary::Tag>,
 }
 
 impl RequestData {
@@ -140,6 +142,7 @@ impl RequestData {
             head: ClientHead::empty(),
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             response_fields: ResponseFields::new(),
+            canary: None,
         })
     }
 
@@ -149,6 +152,7 @@ impl RequestData {
             head,
             client_ip,
             response_fields: ResponseFields::new(),
+            canary: None,
         })
     }
 }

@@ -62,6 +62,13 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
+impl Loaded {
+    /// The `strategy_config` it was configured with.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+}
+
 impl Runtime {
     /// Loads the strategy at `path` and checks that `configure(params)` accepts it.
     pub fn load(

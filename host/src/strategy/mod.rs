@@ -2,6 +2,7 @@
 //! the fallback that serves when a guest misbehaves.
 
 mod bindings;
+mod canary;
 mod compiler;
 mod fallback;
 mod instance;
@@ -11,6 +12,7 @@ mod runtime;
 mod shadow;
 mod slots;
 mod v0_1;
+mod window;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -20,11 +22,13 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use bindings::{RequestData, ResponseFields};
+pub use canary::{Canary, CanaryError, CanaryState, CanaryStatus, Side, Tag};
 pub use compiler::{child_main as compile_child_main, compile_in_child_process, EngineSettings};
 pub use loader::{sha256_hex, Loaded};
 pub use quarantine::FaultStatus;
 pub use runtime::{Runtime, FUEL_PER_MS};
 pub use shadow::{BadSample, Shadow, ShadowStatus};
+pub use window::Figures;
 
 use fallback::Fallback;
 use instance::Warm;
@@ -135,6 +139,11 @@ pub struct Strategies {
     shadow: ArcSwapOption<Shadow>,
     /// Whether `shadow` is set: one plain load on the request path when it is not.
     shadow_on: std::sync::atomic::AtomicBool,
+    /// A strategy routing a share of the clients ([`canary`]); kept after it ends, for
+    /// `/status`.
+    canary: ArcSwapOption<Canary>,
+    /// Whether a canary runs: one plain load on the request path when none does.
+    canary_on: std::sync::atomic::AtomicBool,
     /// Which of a worker thread's warm instances are this slot's ([`slots`]).
     slot: u64,
 }
@@ -178,6 +187,8 @@ impl Strategies {
             shadow: ArcSwapOption::empty(),
             shadow_on: std::sync::atomic::AtomicBool::new(false),
             slot: slots::new_slot(),
+            canary: ArcSwapOption::empty(),
+            canary_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -200,6 +211,11 @@ impl Strategies {
     /// Makes `loaded` the active strategy; requests already inside the old one finish there.
     pub fn swap(&self, loaded: Loaded) {
         self.active.store(Arc::new(loaded));
+    }
+
+    /// [`Strategies::swap`] for a strategy that was loaded as a shadow or a canary.
+    pub fn swap_shared(&self, loaded: Arc<Loaded>) {
+        self.active.store(loaded);
     }
 
     /// Chooses a backend of `set` for `request`, never trusting the guest: a fault or an
@@ -230,7 +246,20 @@ impl Strategies {
         exclude: &[u32],
         request: Box<RequestData>,
     ) -> (Box<RequestData>, Choice) {
+        let canary =
+            !self.native_baseline && self.canary_on.load(std::sync::atomic::Ordering::Relaxed);
+        let request = if canary {
+            match self.route_canary(pool, set, exclude, request) {
+                (request, Some(choice)) => return (request, choice),
+                (request, None) => request,
+            }
+        } else {
+            request
+        };
         let (request, choice) = self.select_active(pool, set, exclude, request);
+        if canary {
+            self.after_active(&request, &choice);
+        }
         if !exclude.is_empty()
             || self.native_baseline
             || !self.shadow_on.load(std::sync::atomic::Ordering::Relaxed)
@@ -316,20 +345,39 @@ impl Strategies {
         }
     }
 
-    /// Tells the active strategy (and the shadow, without the report) how a backend answered,
-    /// if it asked to know. `field` looks up
-    /// a field of the response by name; it is asked only for the strategy's `report-header`.
+    /// Tells the active strategy (and the shadow) how a backend answered, if it asked to know.
+    /// `field` looks up a field of the response by name; it is asked only for a strategy's
+    /// `report-header`.
     pub fn feedback<'r>(
         &self,
         backend: usize,
         status: u16,
         latency: Duration,
-        field: impl FnOnce(&http::HeaderName) -> Option<&'r [u8]>,
+        field: impl Fn(&http::HeaderName) -> Option<&'r [u8]>,
+    ) {
+        self.feedback_for(None, backend, status, latency, field);
+    }
+
+    /// [`Strategies::feedback`] for a request on side `tag` of a canary: the strategy that
+    /// chose its backend hears of it.
+    pub fn feedback_for<'r>(
+        &self,
+        tag: Option<Tag>,
+        backend: usize,
+        status: u16,
+        latency: Duration,
+        field: impl Fn(&http::HeaderName) -> Option<&'r [u8]>,
     ) {
         if self.shadow_on.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok(index) = u32::try_from(backend) {
-                self.shadow_feedback(index, status, latency);
+                self.shadow_feedback(index, status, latency, &field);
             }
+        }
+        if tag.is_some_and(|t| t.side() == Side::Canary) {
+            if let Ok(index) = u32::try_from(backend) {
+                self.canary_feedback(index, status, latency, field);
+            }
+            return;
         }
         // This thread's instance knows whether its strategy asked (most do not): then the
         // active strategy is not even loaded.

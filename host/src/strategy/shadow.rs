@@ -21,7 +21,7 @@ use crate::pool::BackendSet;
 /// A loaded strategy in shadow and what it has answered.
 #[derive(Debug)]
 pub struct Shadow {
-    pub(super) loaded: Loaded,
+    pub(super) loaded: std::sync::Arc<Loaded>,
     /// Share of first attempts it is asked about, above 0 and at most 1.
     sample: f64,
     /// A request is sampled when its random draw is below this.
@@ -83,7 +83,7 @@ impl Shadow {
             (sample * u64::MAX as f64) as u64
         };
         Ok(Shadow {
-            loaded,
+            loaded: std::sync::Arc::new(loaded),
             sample,
             threshold,
             stats: Stats::default(),
@@ -195,6 +195,14 @@ impl super::Strategies {
             .map(|old| old.name().to_string())
     }
 
+    /// Ends the shadow and hands its strategy over (to be made active).
+    pub fn take_shadow(&self) -> Option<std::sync::Arc<Loaded>> {
+        self.shadow_on.store(false, Ordering::Relaxed);
+        self.shadow
+            .swap(None)
+            .map(|old| std::sync::Arc::clone(&old.loaded))
+    }
+
     /// The shadow's figures, if a strategy is in shadow.
     pub fn shadow_status(&self) -> Option<ShadowStatus> {
         self.shadow.load().as_ref().map(|s| s.status())
@@ -279,8 +287,14 @@ impl super::Strategies {
     }
 
     /// Feedback for the shadow, on the same sampled share of responses as its selects, if it
-    /// asked for feedback.
-    pub(super) fn shadow_feedback(&self, backend: u32, status: u16, latency: std::time::Duration) {
+    /// asked for feedback, with the response's `report-header` field if it named one.
+    pub(super) fn shadow_feedback<'r>(
+        &self,
+        backend: u32,
+        status: u16,
+        latency: std::time::Duration,
+        field: impl Fn(&http::HeaderName) -> Option<&'r [u8]>,
+    ) {
         let wanted = super::slots::with(&WARM, self.slot, |warm| {
             warm.as_ref()
                 .is_some_and(|w| w.needs.contains(super::bindings::Needs::FEEDBACK))
@@ -299,8 +313,14 @@ impl super::Strategies {
             let Some(instance) = warm.as_mut().filter(|w| w.strategy_id == shadow.loaded.id) else {
                 return;
             };
+            let report = instance
+                .report_header
+                .as_ref()
+                .and_then(field)
+                .filter(|value| value.len() <= super::MAX_REPORT_BYTES)
+                .and_then(crate::request::visible_ascii);
             if instance
-                .on_response(&self.runtime, backend, status, latency, None)
+                .on_response(&self.runtime, backend, status, latency, report)
                 .is_err()
             {
                 *warm = None;
