@@ -272,6 +272,10 @@ async fn switch_strategy(reloader: &Reloader, request: Request<Incoming>) -> Res
         StrategyChange::Switch(name, params, pool) => (name, params, None, pool),
         StrategyChange::Shadow(name, params, sample, pool) => (name, params, Some(sample), pool),
     };
+    // A pool that does not exist is the request's mistake: refused before anything is tried.
+    if let Err(e) = reloader.service(pool.as_deref()) {
+        return json_error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
     let path = match reloader.strategy_by_name(&name) {
         Ok(path) => path,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
