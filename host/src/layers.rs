@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["text"],
     // HTTP/1.1 on the wire, the request head as everything above reads it, body types.
     &["http1", "request", "body"],
-    // Certificates and rustls settings for clients' TLS.
+    // Certificates and rustls settings: clients' TLS, and the client side towards backends.
     &["tls"],
     // Config and metric families.
     &["config", "metrics"],

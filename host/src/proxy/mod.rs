@@ -86,7 +86,13 @@ impl Proxy {
     /// expiry; warns of any that expires within 14 days, and of `https://` backends whose
     /// certificates are not verified.
     pub(crate) fn set_certificates(&self, config: &Config) {
-        crate::tls::client::warn_unverified(config.pools.iter().flat_map(|pool| &pool.backends));
+        crate::tls::client::warn_unverified(
+            config
+                .pools
+                .iter()
+                .flat_map(|pool| &pool.backends)
+                .filter_map(|b| Some((b.address.as_str(), b.tls.as_deref()?))),
+        );
         let Some(tls) = &config.tls else {
             return;
         };

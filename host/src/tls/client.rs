@@ -74,14 +74,12 @@ impl PartialEq for BackendTls {
 
 impl Eq for BackendTls {}
 
-/// Logs a warning for each of `backends` whose certificate is not verified (`"verify": false`),
-/// each time a config is applied.
-pub(crate) fn warn_unverified<'a>(
-    backends: impl IntoIterator<Item = &'a crate::config::BackendConfig>,
-) {
-    for backend in backends {
-        if backend.tls.as_ref().is_some_and(|tls| !tls.verify) {
-            tracing::warn!(backend = %backend.address, "TLS certificate of the backend is not verified (\"verify\": false): anyone on the path can pose as it");
+/// Logs a warning for each of `backends` (address, TLS settings) whose certificate is not
+/// verified (`"verify": false`), each time a config is applied.
+pub(crate) fn warn_unverified<'a>(backends: impl IntoIterator<Item = (&'a str, &'a BackendTls)>) {
+    for (address, tls) in backends {
+        if !tls.verify {
+            tracing::warn!(backend = %address, "TLS certificate of the backend is not verified (\"verify\": false): anyone on the path can pose as it");
         }
     }
 }
