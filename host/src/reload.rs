@@ -283,8 +283,10 @@ impl Reloader {
                 .flat_map(|(cert, key)| [cert.clone(), key.clone()])
                 .collect()
         });
-        // The CA and client certificate files of `https://` backends.
-        let backends = config.backends.iter().filter_map(|b| b.tls.as_ref());
+        // The CA and client certificate files of every pool's `https://` backends.
+        let backends = (config.pools.iter())
+            .flat_map(|pool| &pool.backends)
+            .filter_map(|b| b.tls.as_ref());
         files.extend(backends.flat_map(|tls| tls.files.iter().cloned()));
         files.sort();
         files.dedup();

@@ -95,7 +95,11 @@ impl Reloader {
         result.map(|()| name)
     }
 
-    fn try_promote(&self, pool: Option<&str>, which: Option<Rollout>) -> Result<String, ReloadError> {
+    fn try_promote(
+        &self,
+        pool: Option<&str>,
+        which: Option<Rollout>,
+    ) -> Result<String, ReloadError> {
         let _applying = self.lock_applying();
         let service = self.service(pool)?;
         let strategies = &service.runtime.strategies;
