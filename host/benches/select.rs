@@ -25,6 +25,7 @@ fn pool(n: usize) -> std::sync::Arc<Pool> {
             address: format!("10.0.{}.{}:8080", i / 256, i % 256),
             weight: 1 + (i % 3) as u32,
             labels: vec![("zone".into(), format!("z{}", i % 3))],
+            protocol: Default::default(),
         })
         .collect();
     Pool::new(&configs)

@@ -30,6 +30,7 @@ fn main() {
             address: format!("10.0.0.{i}:80"),
             weight: 1,
             labels: vec![],
+            protocol: Default::default(),
         })
         .collect();
     let pool = Pool::new(&configs);

@@ -380,6 +380,7 @@ fn config_of(b: &SimBackend) -> BackendConfig {
         address: b.address.clone(),
         weight: b.weight,
         labels: Vec::new(),
+        protocol: Default::default(),
     }
 }
 

@@ -39,6 +39,13 @@ pub(super) struct FileConfig {
     pub dns: Option<FileDns>,
     pub tls: Option<FileTls>,
     pub shadow: Option<FileShadow>,
+    pub grpc: Option<FileGrpc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGrpc {
+    pub failure_codes: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +85,7 @@ pub(super) struct FileBackend {
     pub weight: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +109,7 @@ pub(super) struct FileHealthCheck {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub expected_statuses: Option<Vec<u16>>,
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

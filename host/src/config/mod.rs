@@ -5,6 +5,7 @@
 
 mod dns;
 mod file;
+mod protocol;
 mod resilience;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 use crate::text::bounded_owned;
 
 pub use dns::{DnsBackend, DnsConfig, DnsLookup};
+pub use protocol::{BackendProtocol, GrpcConfig};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
 pub use validate::{from_file, params};
@@ -83,6 +85,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// A strategy in shadow from the start: asked on a sampled share of requests, never used.
     pub shadow: Option<ShadowConfig>,
+    /// How gRPC calls count against backends.
+    pub grpc: GrpcConfig,
 }
 
 /// The TLS listener.
@@ -122,6 +126,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// The protocol spoken to it (default HTTP/1.1).
+    pub protocol: BackendProtocol,
 }
 
 /// Active health check settings.
@@ -141,6 +147,9 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Consecutive failures that take an up backend down.
     pub unhealthy_threshold: u32,
+    /// The service asked about by gRPC probes (`grpc.health.v1.Health/Check`); empty: the
+    /// whole server.
+    pub service: String,
 }
 
 /// How an active health probe tests a backend.
@@ -150,6 +159,9 @@ pub enum ProbeKind {
     Http,
     /// A TCP connection is accepted.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (cleartext) on a fresh connection; healthy if
+    /// the answer is `SERVING`.
+    Grpc,
 }
 
 /// Network timeouts.

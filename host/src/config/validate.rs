@@ -247,6 +247,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         shutdown_timeout: duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s")?,
         drain_delay: duration("drain_delay", file.drain_delay.as_deref(), "0s")?,
         access_log: file.access_log.unwrap_or(false),
+        grpc: super::protocol::grpc(file.grpc)?,
         admin_token_file,
         shadow,
     })
@@ -397,10 +398,12 @@ fn backend(i: usize, b: FileBackend) -> Result<BackendConfig, ConfigError> {
     }
     let weight = backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
+    let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
     Ok(BackendConfig {
         address,
         weight,
         labels: b.labels.into_iter().collect(),
+        protocol,
     })
 }
 
@@ -433,10 +436,11 @@ fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
     let kind = match h.kind.as_deref() {
         None | Some("http") => ProbeKind::Http,
         Some("tcp") => ProbeKind::Tcp,
+        Some("grpc") => ProbeKind::Grpc,
         Some(other) => {
             return Err(ConfigError::field(
                 "health_check.type",
-                format!("{other:?} is not a probe type (use \"http\" or \"tcp\")"),
+                format!("{other:?} is not a probe type (use \"http\", \"tcp\" or \"grpc\")"),
             ))
         }
     };
@@ -447,7 +451,14 @@ fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
         ));
     }
     let expected_statuses = h.expected_statuses.unwrap_or_default();
-    if kind == ProbeKind::Tcp && !expected_statuses.is_empty() {
+    if h.service.is_some() && kind != ProbeKind::Grpc {
+        return Err(ConfigError::field(
+            "health_check.service",
+            "applies to \"type\": \"grpc\" only",
+        ));
+    }
+    let service = super::protocol::grpc_service(h.service)?;
+    if kind != ProbeKind::Http && !expected_statuses.is_empty() {
         return Err(ConfigError::field(
             "health_check.expected_statuses",
             "applies to \"type\": \"http\" only",
@@ -467,6 +478,7 @@ fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, ConfigError> {
         timeout: duration("health_check.timeout", h.timeout.as_deref(), "1s")?,
         healthy_threshold: h.healthy_threshold.unwrap_or(2),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2),
+        service,
     };
     if check.interval.is_zero() {
         return Err(ConfigError::field(

@@ -130,6 +130,7 @@ impl DnsDiscovery {
             address: address.to_string(),
             weight,
             labels: self.entry.labels.clone(),
+            protocol: self.entry.protocol,
         }
     }
 

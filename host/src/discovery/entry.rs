@@ -109,6 +109,7 @@ mod tests {
                     address: (*a).into(),
                     weight: 1,
                     labels: Vec::new(),
+                    protocol: Default::default(),
                 })
                 .collect(),
             ttl: Duration::from_secs(ttl_s),

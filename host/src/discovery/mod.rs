@@ -98,6 +98,7 @@ mod tests {
             address: address.into(),
             weight: 1,
             labels: Vec::new(),
+            protocol: Default::default(),
         }
     }
 

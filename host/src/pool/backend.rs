@@ -7,7 +7,7 @@ use http::uri::Authority;
 
 use super::circuit::{Circuit, CircuitState};
 use super::passive::Passive;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, BackendProtocol};
 use crate::metrics::BackendSeries;
 
 /// A backend: its identity from the config and its live counters.
@@ -23,6 +23,8 @@ pub struct Backend {
     pub weight: u32,
     /// Labels, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// The protocol spoken to it.
+    pub protocol: BackendProtocol,
     /// Requests forwarded and not yet finished (response body done or dropped).
     in_flight: Arc<AtomicU32>,
     /// Up according to active health checking (or a refused connection, when active checks
@@ -53,6 +55,7 @@ impl Backend {
             key: lbhost_sdk::hash::backend_key(&config.address),
             weight: config.weight,
             labels: config.labels.clone(),
+            protocol: config.protocol,
             in_flight: Arc::new(AtomicU32::new(0)),
             up: Arc::new(AtomicBool::new(true)),
             passive: Arc::default(),
@@ -72,6 +75,7 @@ impl Backend {
             key: self.key,
             weight: config.weight,
             labels: config.labels.clone(),
+            protocol: config.protocol,
             in_flight: Arc::clone(&self.in_flight),
             up: Arc::clone(&self.up),
             passive: Arc::clone(&self.passive),

@@ -77,7 +77,13 @@ impl Pool {
             .iter()
             .map(
                 |c| match old.backends.iter().find(|b| b.address == c.address) {
-                    Some(b) if b.weight == c.weight && b.labels == c.labels => Arc::clone(b),
+                    Some(b)
+                        if b.weight == c.weight
+                            && b.labels == c.labels
+                            && b.protocol == c.protocol =>
+                    {
+                        Arc::clone(b)
+                    }
                     Some(b) => Arc::new(b.reconfigured(c)),
                     None => Arc::new(Backend::new(c)),
                 },

@@ -49,6 +49,7 @@ mod tests {
                 address: format!("127.0.0.1:{}", 9000 + i),
                 weight,
                 labels: Vec::new(),
+                protocol: Default::default(),
             })
             .collect();
         Pool::new(&configs)

@@ -10,6 +10,7 @@ mod backend_body;
 mod conn;
 mod counts;
 mod exchange;
+mod h2;
 mod idle;
 
 use std::time::Duration;
@@ -20,8 +21,10 @@ use tokio::time::Instant;
 
 pub(crate) use backend_body::{BackendBody, Upgraded};
 pub(crate) use counts::{ConnectionCount, ConnectionCounts};
+pub(crate) use h2::ReplayBody;
 
 use crate::body::{BoxError, UpstreamBody};
+use crate::config::BackendProtocol;
 use crate::http1::{CodecError, Outgoing};
 use crate::pool::Backend;
 use conn::BackendConn;
@@ -58,6 +61,14 @@ pub(crate) enum UpstreamError {
     /// The client's request body failed while it was being sent.
     #[error("request body: {0}")]
     Body(BoxError),
+    /// The backend did not process the request (an HTTP/2 stream refused, or past a GOAWAY):
+    /// it may go to another backend whatever its method, with the body given back here (`None`
+    /// when too much of it was sent to be kept).
+    #[error("the backend did not process the request: {0}")]
+    Refused(String, Option<ReplayBody>),
+    /// The request cannot be sent in the backend's protocol.
+    #[error("{0}")]
+    Request(String),
 }
 
 impl UpstreamError {
@@ -107,6 +118,17 @@ impl Upstream {
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Result<Response<BackendBody>, UpstreamError> {
+        if backend.protocol == BackendProtocol::H2c {
+            return Box::pin(h2::request(
+                self,
+                backend,
+                head,
+                body,
+                connect_timeout,
+                deadline,
+            ))
+            .await;
+        }
         // One exchange in one loop, so the future holds one exchange's state, not one per path.
         // A new connection never hands the request back, so the loop ends.
         let mut pooled = true;
@@ -159,14 +181,27 @@ impl Upstream {
         }
     }
 
-    /// Opens a connection to `backend` within `timeout`, or by the request's `deadline` if that
-    /// comes first.
+    /// Opens an HTTP/1.1 connection to `backend` within `timeout`, or by the request's
+    /// `deadline` if that comes first.
     async fn connect(
         &self,
         backend: &Backend,
         timeout: Duration,
         deadline: Instant,
     ) -> Result<BackendConn, UpstreamError> {
+        let stream = self.connect_stream(backend, timeout, deadline).await?;
+        let mark = self.counts.opened(&backend.address);
+        Ok(BackendConn::new(stream, mark, backend.key))
+    }
+
+    /// The connector: a stream to `backend`, opened within `timeout` (or by `deadline`), for
+    /// whichever protocol speaks on it.
+    async fn connect_stream(
+        &self,
+        backend: &Backend,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<TcpStream, UpstreamError> {
         let by = Instant::now() + timeout;
         let connect = TcpStream::connect(backend.address.as_str());
         let stream = tokio::time::timeout_at(by.min(deadline), connect)
@@ -183,7 +218,6 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let mark = self.counts.opened(&backend.address);
-        Ok(BackendConn::new(stream, mark, backend.key))
+        Ok(stream)
     }
 }
