@@ -2,6 +2,7 @@
 //! another backend when that is safe), stream the answer back.
 
 mod error;
+mod grpc;
 mod headers;
 mod response_body;
 mod retry;
@@ -147,6 +148,7 @@ impl Proxy {
                         method: &method,
                         path,
                         status: StatusCode::TOO_MANY_REQUESTS,
+                        grpc_status: None,
                         backend: "none",
                         retries: 0,
                         select: None,
@@ -189,13 +191,17 @@ impl Proxy {
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
         let client_ip = client.ip;
-        let attempted = self.attempt(config, client, head, body, path).await;
-        self.answer(config, attempted, &method, path, client_ip, started)
+        let grpc = grpc::GrpcCall::of(&head.fields);
+        let attempted = self
+            .attempt(config, client, head, body, path, grpc, started)
+            .await;
+        self.answer(config, attempted, &method, path, client_ip, started, grpc)
     }
 
     /// Chooses a backend and sends the request; after a failure before any response byte, asks
     /// the strategy again with the failed backends excluded, if the request can be resent and
-    /// the retry budget allows.
+    /// the retry budget allows. A gRPC call's `grpc-timeout` is its deadline from `started`.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         config: &Config,
@@ -203,6 +209,8 @@ impl Proxy {
         head: ClientHead,
         body: HeldBody,
         path: &str,
+        grpc: Option<grpc::GrpcCall>,
+        started: Instant,
     ) -> Attempted {
         let set = self.pool.load();
         let method = head.method.clone();
@@ -259,7 +267,10 @@ impl Proxy {
             let head = upstream_head(&data.head, &backend, &client, &upstream_body);
             let in_flight = backend.start_request();
             let sent = selected;
-            let deadline = tokio::time::Instant::from_std(sent + config.timeouts.response_header);
+            let deadline = match grpc.and_then(|call| call.timeout) {
+                Some(timeout) => tokio::time::Instant::from_std(started + timeout),
+                None => tokio::time::Instant::from_std(sent + config.timeouts.response_header),
+            };
             let result = self
                 .upstream
                 .request(
@@ -278,13 +289,43 @@ impl Proxy {
                     let status = response.status();
                     self.strategies
                         .feedback(index, status.as_u16(), latency, |name| {
-                            response.body().fields().get(name.as_str())
+                            response.body().fields().get(name.as_str()).or_else(|| {
+                                // An HTTP/2 backend's fields are in the map.
+                                response.headers().get(name.as_str()).map(|v| v.as_bytes())
+                            })
                         });
-                    let outcome = Outcome::of_status(status.as_u16());
-                    self.pool
-                        .report(&backend, admitted, outcome, config, &self.metrics);
+                    // A gRPC call that answers with a body is settled by its trailers, when
+                    // they come (`watch_grpc` below); one whose head has its status, now.
+                    let in_head = grpc.and_then(|_| grpc::status_in(response.headers()));
+                    let deferred = grpc.is_some() && in_head.is_none() && status == StatusCode::OK;
+                    let (admitted, now) = if deferred {
+                        (Some(admitted), None)
+                    } else {
+                        (None, Some(admitted))
+                    };
+                    if let Some(admitted) = now {
+                        let outcome = match in_head {
+                            Some(code) => {
+                                grpc::count(&self.metrics, &backend.address, Some(code));
+                                grpc::outcome(Some(code), config)
+                            }
+                            None => Outcome::of_status(status.as_u16()),
+                        };
+                        self.pool
+                            .report(&backend, admitted, outcome, config, &self.metrics);
+                    }
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     let mut response = relay(response, client_upgrade, in_flight, &backend);
+                    if let Some(admitted) = admitted {
+                        response.body_mut().watch_grpc(grpc::CallEnd {
+                            pool: Arc::clone(&self.pool),
+                            backend: Arc::clone(&backend),
+                            admitted,
+                            config: self.config.load_full(),
+                            metrics: Arc::clone(&self.metrics),
+                            access: None,
+                        });
+                    }
                     headers::add_strategy_fields(&mut response, &mut data.response_fields);
                     return Attempted {
                         end: Ok(response),
@@ -308,6 +349,18 @@ impl Proxy {
                         upstream: None,
                     };
                 }
+                Err(UpstreamError::Refused(cause, rest)) => {
+                    // Nothing was processed: the request may go elsewhere, whatever its method,
+                    // with the part of its body already sent.
+                    if let Some(rest) = rest {
+                        body.put_back(rest);
+                    }
+                    let error = ProxyError::Backend {
+                        backend: backend.address.clone(),
+                        cause,
+                    };
+                    (error, Failure::Connect)
+                }
                 Err(UpstreamError::TimedOut) => {
                     let error = ProxyError::Timeout {
                         backend: backend.address.clone(),
@@ -322,7 +375,7 @@ impl Proxy {
                         Failure::Transport
                     };
                     let cause = e.to_string();
-                    if failure == Failure::Connect && config.health_check.is_some() {
+                    if e.is_connect() && config.health_check.is_some() {
                         self.pool.mark_down(&backend, &cause, &self.metrics);
                     }
                     let error = ProxyError::Backend {
@@ -372,7 +425,9 @@ impl Proxy {
     }
 
     /// Counts, logs and answers a forwarded request, however its attempts ended: a backend's
-    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's).
+    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's; a gRPC status
+    /// for a gRPC call).
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
         config: &Config,
@@ -381,11 +436,16 @@ impl Proxy {
         path: &str,
         client_ip: IpAddr,
         started: Instant,
+        grpc: Option<grpc::GrpcCall>,
     ) -> Response<ProxyBody> {
         let backend = attempted.backend.as_deref();
         let address = backend.map_or("none", |b| b.address.as_str());
-        let response = match attempted.end {
+        let mut grpc_status = None;
+        let mut response = match attempted.end {
             Ok(response) => {
+                if grpc.is_some() {
+                    grpc_status = grpc::status_in(response.headers());
+                }
                 if let Some(backend) = backend {
                     let took = started.elapsed();
                     self.metrics.backend_request(
@@ -421,21 +481,34 @@ impl Proxy {
                     );
                 }
                 self.metrics.request(address, method, status, started);
-                error.response()
+                if grpc.is_some() {
+                    let code = grpc::status_of_error(&error);
+                    grpc::count(&self.metrics, "none", Some(code));
+                    grpc_status = Some(code);
+                    grpc::error_response(&error)
+                } else {
+                    error.response()
+                }
             }
         };
         if config.access_log {
-            access_line(&Access {
+            let access = Access {
                 method,
                 path,
                 status: response.status(),
+                grpc_status,
                 backend: address,
                 retries: attempted.retries,
                 select: attempted.select,
                 upstream: attempted.upstream,
                 client: client_ip,
                 started,
-            });
+            };
+            match response.body_mut().grpc_end() {
+                // Written when the call's trailers come, with their status.
+                Some(end) => end.access = Some(OwnedAccess::of(&access)),
+                None => access_line(&access),
+            }
         }
         response
     }
@@ -479,6 +552,8 @@ struct Access<'a> {
     method: &'a Method,
     path: &'a str,
     status: StatusCode,
+    /// A gRPC call's `grpc-status`, once known.
+    grpc_status: Option<u32>,
     /// The backend that answered, or `none` when lbhost answered itself.
     backend: &'a str,
     retries: u32,
@@ -501,6 +576,7 @@ fn access_line(a: &Access<'_>) {
         method = %bounded(a.method.as_str()),
         path = %bounded(a.path),
         status = a.status.as_u16(),
+        grpc_status = a.grpc_status,
         backend = %a.backend,
         retries = a.retries,
         select_us = a.select.map(|d| d.as_micros() as u64),
@@ -508,6 +584,52 @@ fn access_line(a: &Access<'_>) {
         total_ms = a.started.elapsed().as_secs_f64() * 1000.0,
         client = %a.client,
     );
+}
+
+/// An access log line kept until a gRPC call ends (its status comes in the trailers).
+#[derive(Debug)]
+pub(crate) struct OwnedAccess {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    backend: String,
+    retries: u32,
+    select: Option<Duration>,
+    upstream: Option<Duration>,
+    client: IpAddr,
+    started: Instant,
+}
+
+impl OwnedAccess {
+    fn of(a: &Access<'_>) -> Self {
+        OwnedAccess {
+            method: a.method.clone(),
+            path: a.path.to_owned(),
+            status: a.status,
+            backend: a.backend.to_owned(),
+            retries: a.retries,
+            select: a.select,
+            upstream: a.upstream,
+            client: a.client,
+            started: a.started,
+        }
+    }
+
+    /// Writes the line, with the call's `grpc-status`.
+    fn write(&self, grpc_status: Option<u32>) {
+        access_line(&Access {
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            grpc_status,
+            backend: &self.backend,
+            retries: self.retries,
+            select: self.select,
+            upstream: self.upstream,
+            client: self.client,
+            started: self.started,
+        });
+    }
 }
 
 /// The client's response from a backend's: its body streams through (counted in flight, the
