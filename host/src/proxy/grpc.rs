@@ -3,17 +3,20 @@
 //! response head, or in the trailers at the end of the body) counted in metrics, the access log,
 //! passive health and circuits.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::error::ProxyError;
 use super::response_body::ProxyBody;
+use super::Access;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::{Admitted, Backend, Failure, Outcome, Pool};
 use crate::request::RequestFields;
+use crate::upstream::BackendBody;
 
 /// `UNAVAILABLE`: no backend, or the backend failed.
 pub(super) const UNAVAILABLE: u32 = 14;
@@ -131,6 +134,43 @@ pub(super) fn count(metrics: &Metrics, backend: &str, status: Option<u32>) {
         .inc();
 }
 
+impl super::Proxy {
+    /// Settles an attempt that got `response`'s head: at once (its outcome from the HTTP status,
+    /// or from a gRPC call's status in the head), or, for a gRPC call answered 200 without a
+    /// status in its head, the returned [`CallEnd`] does when the trailers come.
+    pub(super) fn settle(
+        &self,
+        call: Option<GrpcCall>,
+        backend: &Arc<Backend>,
+        admitted: Admitted,
+        response: &Response<BackendBody>,
+        config: &Config,
+    ) -> Option<CallEnd> {
+        let in_head = call.and_then(|_| status_in(response.headers()));
+        let status = response.status();
+        if call.is_some() && in_head.is_none() && status == StatusCode::OK {
+            return Some(CallEnd {
+                pool: Arc::clone(&self.pool),
+                backend: Arc::clone(backend),
+                admitted,
+                config: self.config.load_full(),
+                metrics: Arc::clone(&self.metrics),
+                access: None,
+            });
+        }
+        let outcome = match in_head {
+            Some(code) => {
+                count(&self.metrics, &backend.address, Some(code));
+                outcome(Some(code), config)
+            }
+            None => Outcome::of_status(status.as_u16()),
+        };
+        self.pool
+            .report(backend, admitted, outcome, config, &self.metrics);
+        None
+    }
+}
+
 /// What is left to do when a gRPC response's trailers arrive: count and report its status, and
 /// write its access log line (which then carries the status).
 #[derive(Debug)]
@@ -141,7 +181,7 @@ pub(crate) struct CallEnd {
     pub(super) config: Arc<Config>,
     pub(super) metrics: Arc<Metrics>,
     /// The access log line, written at the end (`access_log` on).
-    pub(super) access: Option<super::OwnedAccess>,
+    pub(super) access: Option<OwnedAccess>,
 }
 
 impl CallEnd {
@@ -159,6 +199,52 @@ impl CallEnd {
             &self.config,
             &self.metrics,
         );
+    }
+}
+
+/// An access log line kept until a gRPC call ends (its status comes in the trailers).
+#[derive(Debug)]
+pub(super) struct OwnedAccess {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    backend: String,
+    retries: u32,
+    select: Option<Duration>,
+    upstream: Option<Duration>,
+    client: IpAddr,
+    started: Instant,
+}
+
+impl OwnedAccess {
+    pub(super) fn of(a: &Access<'_>) -> Self {
+        OwnedAccess {
+            method: a.method.clone(),
+            path: a.path.to_owned(),
+            status: a.status,
+            backend: a.backend.to_owned(),
+            retries: a.retries,
+            select: a.select,
+            upstream: a.upstream,
+            client: a.client,
+            started: a.started,
+        }
+    }
+
+    /// Writes the line, with the call's `grpc-status`.
+    fn write(&self, grpc_status: Option<u32>) {
+        super::access_line(&Access {
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            grpc_status,
+            backend: &self.backend,
+            retries: self.retries,
+            select: self.select,
+            upstream: self.upstream,
+            client: self.client,
+            started: self.started,
+        });
     }
 }
 

@@ -294,37 +294,11 @@ impl Proxy {
                                 response.headers().get(name.as_str()).map(|v| v.as_bytes())
                             })
                         });
-                    // A gRPC call that answers with a body is settled by its trailers, when
-                    // they come (`watch_grpc` below); one whose head has its status, now.
-                    let in_head = grpc.and_then(|_| grpc::status_in(response.headers()));
-                    let deferred = grpc.is_some() && in_head.is_none() && status == StatusCode::OK;
-                    let (admitted, now) = if deferred {
-                        (Some(admitted), None)
-                    } else {
-                        (None, Some(admitted))
-                    };
-                    if let Some(admitted) = now {
-                        let outcome = match in_head {
-                            Some(code) => {
-                                grpc::count(&self.metrics, &backend.address, Some(code));
-                                grpc::outcome(Some(code), config)
-                            }
-                            None => Outcome::of_status(status.as_u16()),
-                        };
-                        self.pool
-                            .report(&backend, admitted, outcome, config, &self.metrics);
-                    }
+                    let pending = self.settle(grpc, &backend, admitted, &response, config);
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     let mut response = relay(response, client_upgrade, in_flight, &backend);
-                    if let Some(admitted) = admitted {
-                        response.body_mut().watch_grpc(grpc::CallEnd {
-                            pool: Arc::clone(&self.pool),
-                            backend: Arc::clone(&backend),
-                            admitted,
-                            config: self.config.load_full(),
-                            metrics: Arc::clone(&self.metrics),
-                            access: None,
-                        });
+                    if let Some(end) = pending {
+                        response.body_mut().watch_grpc(end);
                     }
                     headers::add_strategy_fields(&mut response, &mut data.response_fields);
                     return Attempted {
@@ -506,7 +480,7 @@ impl Proxy {
             };
             match response.body_mut().grpc_end() {
                 // Written when the call's trailers come, with their status.
-                Some(end) => end.access = Some(OwnedAccess::of(&access)),
+                Some(end) => end.access = Some(grpc::OwnedAccess::of(&access)),
                 None => access_line(&access),
             }
         }
@@ -584,52 +558,6 @@ fn access_line(a: &Access<'_>) {
         total_ms = a.started.elapsed().as_secs_f64() * 1000.0,
         client = %a.client,
     );
-}
-
-/// An access log line kept until a gRPC call ends (its status comes in the trailers).
-#[derive(Debug)]
-pub(crate) struct OwnedAccess {
-    method: Method,
-    path: String,
-    status: StatusCode,
-    backend: String,
-    retries: u32,
-    select: Option<Duration>,
-    upstream: Option<Duration>,
-    client: IpAddr,
-    started: Instant,
-}
-
-impl OwnedAccess {
-    fn of(a: &Access<'_>) -> Self {
-        OwnedAccess {
-            method: a.method.clone(),
-            path: a.path.to_owned(),
-            status: a.status,
-            backend: a.backend.to_owned(),
-            retries: a.retries,
-            select: a.select,
-            upstream: a.upstream,
-            client: a.client,
-            started: a.started,
-        }
-    }
-
-    /// Writes the line, with the call's `grpc-status`.
-    fn write(&self, grpc_status: Option<u32>) {
-        access_line(&Access {
-            method: &self.method,
-            path: &self.path,
-            status: self.status,
-            grpc_status,
-            backend: &self.backend,
-            retries: self.retries,
-            select: self.select,
-            upstream: self.upstream,
-            client: self.client,
-            started: self.started,
-        });
-    }
 }
 
 /// The client's response from a backend's: its body streams through (counted in flight, the

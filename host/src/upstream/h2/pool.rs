@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,11 +19,13 @@ use tokio::sync::Notify;
 
 use super::super::counts::ConnectionMark;
 use super::replay::ReplayBody;
+use crate::pool::clock_ms;
 
 /// Streams one connection carries at most, whatever the peer allows (hyper assumes 100 until
 /// the peer's SETTINGS say otherwise).
 pub(crate) const MAX_STREAMS: usize = 256;
-/// A PING goes out after this much silence on a connection with streams open...
+/// A PING goes out after this much silence on a connection (idle or not, so that a backend gone
+/// without a FIN is noticed before a request waits on it)...
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection closes if its PONG has not come within this.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +34,10 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// backend many times over; the connection's lets several large responses stream at once.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// A connection without streams for this long is closed (also those of backends that left the
+/// config), checked every [`SWEEP_INTERVAL_MS`] as requests take streams.
+const IDLE_TIMEOUT_MS: u64 = 60_000;
+const SWEEP_INTERVAL_MS: u64 = 5_000;
 
 /// What the request side and the connection's task share about one connection.
 #[derive(Debug)]
@@ -42,6 +48,8 @@ struct Shared {
     max: AtomicUsize,
     /// No new stream goes on it: it was refused a stream (GOAWAY), or closed.
     draining: AtomicBool,
+    /// When a stream last started or ended on it ([`clock_ms`]).
+    used_ms: AtomicU64,
     mark: Mutex<ConnectionMark>,
 }
 
@@ -78,6 +86,7 @@ pub(crate) struct StreamSlot(Arc<Shared>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.0.used_ms.store(clock_ms(), Ordering::Relaxed);
         self.0.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -93,6 +102,29 @@ pub(super) enum Checkout {
 }
 
 #[derive(Default)]
+struct Conns {
+    by_backend: FxHashMap<u64, PerBackend>,
+    swept_ms: u64,
+}
+
+impl Conns {
+    /// Drops the connections idle for [`IDLE_TIMEOUT_MS`], and closed ones, of every backend.
+    fn sweep(&mut self, now: u64) {
+        self.swept_ms = now;
+        for entry in self.by_backend.values_mut() {
+            entry.conns.retain(|c| {
+                c.usable()
+                    && (c.shared.streams.load(Ordering::Acquire) > 0
+                        || now.saturating_sub(c.shared.used_ms.load(Ordering::Relaxed))
+                            < IDLE_TIMEOUT_MS)
+            });
+        }
+        self.by_backend
+            .retain(|_, e| !e.conns.is_empty() || e.opening.is_some());
+    }
+}
+
+#[derive(Default)]
 struct PerBackend {
     /// Oldest first.
     conns: Vec<H2Conn>,
@@ -101,13 +133,17 @@ struct PerBackend {
 }
 
 thread_local! {
-    static CONNS: RefCell<FxHashMap<u64, PerBackend>> = RefCell::new(FxHashMap::default());
+    static CONNS: RefCell<Conns> = RefCell::new(Conns::default());
 }
 
 /// A stream on a connection to the backend with stable key `key`, or what to do to get one.
 pub(super) fn checkout(key: u64) -> Checkout {
     CONNS.with_borrow_mut(|all| {
-        let entry = all.entry(key).or_default();
+        let now = clock_ms();
+        if now.saturating_sub(all.swept_ms) >= SWEEP_INTERVAL_MS {
+            all.sweep(now);
+        }
+        let entry = all.by_backend.entry(key).or_default();
         entry.conns.retain(H2Conn::usable);
         for conn in &entry.conns {
             let max = conn.shared.max.load(Ordering::Acquire);
@@ -115,6 +151,7 @@ pub(super) fn checkout(key: u64) -> Checkout {
             // anywhere, and only make room): a load then an add cannot overshoot `max`.
             if conn.shared.streams.load(Ordering::Acquire) < max {
                 conn.shared.streams.fetch_add(1, Ordering::AcqRel);
+                conn.shared.used_ms.store(now, Ordering::Relaxed);
                 return Checkout::Ready(conn.clone(), StreamSlot(Arc::clone(&conn.shared)));
             }
         }
@@ -144,14 +181,16 @@ impl Opening {
             return;
         }
         self.done = true;
-        let notify = CONNS.with_borrow_mut(|all| {
-            let entry = all.entry(self.key).or_default();
+        // `try_with`: a request dropped as its worker thread ends finds the pool gone.
+        let notify = CONNS.try_with(|all| {
+            let mut all = all.borrow_mut();
+            let entry = all.by_backend.entry(self.key).or_default();
             if let Some(conn) = conn {
                 entry.conns.push(conn);
             }
             entry.opening.take()
         });
-        if let Some(notify) = notify {
+        if let Ok(Some(notify)) = notify {
             notify.notify_waiters();
         }
     }
@@ -175,12 +214,13 @@ pub(super) async fn handshake(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(false);
+        .keep_alive_while_idle(true);
     let (send, connection) = builder.handshake(TokioIo::new(stream)).await?;
     let shared = Arc::new(Shared {
         streams: AtomicUsize::new(0),
         max: AtomicUsize::new(connection.current_max_send_streams().min(MAX_STREAMS)),
         draining: AtomicBool::new(false),
+        used_ms: AtomicU64::new(clock_ms()),
         mark: Mutex::new(mark),
     });
     tokio::spawn(Driven {
