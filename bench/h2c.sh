@@ -7,6 +7,8 @@
 #   bench/h2c.sh                       # 16 clients x 8 streams and 64 x 1, 3 reps, 5 s each
 #   REPS=5 SECONDS_PER_RUN=10 bench/h2c.sh
 #   LBHOST=target/release/lbhost bench/h2c.sh   # another lbhost build (default target/dist/lbhost)
+#   UPSTREAM=h2c bench/h2c.sh          # h2c to the backends too: lbhost "protocol": "h2c",
+#                                      # nginx grpc_pass, HAProxy "proto h2"
 #
 # Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
 # req/s. Runs are interleaved (lbhost, nginx, HAProxy, lbhost, ...). Take figures from a quiet
@@ -19,6 +21,8 @@ lbhost="${LBHOST:-$root/target/dist/lbhost}"
 strategy="$root/strategies/round_robin.wasm"
 reps="${REPS:-3}"
 secs="${SECONDS_PER_RUN:-5}"
+upstream="${UPSTREAM:-http1}"
+case $upstream in http1 | h2c) ;; *) echo "h2c: UPSTREAM is http1 or h2c" >&2; exit 1 ;; esac
 loads=("16 8" "64 1")
 port=18480
 be=(18481 18482 18483)
@@ -54,13 +58,26 @@ nginx_temp() {
     echo "access_log off; client_body_temp_path $1/b; proxy_temp_path $1/p; fastcgi_temp_path $1/f; uwsgi_temp_path $1/u; scgi_temp_path $1/s;"
 }
 
+# The backends speak HTTP/2 (prior knowledge) with UPSTREAM=h2c, HTTP/1.1 otherwise; with h2c, each
+# LB's upstream side is its HTTP/2 client.
+be_http2=""
+lb_protocol=""
+nginx_pass="proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+haproxy_proto=""
+if [ "$upstream" = h2c ]; then
+    be_http2="http2"
+    lb_protocol=', "protocol": "h2c"'
+    nginx_pass="grpc_pass grpc://be;"
+    haproxy_proto="proto h2"
+fi
+
 mkdir -p "$tmp/be"
 cat >"$tmp/be/nginx.conf" <<EOF
 worker_processes 1; $(nginx_paths "$tmp/be")
 events { worker_connections 4096; }
 http { $(nginx_temp "$tmp/be") keepalive_requests 100000000;
-  server { listen 127.0.0.1:${be[0]}; listen 127.0.0.1:${be[1]}; listen 127.0.0.1:${be[2]};
-           location / { return 200 "ok"; } } }
+  server { listen 127.0.0.1:${be[0]} $be_http2; listen 127.0.0.1:${be[1]} $be_http2;
+           listen 127.0.0.1:${be[2]} $be_http2; location / { return 200 "ok"; } } }
 EOF
 taskset -c 1 nginx -p "$tmp/be" -c "$tmp/be/nginx.conf" -g "daemon off;" 2>/dev/null &
 
@@ -72,8 +89,9 @@ start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
         cat >"$d/cfg.json" <<EOF
 {"listen": "127.0.0.1:$port", "admin": "127.0.0.1:$((port + 10))", "strategy": "$strategy",
  "workers": 1, "access_log": false,
- "backends": [{"url": "http://127.0.0.1:${be[0]}"}, {"url": "http://127.0.0.1:${be[1]}"},
-              {"url": "http://127.0.0.1:${be[2]}"}]}
+ "backends": [{"url": "http://127.0.0.1:${be[0]}"$lb_protocol},
+              {"url": "http://127.0.0.1:${be[1]}"$lb_protocol},
+              {"url": "http://127.0.0.1:${be[2]}"$lb_protocol}]}
 EOF
         RUST_LOG=warn taskset -c 0 "$lbhost" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
         ;;
@@ -85,7 +103,7 @@ http { $(nginx_temp "$d") keepalive_requests 100000000; http2_max_requests 10000
   upstream be { server 127.0.0.1:${be[0]}; server 127.0.0.1:${be[1]}; server 127.0.0.1:${be[2]};
                 keepalive 256; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$port http2;
-           location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+           location / { $nginx_pass } } }
 EOF
         taskset -c 0 nginx -p "$d" -c "$d/nginx.conf" -g "daemon off;" >"$d/log" 2>&1 &
         ;;
@@ -104,9 +122,9 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
-  server b1 127.0.0.1:${be[0]}
-  server b2 127.0.0.1:${be[1]}
-  server b3 127.0.0.1:${be[2]}
+  server b1 127.0.0.1:${be[0]} $haproxy_proto
+  server b2 127.0.0.1:${be[1]} $haproxy_proto
+  server b3 127.0.0.1:${be[2]} $haproxy_proto
 EOF
         taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$d/log" 2>&1 &
         ;;
@@ -149,9 +167,10 @@ for rep in $(seq 1 "$reps"); do
     done
 done
 
-python3 - "$results" <<'EOF'
+python3 - "$results" "$upstream" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
+print(f"upstream: {sys.argv[2]}")
 print("| clients x streams | LB | req/s | LB CPU µs/req | failed |")
 print("|---|---|---:|---:|---:|")
 for load in dict.fromkeys(r[1] for r in rows):

@@ -26,6 +26,7 @@ fn pool(n: usize) -> std::sync::Arc<Pool> {
             weight: 1 + (i % 3) as u32,
             labels: vec![("zone".into(), format!("z{}", i % 3))],
             tls: None,
+            protocol: Default::default(),
         })
         .collect();
     Pool::new(&configs)

@@ -31,6 +31,7 @@ fn main() {
             weight: 1,
             labels: vec![],
             tls: None,
+            protocol: Default::default(),
         })
         .collect();
     let pool = Pool::new(&configs);

@@ -88,6 +88,21 @@ impl HeldBody {
         }
     }
 
+    /// Gives the client's body back after an attempt that read part of it but kept what it read
+    /// (`body` gives all of it from the start), so that another attempt can send it: an HTTP/2
+    /// stream the backend refused unprocessed.
+    pub(crate) fn put_back<B>(&self, body: B)
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        if let HeldBody::Streamed { slot, .. } = self {
+            let mut state = slot.lock();
+            if state.body.is_none() {
+                state.body = Some(body.boxed_unsync());
+            }
+        }
+    }
+
     /// The body for a new attempt, which makes every earlier attempt's body unusable; `None` if
     /// part of it was already read.
     pub(crate) fn next_attempt(&self) -> Option<UpstreamBody> {

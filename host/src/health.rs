@@ -1,4 +1,5 @@
-//! Active health checks: each backend is probed (HTTP `GET path` or a TCP connect) on its own
+//! Active health checks: each backend is probed (HTTP `GET path`, a TCP connect, or the gRPC
+//! health service's `Check`) on its own
 //! jittered schedule, concurrently, and its state flips only after `healthy_threshold` /
 //! `unhealthy_threshold` consecutive results.
 //!
@@ -186,6 +187,10 @@ async fn probe(
                 .await
                 .map(drop)
                 .map_err(|e| format!("connect: {e}")),
+            ProbeKind::Grpc => {
+                let deadline = tokio::time::Instant::now() + config.timeout;
+                client.probe_grpc(backend, &config.service, deadline).await
+            }
         }
     };
     match tokio::time::timeout(config.timeout, attempt).await {

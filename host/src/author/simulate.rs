@@ -381,6 +381,7 @@ fn config_of(b: &SimBackend) -> BackendConfig {
         weight: b.weight,
         labels: Vec::new(),
         tls: None,
+        protocol: Default::default(),
     }
 }
 

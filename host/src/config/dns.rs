@@ -23,6 +23,8 @@ pub struct DnsBackend {
     pub weight: u32,
     /// Labels every address of the answer gets, sorted by key.
     pub labels: Vec<(String, String)>,
+    /// The protocol spoken to every address of the answer.
+    pub protocol: super::BackendProtocol,
 }
 
 /// The kind of lookup and its name.
@@ -180,10 +182,12 @@ pub(super) fn backend(i: usize, b: FileBackend) -> Result<DnsBackend, ConfigErro
     };
     let weight = super::validate::backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
+    let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
     Ok(DnsBackend {
         lookup,
         weight,
         labels: b.labels.into_iter().collect(),
+        protocol,
     })
 }
 

@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub tls: Option<FileTls>,
     pub upstream_tls: Option<super::upstream_tls::FileUpstreamTls>,
     pub shadow: Option<FileShadow>,
+    pub grpc: Option<FileGrpc>,
     pub canary: Option<super::canary::FileCanary>,
     /// Named pools ([`super::pools`]); without them the top level is the one pool `default`.
     pub pools: Option<BTreeMap<String, FilePool>>,
@@ -95,6 +96,12 @@ pub(super) struct FileMatch {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct FileGrpc {
+    pub failure_codes: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct FileTls {
     pub listen: String,
     pub certificates: Vec<FileCertificate>,
@@ -132,6 +139,7 @@ pub(super) struct FileBackend {
     pub labels: BTreeMap<String, String>,
     /// TLS settings of an `https://` backend (over `upstream_tls`).
     pub tls: Option<super::upstream_tls::FileUpstreamTls>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +163,7 @@ pub(super) struct FileHealthCheck {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub expected_statuses: Option<Vec<u16>>,
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

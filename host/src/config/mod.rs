@@ -7,6 +7,7 @@ mod canary;
 mod dns;
 mod file;
 mod pools;
+mod protocol;
 mod resilience;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use dns::{DnsBackend, DnsConfig, DnsLookup};
 pub use pools::{
     covers, first_shadowed, HostMatch, PathMatch, PoolConfig, RouteConfig, RouteMatch, DEFAULT_POOL,
 };
+pub use protocol::{BackendProtocol, GrpcConfig};
 pub use resilience::{CircuitBreakerConfig, PassiveConfig, RateLimitConfig, RetryConfig};
 pub(crate) use token::read_token;
 pub use validate::{from_file, params};
@@ -103,6 +105,8 @@ pub struct Config {
     pub default_pool: Option<String>,
     /// A strategy in canary from the start: routes a share of the clients ([`CanaryPlan`]).
     pub canary: Option<CanaryConfig>,
+    /// How gRPC calls count against backends.
+    pub grpc: GrpcConfig,
 }
 
 /// The TLS listener.
@@ -145,6 +149,8 @@ pub struct BackendConfig {
     pub labels: Vec<(String, String)>,
     /// How to speak TLS to it, for an `https://` URL; `None` is plain HTTP.
     pub tls: Option<std::sync::Arc<crate::tls::BackendTls>>,
+    /// The protocol spoken to it (default HTTP/1.1).
+    pub protocol: BackendProtocol,
 }
 
 /// Active health check settings.
@@ -164,6 +170,9 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Consecutive failures that take an up backend down.
     pub unhealthy_threshold: u32,
+    /// The service asked about by gRPC probes (`grpc.health.v1.Health/Check`); empty: the
+    /// whole server.
+    pub service: String,
 }
 
 /// How an active health probe tests a backend.
@@ -173,6 +182,9 @@ pub enum ProbeKind {
     Http,
     /// A TCP connection is accepted.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (cleartext) on a fresh connection; healthy if
+    /// the answer is `SERVING`.
+    Grpc,
 }
 
 /// Network timeouts.

@@ -204,6 +204,18 @@ fn failure_handling_errors_name_the_field() {
             r#""rate_limit": {"rps": 5}"#,
             "rate_limit.rps: unknown field `rps`",
         ),
+        (
+            r#""health_check": {"type": "http", "service": "a.B"}"#,
+            "health_check.service: applies to \"type\": \"grpc\" only",
+        ),
+        (
+            r#""grpc": {"failure_codes": [14, 0]}"#,
+            "grpc.failure_codes: 0 is not a gRPC error code (1-16)",
+        ),
+        (
+            r#""grpc": {"codes": [14]}"#,
+            "grpc.codes: unknown field `codes`",
+        ),
     ];
     for (field, expected) in cases {
         let json = format!("{{{b}, {field}}}");
@@ -253,4 +265,30 @@ fn dns_entries_and_settings_parse_with_defaults() {
     )
     .unwrap_err();
     assert_eq!(twice, "backends[1].dns: api port 80 is already backends[0]");
+}
+
+#[test]
+fn backends_speak_http1_or_h2c_and_grpc_settings_have_defaults() {
+    let c = parse(
+        r#"{"backends": [{"url": "http://127.0.0.1:9001"},
+                         {"url": "http://127.0.0.1:9002", "protocol": "h2c"}],
+            "health_check": {"type": "grpc", "service": "shop.Cart"}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.backends[0].protocol, super::BackendProtocol::Http1);
+    assert_eq!(c.backends[1].protocol, super::BackendProtocol::H2c);
+    let check = c.health_check.unwrap();
+    assert_eq!(check.kind, ProbeKind::Grpc);
+    assert_eq!(check.service, "shop.Cart");
+    assert_eq!(c.grpc.failure_codes, vec![13, 14]);
+    for (protocol, expected) in [
+        ("h3", "backends[0].protocol: \"h3\" is not a protocol"),
+        ("h2", "backends[0].protocol: \"h2\" needs a TLS backend"),
+    ] {
+        let json = format!(
+            r#"{{"backends": [{{"url": "http://127.0.0.1:9001", "protocol": "{protocol}"}}]}}"#
+        );
+        let err = parse(&json).unwrap_err();
+        assert!(err.starts_with(expected), "{err}");
+    }
 }

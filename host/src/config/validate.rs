@@ -241,6 +241,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         shutdown_timeout: duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s")?,
         drain_delay: duration("drain_delay", file.drain_delay.as_deref(), "0s")?,
         access_log: file.access_log.unwrap_or(false),
+        grpc: super::protocol::grpc(file.grpc)?,
         admin_token_file,
         shadow,
         canary,
@@ -474,11 +475,19 @@ fn backend(
         }
         (false, None) => None,
     };
+    let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
+    if secure && protocol == super::BackendProtocol::H2c {
+        return Err(ConfigError::field(
+            format!("backends[{i}].protocol"),
+            "\"h2c\" is HTTP/2 over cleartext TCP: an https:// backend speaks \"http1\" (HTTP/2 over TLS is not supported yet)",
+        ));
+    }
     Ok(BackendConfig {
         address,
         weight,
         labels: b.labels.into_iter().collect(),
         tls,
+        protocol,
     })
 }
 
@@ -511,10 +520,11 @@ pub(super) fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, Conf
     let kind = match h.kind.as_deref() {
         None | Some("http") => ProbeKind::Http,
         Some("tcp") => ProbeKind::Tcp,
+        Some("grpc") => ProbeKind::Grpc,
         Some(other) => {
             return Err(ConfigError::field(
                 "health_check.type",
-                format!("{other:?} is not a probe type (use \"http\" or \"tcp\")"),
+                format!("{other:?} is not a probe type (use \"http\", \"tcp\" or \"grpc\")"),
             ))
         }
     };
@@ -525,7 +535,14 @@ pub(super) fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, Conf
         ));
     }
     let expected_statuses = h.expected_statuses.unwrap_or_default();
-    if kind == ProbeKind::Tcp && !expected_statuses.is_empty() {
+    if h.service.is_some() && kind != ProbeKind::Grpc {
+        return Err(ConfigError::field(
+            "health_check.service",
+            "applies to \"type\": \"grpc\" only",
+        ));
+    }
+    let service = super::protocol::grpc_service(h.service)?;
+    if kind != ProbeKind::Http && !expected_statuses.is_empty() {
         return Err(ConfigError::field(
             "health_check.expected_statuses",
             "applies to \"type\": \"http\" only",
@@ -545,6 +562,7 @@ pub(super) fn health_check(h: FileHealthCheck) -> Result<HealthCheckConfig, Conf
         timeout: duration("health_check.timeout", h.timeout.as_deref(), "1s")?,
         healthy_threshold: h.healthy_threshold.unwrap_or(2),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2),
+        service,
     };
     if check.interval.is_zero() {
         return Err(ConfigError::field(

@@ -131,6 +131,7 @@ impl DnsDiscovery {
             weight,
             labels: self.entry.labels.clone(),
             tls: None,
+            protocol: self.entry.protocol,
         }
     }
 

@@ -110,6 +110,7 @@ mod tests {
                     weight: 1,
                     labels: Vec::new(),
                     tls: None,
+                    protocol: Default::default(),
                 })
                 .collect(),
             ttl: Duration::from_secs(ttl_s),

@@ -99,6 +99,7 @@ mod tests {
             weight: 1,
             labels: Vec::new(),
             tls: None,
+            protocol: Default::default(),
         }
     }
 

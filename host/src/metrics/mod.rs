@@ -104,6 +104,9 @@ pub struct Metrics {
     pub dns_lookups: IntCounterVec,
     /// `lbhost_dns_addresses{name}`: addresses in the last good answer of a DNS entry.
     pub dns_addresses: IntGaugeVec,
+    /// `lbhost_grpc_responses_total{backend, grpc_status}`: gRPC calls by how they ended (the
+    /// backend's `grpc-status`, `none` if it sent none, or lbhost's own with `backend="none"`).
+    pub grpc_responses: IntCounterVec,
 }
 
 impl Metrics {
@@ -290,6 +293,11 @@ impl Metrics {
                 "lbhost_dns_addresses",
                 "Addresses in the last good answer of a DNS backend entry",
                 &["name"],
+            )?,
+            grpc_responses: counter(
+                "lbhost_grpc_responses_total",
+                "gRPC calls by backend and grpc-status (none: the backend sent none)",
+                &["backend", "grpc_status"],
             )?,
             registry,
         })

@@ -7,7 +7,7 @@ use http::uri::Authority;
 
 use super::circuit::{Circuit, CircuitState};
 use super::passive::Passive;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, BackendProtocol};
 use crate::metrics::BackendSeries;
 
 /// A backend: its identity from the config and its live counters.
@@ -27,6 +27,8 @@ pub struct Backend {
     pub labels: Vec<(String, String)>,
     /// How to speak TLS to it (`https://`); `None` is plain HTTP.
     pub tls: Option<Arc<crate::tls::BackendTls>>,
+    /// The protocol spoken to it.
+    pub protocol: BackendProtocol,
     /// Requests forwarded and not yet finished (response body done or dropped).
     in_flight: Arc<AtomicU32>,
     /// Up according to active health checking (or a refused connection, when active checks
@@ -64,6 +66,7 @@ impl Backend {
             weight: config.weight,
             labels: config.labels.clone(),
             tls: config.tls.clone(),
+            protocol: config.protocol,
             in_flight: Arc::new(AtomicU32::new(0)),
             up: Arc::new(AtomicBool::new(true)),
             passive: Arc::default(),
@@ -85,6 +88,7 @@ impl Backend {
             weight: config.weight,
             labels: config.labels.clone(),
             tls: config.tls.clone(),
+            protocol: config.protocol,
             in_flight: Arc::clone(&self.in_flight),
             up: Arc::clone(&self.up),
             passive: Arc::clone(&self.passive),

@@ -95,7 +95,12 @@ impl Pool {
             .iter()
             .map(
                 |c| match old.backends.iter().find(|b| b.address == c.address) {
-                    Some(b) if b.weight == c.weight && b.labels == c.labels && b.tls == c.tls => {
+                    Some(b)
+                        if b.weight == c.weight
+                            && b.labels == c.labels
+                            && b.tls == c.tls
+                            && b.protocol == c.protocol =>
+                    {
                         Arc::clone(b)
                     }
                     Some(b) => Arc::new(b.reconfigured(c)),

@@ -2,6 +2,7 @@
 //! another backend when that is safe), stream the answer back.
 
 mod error;
+mod grpc;
 mod headers;
 mod response_body;
 mod retry;
@@ -148,6 +149,7 @@ impl Proxy {
                         route: "none",
                         pool: "none",
                         status: StatusCode::TOO_MANY_REQUESTS,
+                        grpc_status: None,
                         backend: "none",
                         retries: 0,
                         select: None,
@@ -207,8 +209,9 @@ impl Proxy {
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
         let client_ip = client.ip;
+        let grpc = grpc::GrpcCall::of(&head.fields);
         let attempted = self
-            .attempt(config, service, client, head, body, path)
+            .attempt(config, service, client, head, body, path, grpc, started)
             .await;
         let at = Routed {
             route,
@@ -217,13 +220,15 @@ impl Proxy {
             path,
             client_ip,
             started,
+            grpc,
         };
         self.answer(config, attempted, &at)
     }
 
     /// Chooses a backend and sends the request; after a failure before any response byte, asks
     /// the strategy again with the failed backends excluded, if the request can be resent and
-    /// the retry budget allows.
+    /// the retry budget allows. A gRPC call's `grpc-timeout` is its deadline from `started`.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         config: &Config,
@@ -232,6 +237,8 @@ impl Proxy {
         head: ClientHead,
         body: HeldBody,
         path: &str,
+        grpc: Option<grpc::GrpcCall>,
+        started: Instant,
     ) -> Attempted {
         let rt = &*service.runtime;
         let set = rt.pool.load();
@@ -289,7 +296,10 @@ impl Proxy {
             let head = upstream_head(&data.head, &backend, &client, &upstream_body);
             let in_flight = backend.start_request();
             let sent = selected;
-            let deadline = tokio::time::Instant::from_std(sent + config.timeouts.response_header);
+            let deadline = match grpc.and_then(|call| call.timeout) {
+                Some(timeout) => tokio::time::Instant::from_std(started + timeout),
+                None => tokio::time::Instant::from_std(sent + config.timeouts.response_header),
+            };
             let result = self
                 .upstream
                 .request(
@@ -311,13 +321,19 @@ impl Proxy {
                         index,
                         status.as_u16(),
                         latency,
-                        |name| response.body().fields().get(name.as_str()),
+                        |name| {
+                            response.body().fields().get(name.as_str()).or_else(|| {
+                                // An HTTP/2 backend's fields are in the map.
+                                response.headers().get(name.as_str()).map(|v| v.as_bytes())
+                            })
+                        },
                     );
-                    let outcome = Outcome::of_status(status.as_u16());
-                    rt.pool
-                        .report(&backend, admitted, outcome, config, &self.metrics);
+                    let pending = self.settle(grpc, service, &backend, admitted, &response);
                     let client_upgrade = client.upgrade.map(|(_, on)| on);
                     let mut response = relay(response, client_upgrade, in_flight, &backend);
+                    if let Some(end) = pending {
+                        response.body_mut().watch_grpc(end);
+                    }
                     headers::add_strategy_fields(&mut response, &mut data.response_fields);
                     return Attempted {
                         end: Ok(response),
@@ -343,6 +359,18 @@ impl Proxy {
                         select,
                         upstream: None,
                     };
+                }
+                Err(UpstreamError::Refused(cause, rest)) => {
+                    // Nothing was processed: the request may go elsewhere, whatever its method,
+                    // with the part of its body already sent.
+                    if let Some(rest) = rest {
+                        body.put_back(rest);
+                    }
+                    let error = ProxyError::Backend {
+                        backend: backend.address.clone(),
+                        cause,
+                    };
+                    (error, Failure::Connect)
                 }
                 Err(UpstreamError::TimedOut) => {
                     let error = ProxyError::Timeout {
@@ -411,7 +439,9 @@ impl Proxy {
     }
 
     /// Counts, logs and answers a forwarded request, however its attempts ended: a backend's
-    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's).
+    /// response, or an error (a warning for a 5xx, lbhost's own or a backend's; a gRPC status
+    /// for a gRPC call).
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
         config: &Config,
@@ -423,6 +453,7 @@ impl Proxy {
             path,
             client_ip,
             started,
+            grpc,
             ..
         } = *at;
         let pool = at.service.name();
@@ -442,8 +473,12 @@ impl Proxy {
                 answered,
             );
         }
-        let response = match attempted.end {
+        let mut grpc_status = None;
+        let mut response = match attempted.end {
             Ok(response) => {
+                if grpc.is_some() {
+                    grpc_status = grpc::status_in(response.headers());
+                }
                 if let Some(backend) = backend {
                     let took = started.elapsed();
                     self.metrics.backend_request(
@@ -481,23 +516,36 @@ impl Proxy {
                     );
                 }
                 self.metrics.request(pool, address, method, status, started);
-                error.response()
+                if grpc.is_some() {
+                    let code = grpc::status_of_error(&error);
+                    grpc::count(&self.metrics, "none", Some(code));
+                    grpc_status = Some(code);
+                    grpc::error_response(&error)
+                } else {
+                    error.response()
+                }
             }
         };
         if config.access_log {
-            access_line(&Access {
+            let access = Access {
                 method,
                 path,
                 route: at.route,
                 pool,
                 status: response.status(),
+                grpc_status,
                 backend: address,
                 retries: attempted.retries,
                 select: attempted.select,
                 upstream: attempted.upstream,
                 client: client_ip,
                 started,
-            });
+            };
+            match response.body_mut().grpc_end() {
+                // Written when the call's trailers come, with their status.
+                Some(end) => end.access = Some(grpc::OwnedAccess::of(&access)),
+                None => access_line(&access),
+            }
         }
         response
     }
@@ -552,6 +600,8 @@ struct Routed<'a> {
     path: &'a str,
     client_ip: IpAddr,
     started: Instant,
+    /// Set for a gRPC call.
+    grpc: Option<grpc::GrpcCall>,
 }
 
 /// One access log line's fields.
@@ -564,6 +614,8 @@ struct Access<'a> {
     /// The pool it went to (`none` when lbhost answered before routing or no route took it).
     pool: &'a str,
     status: StatusCode,
+    /// A gRPC call's `grpc-status`, once known.
+    grpc_status: Option<u32>,
     /// The backend that answered, or `none` when lbhost answered itself.
     backend: &'a str,
     retries: u32,
@@ -588,6 +640,7 @@ fn access_line(a: &Access<'_>) {
         route = %a.route,
         pool = %a.pool,
         status = a.status.as_u16(),
+        grpc_status = a.grpc_status,
         backend = %a.backend,
         retries = a.retries,
         select_us = a.select.map(|d| d.as_micros() as u64),

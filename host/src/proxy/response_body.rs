@@ -8,6 +8,7 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
+use super::grpc::CallEnd;
 use crate::body::BoxError;
 use crate::http1::{BadField, RawFields};
 use crate::pool::InFlight;
@@ -15,6 +16,8 @@ use crate::upstream::BackendBody;
 
 /// A response body. A backend's body streams through frame by frame and keeps the backend's
 /// in-flight count until it ends or the client goes away.
+// Not boxed: nearly every response is a backend's, and a box would cost each one an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
     /// A backend's body.
@@ -32,6 +35,18 @@ pub(crate) struct Relayed {
     /// Held until the backend's body has been read whole (or is dropped): the backend is done
     /// then, even if the client has yet to receive the last bytes.
     in_flight: Option<InFlight>,
+    /// A gRPC call's response: its end is watched for the `grpc-status` (see [`GrpcWatch`]).
+    grpc: Option<GrpcWatch>,
+}
+
+/// The body of a gRPC response, on its way: its trailers' `grpc-status` settles the call
+/// ([`CallEnd`]), and a backend stream that fails ends it with `UNAVAILABLE` trailers instead.
+#[derive(Debug)]
+struct GrpcWatch {
+    /// `None` once settled.
+    end: Option<Box<CallEnd>>,
+    /// The body ended with lbhost's trailers.
+    done: bool,
 }
 
 impl ProxyBody {
@@ -40,7 +55,29 @@ impl ProxyBody {
         ProxyBody::Upstream(Relayed {
             body,
             in_flight: Some(in_flight),
+            grpc: None,
         })
+    }
+
+    /// Makes this a gRPC response's body, settled by `end` when its trailers come. No effect on
+    /// a local body.
+    pub(crate) fn watch_grpc(&mut self, end: CallEnd) {
+        if let ProxyBody::Upstream(relayed) = self {
+            relayed.grpc = Some(GrpcWatch {
+                end: Some(Box::new(end)),
+                done: false,
+            });
+        }
+    }
+
+    /// The end of the gRPC call this body is watched for, if not settled yet.
+    pub(crate) fn grpc_end(&mut self) -> Option<&mut CallEnd> {
+        match self {
+            ProxyBody::Upstream(Relayed {
+                grpc: Some(watch), ..
+            }) => watch.end.as_deref_mut(),
+            _ => None,
+        }
     }
 
     /// A short local body.
@@ -101,6 +138,9 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(relayed) => {
+                if let Some(watch) = &mut relayed.grpc {
+                    return poll_grpc(&mut relayed.body, &mut relayed.in_flight, watch, cx);
+                }
                 let frame = Pin::new(&mut relayed.body).poll_frame(cx);
                 if relayed.body.is_end_stream() {
                     relayed.in_flight = None;
@@ -115,7 +155,9 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(relayed) => relayed.body.is_end_stream(),
+            ProxyBody::Upstream(relayed) => {
+                relayed.grpc.as_ref().is_some_and(|w| w.done) || relayed.body.is_end_stream()
+            }
             ProxyBody::Local(body) => body.is_end_stream(),
         }
     }
@@ -125,5 +167,42 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(relayed) => relayed.body.size_hint(),
             ProxyBody::Local(body) => body.size_hint(),
         }
+    }
+}
+
+/// [`ProxyBody::poll_frame`] for a gRPC response: settles the call with the trailers' status, or
+/// with `UNAVAILABLE` (sent as trailers) when the backend's stream fails.
+fn poll_grpc(
+    body: &mut BackendBody,
+    in_flight: &mut Option<InFlight>,
+    watch: &mut GrpcWatch,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if watch.done {
+        return Poll::Ready(None);
+    }
+    let frame = std::task::ready!(Pin::new(&mut *body).poll_frame(cx));
+    let settled = match &frame {
+        Some(Ok(frame)) => frame.trailers_ref().map(super::grpc::status_in),
+        Some(Err(e)) => {
+            tracing::debug!(cause = %e, "the backend's gRPC stream failed; ending it with UNAVAILABLE");
+            watch.done = true;
+            Some(Some(super::grpc::UNAVAILABLE))
+        }
+        None => Some(None),
+    };
+    if let Some(status) = settled {
+        *in_flight = None;
+        if let Some(end) = watch.end.take() {
+            end.finish(status);
+        }
+    } else if body.is_end_stream() {
+        *in_flight = None;
+    }
+    match frame {
+        Some(Err(_)) => Poll::Ready(Some(Ok(Frame::trailers(
+            super::grpc::failed_stream_trailers(),
+        )))),
+        frame => Poll::Ready(frame),
     }
 }

@@ -50,6 +50,7 @@ mod tests {
                 weight,
                 labels: Vec::new(),
                 tls: None,
+                protocol: Default::default(),
             })
             .collect();
         Pool::new(&configs)

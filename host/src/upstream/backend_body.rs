@@ -35,6 +35,12 @@ enum State {
     },
     /// `101 Switching Protocols`: no body; the connection goes to the tunnel.
     Upgrade(BackendConn),
+    /// An HTTP/2 stream's body (and trailers); the stream's place on its connection is held
+    /// until it ends.
+    H2(
+        hyper::body::Incoming,
+        #[allow(dead_code)] super::h2::StreamSlot,
+    ),
     Done,
 }
 
@@ -90,6 +96,19 @@ impl BackendBody {
             },
         };
         BackendBody { state, fields }
+    }
+
+    /// The body of an HTTP/2 response, whose fields are in its response's header map.
+    pub(super) fn h2(body: hyper::body::Incoming, slot: super::h2::StreamSlot) -> Self {
+        let state = if body.is_end_stream() {
+            State::Done
+        } else {
+            State::H2(body, slot)
+        };
+        BackendBody {
+            state,
+            fields: RawFields::default(),
+        }
     }
 
     /// The header fields of the response head, as the backend sent them (without the hop-by-hop
@@ -151,6 +170,21 @@ impl Body for BackendBody {
                 return Poll::Ready(Some(Ok(Frame::data(body))));
             }
             State::Reading { conn, decoder, .. } => (conn, decoder),
+            State::H2(body, _) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                let end = match &frame {
+                    None | Some(Err(_)) => true,
+                    Some(Ok(_)) => false,
+                };
+                if end {
+                    this.state = State::Done;
+                } else if let State::H2(body, _) = &this.state {
+                    if body.is_end_stream() {
+                        this.state = State::Done;
+                    }
+                }
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            }
         };
         let frame = ready!(decoder.poll_frame(&mut conn.wire, cx));
         match frame {
@@ -181,6 +215,7 @@ impl Body for BackendBody {
             State::Done | State::Upgrade(_) => SizeHint::with_exact(0),
             State::Buffered(body) => SizeHint::with_exact(body.len() as u64),
             State::Reading { decoder, .. } => decoder.size_hint(),
+            State::H2(body, _) => body.size_hint(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod backend_body;
 mod conn;
 mod counts;
 mod exchange;
+mod h2;
 mod idle;
 mod stream;
 mod tls;
@@ -26,8 +27,10 @@ use tokio::time::Instant;
 pub(crate) use backend_body::{BackendBody, Upgraded};
 pub(crate) use counts::{ConnectionCount, ConnectionCounts};
 pub(crate) use tls::TlsFailure;
+pub(crate) use h2::ReplayBody;
 
 use crate::body::{BoxError, UpstreamBody};
+use crate::config::BackendProtocol;
 use crate::http1::{CodecError, Outgoing};
 use crate::pool::Backend;
 use conn::BackendConn;
@@ -70,6 +73,14 @@ pub(crate) enum UpstreamError {
     /// The client's request body failed while it was being sent.
     #[error("request body: {0}")]
     Body(BoxError),
+    /// The backend did not process the request (an HTTP/2 stream refused, or past a GOAWAY):
+    /// it may go to another backend whatever its method, with the body given back here (`None`
+    /// when too much of it was sent to be kept).
+    #[error("the backend did not process the request: {0}")]
+    Refused(String, Option<ReplayBody>),
+    /// The request cannot be sent in the backend's protocol.
+    #[error("{0}")]
+    Request(String),
 }
 
 impl UpstreamError {
@@ -126,6 +137,17 @@ impl Upstream {
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Result<Response<BackendBody>, UpstreamError> {
+        if backend.protocol == BackendProtocol::H2c {
+            return Box::pin(h2::request(
+                self,
+                backend,
+                head,
+                body,
+                connect_timeout,
+                deadline,
+            ))
+            .await;
+        }
         // One exchange in one loop, so the future holds one exchange's state, not one per path.
         // A new connection never hands the request back, so the loop ends.
         let mut pooled = true;
@@ -199,39 +221,34 @@ impl Upstream {
         }
     }
 
-    /// Opens a connection to `backend` within `timeout`, or by the request's `deadline` if that
-    /// comes first: TCP, then TLS for an `https://` backend.
+    /// Opens an HTTP/1.1 connection to `backend` within `timeout`, or by the request's
+    /// `deadline` if that comes first: TCP, then TLS for an `https://` backend.
     async fn connect(
         &self,
         backend: &Backend,
         timeout: Duration,
         deadline: Instant,
     ) -> Result<BackendConn, UpstreamError> {
-        let by = Instant::now() + timeout;
-        let connect = self.open(backend);
-        let (stream, alpn) = tokio::time::timeout_at(by.min(deadline), connect)
-            .await
-            .map_err(|_| {
-                if deadline <= by {
-                    UpstreamError::TimedOut
-                } else {
-                    UpstreamError::ConnectTimeout(timeout)
-                }
-            })??;
+        let (stream, alpn) = within(timeout, deadline, self.open(backend)).await?;
         let mark = self.counts.opened(&backend.address);
         Ok(BackendConn::new(stream, mark, pool_key(backend), alpn))
+    }
+
+    /// The connector for HTTP/2 in cleartext (h2c connections, gRPC probes): a TCP stream to
+    /// `backend`, opened within `timeout` (or by `deadline`).
+    async fn connect_stream(
+        &self,
+        backend: &Backend,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<TcpStream, UpstreamError> {
+        within(timeout, deadline, tcp(backend)).await
     }
 
     /// Connects to `backend` and, for `https://`, runs the TLS handshake: the stream and the
     /// ALPN protocol negotiated. A failed handshake is logged and counted.
     async fn open(&self, backend: &Backend) -> Result<(BackendStream, tls::Alpn), UpstreamError> {
-        let tcp = TcpStream::connect(backend.address.as_str())
-            .await
-            .map_err(UpstreamError::Connect)?;
-        // Best effort: a connection without these still works.
-        let _ = tcp.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let tcp = tcp(backend).await?;
         let Some(settings) = &backend.tls else {
             return Ok((BackendStream::Plain(tcp), tls::Alpn::Unstated));
         };
@@ -248,6 +265,36 @@ impl Upstream {
             }
         }
     }
+}
+
+/// `connect` done within `timeout`, or by the request's `deadline` if that comes first.
+async fn within<T>(
+    timeout: Duration,
+    deadline: Instant,
+    connect: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    let by = Instant::now() + timeout;
+    tokio::time::timeout_at(by.min(deadline), connect)
+        .await
+        .map_err(|_| {
+            if deadline <= by {
+                UpstreamError::TimedOut
+            } else {
+                UpstreamError::ConnectTimeout(timeout)
+            }
+        })?
+}
+
+/// A TCP connection to `backend`, with Nagle off and keep-alive probes on.
+async fn tcp(backend: &Backend) -> Result<TcpStream, UpstreamError> {
+    let tcp = TcpStream::connect(backend.address.as_str())
+        .await
+        .map_err(UpstreamError::Connect)?;
+    // Best effort: a connection without these still works.
+    let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+    Ok(tcp)
 }
 
 /// Where `backend`'s idle connections are pooled: its key, told apart by the TLS settings a
