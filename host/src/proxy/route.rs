@@ -71,6 +71,7 @@ impl Proxy {
                 route: "none",
                 pool: "none",
                 status,
+                grpc_status: None,
                 backend: "none",
                 retries: 0,
                 select: None,

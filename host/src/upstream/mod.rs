@@ -26,8 +26,8 @@ use tokio::time::Instant;
 
 pub(crate) use backend_body::{BackendBody, Upgraded};
 pub(crate) use counts::{ConnectionCount, ConnectionCounts};
-pub(crate) use tls::TlsFailure;
 pub(crate) use h2::ReplayBody;
+pub(crate) use tls::TlsFailure;
 
 use crate::body::{BoxError, UpstreamBody};
 use crate::config::BackendProtocol;

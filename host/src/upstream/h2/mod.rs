@@ -164,6 +164,7 @@ mod tests {
             weight: 1,
             labels: Vec::new(),
             protocol: crate::config::BackendProtocol::H2c,
+            tls: None,
         });
         let mut head = RequestHeadBuilder::new(&http::Method::POST, "/pkg.Svc/Call?x=1");
         head.header(b"Content-Type", b"application/grpc+proto");
