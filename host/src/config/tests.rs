@@ -283,7 +283,10 @@ fn backends_speak_http1_or_h2c_and_grpc_settings_have_defaults() {
     assert_eq!(c.grpc.failure_codes, vec![13, 14]);
     for (protocol, expected) in [
         ("h3", "backends[0].protocol: \"h3\" is not a protocol"),
-        ("h2", "backends[0].protocol: \"h2\" needs a TLS backend"),
+        (
+            "h2",
+            "backends[0].protocol: \"h2\" (HTTP/2 over TLS) is not supported yet",
+        ),
     ] {
         let json = format!(
             r#"{{"backends": [{{"url": "http://127.0.0.1:9001", "protocol": "{protocol}"}}]}}"#
