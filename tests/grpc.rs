@@ -374,7 +374,10 @@ async fn the_grpc_health_check_takes_a_not_serving_backend_out() {
     let up = |text: &str, b: &GrpcBackend| {
         metric(
             text,
-            &format!("lbhost_backend_up{{backend=\"{}\"}}", b.addr),
+            &format!(
+                "lbhost_backend_up{{backend=\"{}\",pool=\"default\"}}",
+                b.addr
+            ),
         )
     };
     backends[1].set_serving(false).await;
