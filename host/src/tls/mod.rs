@@ -5,12 +5,14 @@
 mod certificate;
 pub(crate) mod client;
 mod resolver;
+mod stream;
 
 use std::sync::Arc;
 
 pub(crate) use certificate::Certificate;
 pub(crate) use client::BackendTls;
 pub(crate) use resolver::{CertificateSet, Resolver};
+pub(crate) use stream::MaybeTls;
 
 /// The crypto provider of every TLS session lbhost makes, towards clients and backends.
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
