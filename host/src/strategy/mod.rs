@@ -285,14 +285,28 @@ impl Strategies {
             return (request, choice);
         }
         let loaded = self.active.load();
+        self.select_on(&WARM, &loaded, pool, set, exclude, request)
+    }
+
+    /// `loaded`'s choice on this thread's instance of it in `warms` (the active strategy's or
+    /// the canary's), or the fallback's when it is quarantined or faults.
+    fn select_on(
+        &self,
+        warms: &'static std::thread::LocalKey<RefCell<slots::Warms>>,
+        loaded: &Loaded,
+        pool: &Pool,
+        set: &BackendSet,
+        exclude: &[u32],
+        request: Box<RequestData>,
+    ) -> (Box<RequestData>, Choice) {
         if loaded.faults.is_quarantined() {
             return (request, self.fall_back(set, exclude, Fault::Quarantined));
         }
         let generation = pool.generation();
         // Taken before the instance is made ready, so a call that faults there counts as one.
-        let sequence = next_sequence(&loaded);
-        let (request, answer) = slots::with(&WARM, self.slot, |warm| {
-            let instance = match self.ready(warm, &loaded, set, generation) {
+        let sequence = next_sequence(loaded);
+        let (request, answer) = slots::with(warms, self.slot, |warm| {
+            let instance = match self.ready(warm, loaded, set, generation) {
                 Ok(instance) => instance,
                 Err(fault) => return (request, Err(fault)),
             };
@@ -313,11 +327,11 @@ impl Strategies {
         let choice = match answer {
             Ok(Some(i)) if is_usable(set, exclude, i) => Choice::Strategy(i as usize),
             Ok(Some(i)) => {
-                slots::with(&WARM, self.slot, |warm| *warm = None);
-                self.fault(&loaded, set, exclude, Fault::BadAnswer(i))
+                slots::with(warms, self.slot, |warm| *warm = None);
+                self.fault(loaded, set, exclude, Fault::BadAnswer(i))
             }
             Ok(None) => Choice::Unavailable,
-            Err(fault) => self.fault(&loaded, set, exclude, fault),
+            Err(fault) => self.fault(loaded, set, exclude, fault),
         };
         (request, choice)
     }

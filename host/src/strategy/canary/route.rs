@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::rollback::judge;
 use super::{threshold, Canary, CanaryError, CanaryState, CanaryStatus, Side, Tag, CHECK_EVERY_MS};
 use crate::pool::{BackendSet, Pool};
-use crate::strategy::{Choice, Fault, RequestData, Strategies};
+use crate::strategy::{Choice, RequestData, Strategies};
 
 thread_local! {
     /// This worker thread's instance of each slot's canary strategy, built on first use.
@@ -118,42 +118,7 @@ impl Strategies {
         exclude: &[u32],
         request: Box<RequestData>,
     ) -> (Box<RequestData>, Choice) {
-        let loaded = &*canary.loaded;
-        if loaded.faults.is_quarantined() {
-            return (request, self.fall_back(set, exclude, Fault::Quarantined));
-        }
-        let sequence = crate::strategy::next_sequence(loaded);
-        let (request, answer) = crate::strategy::slots::with(&WARM, self.slot, |warm| {
-            let instance = match self.ready(warm, loaded, set, pool.generation()) {
-                Ok(instance) => instance,
-                Err(fault) => return (request, Err(fault)),
-            };
-            let (request, answer) = instance.select(
-                &self.runtime,
-                set,
-                sequence,
-                fastrand::u64(..),
-                exclude,
-                request,
-            );
-            if answer.is_err() {
-                // A trapped instance cannot be entered again: rebuild on next use.
-                *warm = None;
-            }
-            (request, answer)
-        });
-        let choice = match answer {
-            Ok(Some(i)) if crate::strategy::is_usable(set, exclude, i) => {
-                Choice::Strategy(i as usize)
-            }
-            Ok(Some(i)) => {
-                crate::strategy::slots::with(&WARM, self.slot, |warm| *warm = None);
-                self.fault(loaded, set, exclude, Fault::BadAnswer(i))
-            }
-            Ok(None) => Choice::Unavailable,
-            Err(fault) => self.fault(loaded, set, exclude, fault),
-        };
-        (request, choice)
+        self.select_on(&WARM, &canary.loaded, pool, set, exclude, request)
     }
 
     /// Feedback for the canary's instance on this thread, for a request it routed.
