@@ -1,6 +1,7 @@
-//! gRPC through the real lbhost to real gRPC backends (tonic) over h2c on loopback: calls of one
-//! client connection balanced per request, statuses and trailers passed through, a backend
-//! killed mid-stream, a backend's GOAWAY under load, `grpc-timeout`, lbhost's own errors as gRPC
+//! gRPC through the real lbhost to real gRPC backends (tonic) over h2c on loopback, and over TLS
+//! (h2, behind a rustls front with a certificate made at test time): calls of one client
+//! connection balanced per request, statuses and trailers passed through, a backend killed
+//! mid-stream, a backend's GOAWAY under load, `grpc-timeout`, lbhost's own errors as gRPC
 //! statuses, and the gRPC health check. Every test is bounded in time (a few seconds each).
 
 use std::collections::HashMap;
@@ -10,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lbhost_e2e::{config, full, metric, start_backends, strategy, Http, Lb};
+use lbhost_e2e::{
+    config, full, make_certificate, metric, start_backends, strategy, Http, Lb, Scratch, TlsFront,
+};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -442,4 +445,106 @@ async fn plain_http_goes_to_h2c_backends_with_bodies_both_ways() {
     }
     names.sort();
     assert_eq!(names, ["a\n", "a\n", "b\n", "b\n"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_backends_over_tls_get_calls_balanced_probed_and_refused_without_h2() {
+    let pki = Scratch::new();
+    let (cert, key) = make_certificate(pki.path(), "backend", &["grpc.test"]);
+    let backends = [
+        GrpcBackend::start("a"),
+        GrpcBackend::start("b"),
+        GrpcBackend::start("c"),
+    ];
+    let mut fronts = Vec::new();
+    for b in &backends {
+        b.set_serving(true).await;
+        fronts.push(TlsFront::start_h2(b.addr, &cert, &key).await);
+    }
+    // The same kind of server behind a front that agrees to no protocol by ALPN.
+    let no_h2 = TlsFront::start(backends[0].addr, &cert, &key, None).await;
+    let urls: Vec<Value> = fronts
+        .iter()
+        .map(|f| json!({"url": format!("https://{}", f.addr()), "protocol": "h2"}))
+        .collect();
+    let lb = Lb::start(json!({
+        "strategy": strategy("round_robin"),
+        "backends": urls,
+        "upstream_tls": {"ca": pki.path().join("ca.pem"), "server_name": "grpc.test"},
+        "health_check": {"type": "grpc", "service": "test.Echo", "interval": "100ms",
+                         "timeout": "1s", "healthy_threshold": 1, "unhealthy_threshold": 1},
+        "pools": {"plain_alpn": {"backends": [
+            {"url": format!("https://{}", no_h2.addr()), "protocol": "h2"}]}},
+        "routes": [{"match": {"path_prefix": "/test.Echo/Count"}, "pool": "plain_alpn"}],
+        "default_pool": "default",
+        "retries": {"max": 0},
+    }))
+    .await;
+
+    let mut client = Client::connect(lb.listen()).await;
+    let mut shares: HashMap<String, u32> = HashMap::new();
+    for _ in 0..60 {
+        let backend = client.who(Ask::default()).await.expect("a unary call");
+        *shares.entry(backend).or_default() += 1;
+    }
+    for name in ["a", "b", "c"] {
+        let n = shares.get(name).copied().unwrap_or(0);
+        assert!((18..=22).contains(&n), "{name} got {n} of 60: {shares:?}");
+    }
+    let status = client
+        .who(Ask {
+            code: 5,
+            ..Ask::default()
+        })
+        .await
+        .expect_err("NOT_FOUND");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "asked for 5")
+    );
+    // Every front saw TLS handshakes that sent the configured name: the health probes' and a
+    // few multiplexed connections', not one per call.
+    for front in &fronts {
+        assert!(front.handshakes() >= 1);
+        assert!(front
+            .server_names()
+            .iter()
+            .all(|n| n.as_deref() == Some("grpc.test")));
+    }
+    let status = Http::new().get(&lb.admin_url("/status")).await.json();
+    let opened: u64 = status["backends"].as_array().map_or(0, |rows| {
+        rows.iter()
+            .filter_map(|r| r["upstream_connections"]["opened"].as_u64())
+            .sum()
+    });
+    assert!(
+        (3..=6).contains(&opened),
+        "{opened} connections for 61 calls: {status}"
+    );
+
+    // A backend that does not agree to h2 is never spoken HTTP/2 to: the call fails as
+    // UNAVAILABLE, the refusal is logged and counted, and the other pool keeps serving.
+    let refused = client
+        .count(Ask {
+            count: 1,
+            ..Ask::default()
+        })
+        .await
+        .expect_err("no backend speaks h2 in that pool");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let text = metrics(&lb).await;
+    let alpn = metric(
+        &text,
+        &format!(
+            "lbhost_upstream_tls_failures_total{{backend=\"{}\",reason=\"alpn\"}}",
+            no_h2.addr()
+        ),
+    );
+    assert!(alpn >= 1.0, "{text}");
+    assert!(
+        lb.log().contains("agreed to no protocol by ALPN, not h2"),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(client.who(Ask::default()).await.expect("a call").len(), 1);
 }

@@ -28,12 +28,29 @@ pub struct TlsFront {
 
 impl TlsFront {
     /// Serves TLS on a free loopback port with the chain `cert` and key `key`, relaying to
-    /// `target`. With `client_ca`, a client must present a certificate signed by it.
+    /// `target`. With `client_ca`, a client must present a certificate signed by it. No ALPN
+    /// protocol is agreed to.
     pub async fn start(
         target: SocketAddr,
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
+    ) -> TlsFront {
+        TlsFront::serve(target, cert, key, client_ca, Vec::new()).await
+    }
+
+    /// As [`TlsFront::start`], without client certificates, agreeing to `h2` by ALPN: in front
+    /// of an h2c server, an HTTP/2-over-TLS server.
+    pub async fn start_h2(target: SocketAddr, cert: &Path, key: &Path) -> TlsFront {
+        TlsFront::serve(target, cert, key, None, vec![b"h2".to_vec()]).await
+    }
+
+    async fn serve(
+        target: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        alpn: Vec<Vec<u8>>,
     ) -> TlsFront {
         let chain = CertificateDer::pem_file_iter(cert)
             .expect("the chain file")
@@ -59,9 +76,10 @@ impl TlsFront {
             }
             None => builder.with_no_client_auth(),
         };
-        let config = builder
+        let mut config = builder
             .with_single_cert(chain, private)
             .expect("the certificate and key");
+        config.alpn_protocols = alpn;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

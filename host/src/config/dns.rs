@@ -183,6 +183,12 @@ pub(super) fn backend(i: usize, b: FileBackend) -> Result<DnsBackend, ConfigErro
     let weight = super::validate::backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
     let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
+    if protocol == super::BackendProtocol::H2 {
+        return Err(ConfigError::field(
+            format!("backends[{i}].protocol"),
+            "\"h2\" is HTTP/2 over TLS, and the addresses a name resolves to are dialed in cleartext: use \"h2c\" or \"http1\"",
+        ));
+    }
     Ok(DnsBackend {
         lookup,
         weight,

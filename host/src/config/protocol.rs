@@ -12,6 +12,8 @@ pub enum BackendProtocol {
     /// HTTP/2 over cleartext TCP ("prior knowledge", no upgrade): requests are multiplexed on a
     /// few connections per backend and worker.
     H2c,
+    /// HTTP/2 over TLS (an `https://` backend), agreed by ALPN; multiplexed as h2c.
+    H2,
 }
 
 impl BackendProtocol {
@@ -20,11 +22,18 @@ impl BackendProtocol {
         match self {
             BackendProtocol::Http1 => "http1",
             BackendProtocol::H2c => "h2c",
+            BackendProtocol::H2 => "h2",
         }
+    }
+
+    /// Whether requests go over HTTP/2 (h2c or h2).
+    pub fn is_http2(self) -> bool {
+        matches!(self, BackendProtocol::H2c | BackendProtocol::H2)
     }
 }
 
-/// `backends[i].protocol`: `"http1"` (default) or `"h2c"`.
+/// `backends[i].protocol`: `"http1"` (default), `"h2c"` or `"h2"`; whether it fits the URL's
+/// scheme is checked by the caller ([`for_scheme`]).
 pub(super) fn backend_protocol(
     i: usize,
     protocol: Option<&str>,
@@ -32,15 +41,27 @@ pub(super) fn backend_protocol(
     match protocol {
         None | Some("http1") => Ok(BackendProtocol::Http1),
         Some("h2c") => Ok(BackendProtocol::H2c),
-        Some("h2") => Err(ConfigError::field(
-            format!("backends[{i}].protocol"),
-            "\"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" for HTTP/2 over cleartext, or \"http1\" for an https:// backend",
-        )),
+        Some("h2") => Ok(BackendProtocol::H2),
         Some(other) => Err(ConfigError::field(
             format!("backends[{i}].protocol"),
-            format!("{other:?} is not a protocol (use \"http1\" or \"h2c\")"),
+            format!("{other:?} is not a protocol (use \"http1\", \"h2c\" or \"h2\")"),
         )),
     }
+}
+
+/// `protocol` if it can be spoken to a backend whose URL is `https://` (`secure`) or `http://`:
+/// h2c is cleartext and h2 is TLS.
+pub(super) fn for_scheme(
+    i: usize,
+    protocol: BackendProtocol,
+    secure: bool,
+) -> Result<BackendProtocol, ConfigError> {
+    let wrong = match (protocol, secure) {
+        (BackendProtocol::H2c, true) => "\"h2c\" is HTTP/2 over cleartext TCP: an https:// backend speaks \"h2\" (HTTP/2 over TLS) or \"http1\"",
+        (BackendProtocol::H2, false) => "\"h2\" is HTTP/2 over TLS: an http:// backend speaks \"h2c\" (HTTP/2 over cleartext) or \"http1\"",
+        _ => return Ok(protocol),
+    };
+    Err(ConfigError::field(format!("backends[{i}].protocol"), wrong))
 }
 
 /// gRPC codes (UNAVAILABLE 14 and INTERNAL 13) that count against a backend by default.

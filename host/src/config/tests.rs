@@ -281,17 +281,55 @@ fn backends_speak_http1_or_h2c_and_grpc_settings_have_defaults() {
     assert_eq!(check.kind, ProbeKind::Grpc);
     assert_eq!(check.service, "shop.Cart");
     assert_eq!(c.grpc.failure_codes, vec![13, 14]);
-    for (protocol, expected) in [
-        ("h3", "backends[0].protocol: \"h3\" is not a protocol"),
+    for (url, protocol, expected) in [
         (
+            "http://127.0.0.1:9001",
+            "h3",
+            "backends[0].protocol: \"h3\" is not a protocol",
+        ),
+        (
+            "http://127.0.0.1:9001",
             "h2",
-            "backends[0].protocol: \"h2\" (HTTP/2 over TLS) is not supported yet",
+            "backends[0].protocol: \"h2\" is HTTP/2 over TLS: an http:// backend speaks \"h2c\"",
+        ),
+        (
+            "https://127.0.0.1:9001",
+            "h2c",
+            "backends[0].protocol: \"h2c\" is HTTP/2 over cleartext TCP: an https:// backend speaks \"h2\"",
         ),
     ] {
-        let json = format!(
-            r#"{{"backends": [{{"url": "http://127.0.0.1:9001", "protocol": "{protocol}"}}]}}"#
-        );
+        let tls = if url.starts_with("https:") {
+            r#", "tls": {"verify": false}"#
+        } else {
+            ""
+        };
+        let json =
+            format!(r#"{{"backends": [{{"url": "{url}", "protocol": "{protocol}"{tls}}}]}}"#);
         let err = parse(&json).unwrap_err();
         assert!(err.starts_with(expected), "{err}");
     }
+    let dns = parse(r#"{"backends": [{"dns": "api.internal", "port": 443, "protocol": "h2"}]}"#)
+        .unwrap_err();
+    assert!(
+        dns.starts_with("backends[0].protocol: \"h2\" is HTTP/2 over TLS, and the addresses"),
+        "{dns}"
+    );
+}
+
+#[test]
+fn h2_backends_offer_h2_by_alpn_and_pool_apart_from_http1() {
+    let c = parse(
+        r#"{"backends": [{"url": "https://127.0.0.1:9001", "protocol": "h2"},
+                         {"url": "https://127.0.0.1:9002"}],
+            "upstream_tls": {"verify": false}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.backends[0].protocol, super::BackendProtocol::H2);
+    let (h2, h1) = (
+        c.backends[0].tls.as_ref().unwrap(),
+        c.backends[1].tls.as_ref().unwrap(),
+    );
+    assert_eq!(h2.client.alpn_protocols, vec![b"h2".to_vec()]);
+    assert_eq!(h1.client.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    assert_ne!(h2.fingerprint, h1.fingerprint);
 }

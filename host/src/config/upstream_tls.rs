@@ -10,7 +10,7 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{BackendProtocol, ConfigError};
 use crate::tls::client::{client_config, system_roots, ClientFiles};
 use crate::tls::BackendTls;
 
@@ -53,12 +53,13 @@ impl<'a> UpstreamTls<'a> {
     }
 
     /// The TLS settings of `backends[i]`, an `https://` URL whose host is `host`, from its own
-    /// `tls` (`own`) over `upstream_tls`.
+    /// `tls` (`own`) over `upstream_tls`; ALPN offers what `protocol` speaks.
     pub(super) fn backend(
         &mut self,
         i: usize,
         host: &str,
         own: Option<&FileUpstreamTls>,
+        protocol: BackendProtocol,
     ) -> Result<BackendTls, ConfigError> {
         let own_prefix = format!("backends[{i}].tls");
         let top = self.top.clone().unwrap_or_default();
@@ -99,7 +100,8 @@ impl<'a> UpstreamTls<'a> {
         } else {
             "upstream_tls".to_string()
         };
-        let files = self.files(ca, identity, &identity_prefix, verify)?;
+        let mut files = self.files(ca, identity, &identity_prefix, verify)?;
+        files.http2 = protocol == BackendProtocol::H2;
         let name = match server_name {
             Some((name, field)) => server_name_of(&field, name)?,
             None => server_name_of(&format!("backends[{i}].url"), host)?,
@@ -180,6 +182,7 @@ impl<'a> UpstreamTls<'a> {
             ca,
             identity,
             verify,
+            http2: false,
         })
     }
 

@@ -461,11 +461,14 @@ fn backend(
     }
     let weight = backend_weight(i, b.weight)?;
     labels(i, &b.labels)?;
+    let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
+    let protocol = super::protocol::for_scheme(i, protocol, secure)?;
     let tls = match (secure, &b.tls) {
         (true, own) => Some(std::sync::Arc::new(upstream_tls.backend(
             i,
             host,
             own.as_ref(),
+            protocol,
         )?)),
         (false, Some(_)) => {
             return Err(ConfigError::field(
@@ -475,13 +478,6 @@ fn backend(
         }
         (false, None) => None,
     };
-    let protocol = super::protocol::backend_protocol(i, b.protocol.as_deref())?;
-    if secure && protocol == super::BackendProtocol::H2c {
-        return Err(ConfigError::field(
-            format!("backends[{i}].protocol"),
-            "\"h2c\" is HTTP/2 over cleartext TCP: an https:// backend speaks \"http1\" (HTTP/2 over TLS is not supported yet)",
-        ));
-    }
     Ok(BackendConfig {
         address,
         weight,

@@ -1,7 +1,7 @@
 //! TLS towards backends, as configured: the rustls client config an `https://` backend is
 //! dialed with (the roots it is verified against — the system's, or a configured CA — an
-//! optional client certificate, ALPN `http/1.1`), loaded from its files and checked once per
-//! config load.
+//! optional client certificate, ALPN `http/1.1` or `h2` as the backend's protocol), loaded from
+//! its files and checked once per config load.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,8 @@ pub(crate) struct ClientFiles {
     pub(crate) identity: Option<(PathBuf, PathBuf)>,
     /// Whether the backend's certificate is verified.
     pub(crate) verify: bool,
+    /// Whether ALPN offers `h2` (an `"h2"` backend) rather than `http/1.1`.
+    pub(crate) http2: bool,
 }
 
 /// How lbhost speaks TLS to one `https://` backend.
@@ -111,6 +113,7 @@ pub(crate) fn client_config(
 ) -> Result<(Arc<ClientConfig>, u64), ClientTlsError> {
     let mut fingerprint = DefaultHasher::new();
     files.verify.hash(&mut fingerprint);
+    files.http2.hash(&mut fingerprint);
     let provider = super::provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -142,9 +145,13 @@ pub(crate) fn client_config(
         }
         None => builder.with_no_client_auth(),
     };
-    // HTTP/1.1 only for now: the negotiated protocol is recorded per connection, so HTTP/2 over
-    // TLS can be offered here once the upstream speaks it.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // One protocol offered, the one the backend is configured to speak: a connection is
+    // pooled by it, and a backend that agrees to another is refused at the handshake.
+    config.alpn_protocols = vec![if files.http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     Ok((Arc::new(config), fingerprint.finish()))
 }
 

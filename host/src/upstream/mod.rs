@@ -30,7 +30,6 @@ pub(crate) use h2::ReplayBody;
 pub(crate) use tls::TlsFailure;
 
 use crate::body::{BoxError, UpstreamBody};
-use crate::config::BackendProtocol;
 use crate::http1::{CodecError, Outgoing};
 use crate::pool::Backend;
 use conn::BackendConn;
@@ -137,7 +136,7 @@ impl Upstream {
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Result<Response<BackendBody>, UpstreamError> {
-        if backend.protocol == BackendProtocol::H2c {
+        if backend.protocol.is_http2() {
             return Box::pin(h2::request(
                 self,
                 backend,
@@ -234,15 +233,21 @@ impl Upstream {
         Ok(BackendConn::new(stream, mark, pool_key(backend), alpn))
     }
 
-    /// The connector for HTTP/2 in cleartext (h2c connections, gRPC probes): a TCP stream to
-    /// `backend`, opened within `timeout` (or by `deadline`).
-    async fn connect_stream(
+    /// The connector for HTTP/2 (h2c and h2 connections, gRPC probes): a stream to `backend`
+    /// opened within `timeout` (or by `deadline`), over TCP for h2c, TLS for h2 with `h2`
+    /// agreed by ALPN (a backend that agrees to another protocol is refused and counted as a
+    /// failed handshake).
+    async fn connect_http2(
         &self,
         backend: &Backend,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<TcpStream, UpstreamError> {
-        within(timeout, deadline, tcp(backend)).await
+    ) -> Result<BackendStream, UpstreamError> {
+        let (stream, alpn) = within(timeout, deadline, self.open(backend)).await?;
+        if backend.tls.is_none() || alpn == tls::Alpn::H2 {
+            return Ok(stream);
+        }
+        Err(self.tls_failed(backend, TlsFailure::not_h2(alpn)))
     }
 
     /// Connects to `backend` and, for `https://`, runs the TLS handshake: the stream and the
@@ -254,16 +259,19 @@ impl Upstream {
         };
         match tls::handshake(tcp, settings).await {
             Ok(done) => Ok((BackendStream::Tls(Box::new(done.stream)), done.alpn)),
-            Err(failure) => {
-                tracing::warn!(backend = %backend.address, reason = failure.reason(), cause = %failure, "TLS handshake with a backend failed");
-                if let Some(counter) = &self.tls_failures {
-                    counter
-                        .with_label_values(&[backend.address.as_str(), failure.reason()])
-                        .inc();
-                }
-                Err(UpstreamError::Tls(failure))
-            }
+            Err(failure) => Err(self.tls_failed(backend, failure)),
         }
+    }
+
+    /// Logs and counts a TLS handshake with `backend` that failed.
+    fn tls_failed(&self, backend: &Backend, failure: TlsFailure) -> UpstreamError {
+        tracing::warn!(backend = %backend.address, reason = failure.reason(), cause = %failure, "TLS handshake with a backend failed");
+        if let Some(counter) = &self.tls_failures {
+            counter
+                .with_label_values(&[backend.address.as_str(), failure.reason()])
+                .inc();
+        }
+        UpstreamError::Tls(failure)
     }
 }
 
@@ -297,8 +305,9 @@ async fn tcp(backend: &Backend) -> Result<TcpStream, UpstreamError> {
     Ok(tcp)
 }
 
-/// Where `backend`'s idle connections are pooled: its key, told apart by the TLS settings a
-/// connection was made with (a reload that changes them does not reuse the old connections).
+/// Where `backend`'s idle (HTTP/1.1) or multiplexed (HTTP/2) connections are pooled: its key,
+/// told apart by the TLS settings a connection was made with (a reload that changes them does
+/// not reuse the old connections).
 fn pool_key(backend: &Backend) -> u64 {
     match &backend.tls {
         None => backend.key,

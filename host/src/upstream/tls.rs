@@ -49,9 +49,26 @@ pub(crate) struct TlsFailure {
 }
 
 impl TlsFailure {
+    /// The backend, dialed for HTTP/2, agreed to `chosen` instead of `h2` by ALPN.
+    pub(super) fn not_h2(chosen: Alpn) -> TlsFailure {
+        let chosen = match chosen {
+            Alpn::Unstated => "no protocol",
+            Alpn::Http1 => "http/1.1",
+            Alpn::H2 => "h2",
+            Alpn::Other => "another protocol",
+        };
+        TlsFailure {
+            reason: "alpn",
+            cause: io::Error::other(format!(
+                "the backend agreed to {chosen} by ALPN, not h2 (HTTP/2 over TLS is \"protocol\": \"h2\", offered to HTTP/2 servers only)"
+            )),
+        }
+    }
+
     /// The reason as a fixed word (a metric label): `unknown_issuer`, `expired`,
     /// `name_mismatch`, `bad_certificate`, `refused_by_backend` (it sent an alert, e.g. it
-    /// wants a client certificate), `protocol` or `io`.
+    /// wants a client certificate), `alpn` (an `"h2"` backend that did not agree to h2),
+    /// `protocol` or `io`.
     pub(crate) fn reason(&self) -> &'static str {
         self.reason
     }

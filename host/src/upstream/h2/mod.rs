@@ -3,8 +3,8 @@
 //! stream (trailers included), and a stream the backend refused unprocessed comes back as
 //! [`UpstreamError::Refused`] with its body, so the proxy can send it elsewhere.
 //!
-//! The connection comes from the same connector as HTTP/1.1 ([`Upstream::connect_stream`]);
-//! HTTP/2 over TLS (`"h2"`, chosen by ALPN) would hand this module the TLS stream instead.
+//! The connection comes from the same connector as HTTP/1.1 ([`Upstream::connect_http2`]): TCP
+//! for h2c, TLS with `h2` agreed by ALPN for h2.
 
 mod pool;
 mod probe;
@@ -38,14 +38,14 @@ pub(super) async fn request(
 ) -> Result<Response<BackendBody>, UpstreamError> {
     let parts = request_head(head, backend)?;
     let (conn, slot) = loop {
-        match pool::checkout(backend.key) {
+        match pool::checkout(super::pool_key(backend)) {
             Checkout::Ready(conn, slot) => break (conn, slot),
             Checkout::Wait(opened) => tokio::time::timeout_at(deadline, opened.notified())
                 .await
                 .map_err(|_| UpstreamError::TimedOut)?,
             Checkout::Open(opening) => {
                 let stream = upstream
-                    .connect_stream(backend, connect_timeout, deadline)
+                    .connect_http2(backend, connect_timeout, deadline)
                     .await?;
                 let mark = upstream.counts.opened(&backend.address);
                 let conn = pool::handshake(stream, mark)
@@ -87,6 +87,15 @@ fn is_unprocessed(e: &hyper::Error) -> bool {
     };
     h2.reason() == Some(h2::Reason::REFUSED_STREAM)
         || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+}
+
+/// The `:scheme` of requests to `backend`: `https` over TLS.
+fn scheme(backend: &Backend) -> http::uri::Scheme {
+    if backend.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    }
 }
 
 /// Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2), and `host`, which becomes
@@ -138,7 +147,7 @@ fn request_head(head: &Outgoing, backend: &Backend) -> Result<http::request::Par
     }
     let target = parsed.path.unwrap_or("/");
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme(backend))
         .authority(authority.unwrap_or_else(|| backend.authority.clone()))
         .path_and_query(target)
         .build()

@@ -14,10 +14,10 @@ use std::time::Duration;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustc_hash::FxHashMap;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::super::counts::ConnectionMark;
+use super::super::stream::BackendStream;
 use super::replay::ReplayBody;
 use crate::pool::clock_ms;
 
@@ -202,9 +202,10 @@ impl Drop for Opening {
     }
 }
 
-/// Speaks HTTP/2 (prior knowledge) on `stream` and spawns the connection's task on this worker.
+/// Speaks HTTP/2 on `stream` (prior knowledge over TCP, agreed by ALPN over TLS) and spawns the
+/// connection's task on this worker.
 pub(super) async fn handshake(
-    stream: TcpStream,
+    stream: BackendStream,
     mark: ConnectionMark,
 ) -> Result<H2Conn, hyper::Error> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -238,7 +239,7 @@ struct Driven<C> {
 }
 
 /// The hyper connection type [`handshake`] makes.
-type Connection = http2::Connection<TokioIo<TcpStream>, ReplayBody, TokioExecutor>;
+type Connection = http2::Connection<TokioIo<BackendStream>, ReplayBody, TokioExecutor>;
 
 impl Future for Driven<Connection> {
     type Output = ();

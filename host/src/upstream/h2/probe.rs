@@ -9,6 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::super::Upstream;
+use super::scheme;
 use crate::pool::Backend;
 
 /// `HealthCheckResponse.ServingStatus.SERVING`.
@@ -26,7 +27,7 @@ impl Upstream {
     ) -> Result<(), String> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let stream = self
-            .connect_stream(backend, timeout, deadline)
+            .connect_http2(backend, timeout, deadline)
             .await
             .map_err(|e| e.to_string())?;
         let (mut send, connection) =
@@ -35,7 +36,7 @@ impl Upstream {
                 .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let driver = tokio::spawn(connection);
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(scheme(backend))
             .authority(backend.authority.clone())
             .path_and_query("/grpc.health.v1.Health/Check")
             .build()
