@@ -302,6 +302,23 @@ async fn grpc_timeout_is_the_deadline_and_lbhosts_errors_are_grpc_statuses() {
     assert!(lb.log().contains("grpc_status=4"), "{}", lb.log());
     drop(lb);
 
+    // A backend that answers gets the time left of the call's deadline, not the client's
+    // figure: what lbhost spent on the call is taken off.
+    let backend = GrpcBackend::start("a");
+    let lb = Lb::start(h2c_config(&[&backend])).await;
+    let (status, grpc_status, message, _) = raw_call(lb.listen(), Some("5S")).await;
+    assert_eq!((status, grpc_status.as_str()), (200, "0"), "{message}");
+    let seen = backend.timeouts();
+    let left: Vec<u64> = seen
+        .iter()
+        .filter_map(|t| t.strip_suffix('m')?.parse().ok())
+        .collect();
+    assert!(
+        left.len() == 1 && (4_000..5_000).contains(&left[0]),
+        "the backend saw {seen:?}"
+    );
+    drop(lb);
+
     // No backend that answers: UNAVAILABLE, not a 502 or 503.
     let closed = lbhost_e2e::free_addr();
     let lb = Lb::start(json!({

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +52,8 @@ pub struct Reply {
 struct Echo {
     name: Arc<str>,
     calls: Arc<AtomicU64>,
+    /// The `grpc-timeout` of each call that had one, as received.
+    timeouts: Arc<Mutex<Vec<String>>>,
 }
 
 impl NamedService for Echo {
@@ -138,6 +140,13 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let echo = self.clone();
+        if let Some(timeout) = request.headers().get("grpc-timeout") {
+            let timeout = String::from_utf8_lossy(timeout.as_bytes()).into_owned();
+            echo.timeouts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(timeout);
+        }
         match request.uri().path() {
             "/test.Echo/Who" => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::<Reply, Ask>::default());
@@ -157,6 +166,7 @@ pub struct GrpcBackend {
     pub name: String,
     pub addr: SocketAddr,
     calls: Arc<AtomicU64>,
+    timeouts: Arc<Mutex<Vec<String>>>,
     health: HealthReporter,
     runtime: Option<tokio::runtime::Runtime>,
     stop: Option<oneshot::Sender<()>>,
@@ -181,9 +191,11 @@ impl GrpcBackend {
             .build()
             .expect("a backend runtime");
         let calls = Arc::new(AtomicU64::new(0));
+        let timeouts = Arc::new(Mutex::new(Vec::new()));
         let echo = Echo {
             name: name.into(),
             calls: Arc::clone(&calls),
+            timeouts: Arc::clone(&timeouts),
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -206,6 +218,7 @@ impl GrpcBackend {
             name: name.into(),
             addr,
             calls,
+            timeouts,
             health,
             runtime: Some(runtime),
             stop: Some(stop),
@@ -221,6 +234,14 @@ impl GrpcBackend {
     /// Calls the echo service answered.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The `grpc-timeout` of each call that had one, as received.
+    pub fn timeouts(&self) -> Vec<String> {
+        self.timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sets what the health service says of `test.Echo`.

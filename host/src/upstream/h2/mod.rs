@@ -36,7 +36,7 @@ pub(super) async fn request(
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<Response<BackendBody>, UpstreamError> {
-    let parts = request_head(head, backend)?;
+    let parts = request_head(head, backend, deadline)?;
     let (conn, slot) = loop {
         match pool::checkout(super::pool_key(backend)) {
             Checkout::Ready(conn, slot) => break (conn, slot),
@@ -89,6 +89,17 @@ fn is_unprocessed(e: &hyper::Error) -> bool {
         || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
 }
 
+/// A `grpc-timeout` value for the time left until `deadline`: milliseconds, or seconds past
+/// what 8 digits of milliseconds hold (~27 hours).
+fn grpc_timeout(deadline: Instant) -> HeaderValue {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let value = match left.as_millis() {
+        ms @ 0..=99_999_999 => format!("{ms}m"),
+        _ => format!("{}S", left.as_secs().min(99_999_999)),
+    };
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("0m"))
+}
+
 /// The `:scheme` of requests to `backend`: `https` over TLS.
 fn scheme(backend: &Backend) -> http::uri::Scheme {
     if backend.tls.is_some() {
@@ -113,8 +124,14 @@ const NOT_FORWARDED: [&str; 7] = [
 /// The HTTP/2 request head for `head` (the HTTP/1.1 head the proxy built, with its forwarding
 /// fields): the same method, target and fields, `host` as `:authority` (the backend's own if the
 /// client's is not a valid authority), without the connection-specific fields, and with
-/// `te: trailers` for a gRPC call (its servers may require it).
-fn request_head(head: &Outgoing, backend: &Backend) -> Result<http::request::Parts, UpstreamError> {
+/// `te: trailers` for a gRPC call (its servers may require it). A `grpc-timeout` becomes the
+/// time left until `deadline` (the call's, which it set), as the gRPC spec asks of proxies: the
+/// backend does not work on past the time the client waits.
+fn request_head(
+    head: &Outgoing,
+    backend: &Backend,
+    deadline: Instant,
+) -> Result<http::request::Parts, UpstreamError> {
     let invalid = |what: &str| UpstreamError::Request(format!("cannot go over HTTP/2: {what}"));
     let lines = head.bytes.iter().filter(|&&b| b == b'\n').count();
     let mut slots = vec![httparse::EMPTY_HEADER; lines];
@@ -138,6 +155,10 @@ fn request_head(head: &Outgoing, backend: &Backend) -> Result<http::request::Par
         }
         if name == http::header::CONTENT_TYPE && field.value.starts_with(b"application/grpc") {
             grpc = true;
+        }
+        if name.as_str() == "grpc-timeout" {
+            headers.append(name, grpc_timeout(deadline));
+            continue;
         }
         let value = HeaderValue::from_bytes(field.value).map_err(|_| invalid("a field value"))?;
         headers.append(name, value);
@@ -167,6 +188,16 @@ mod tests {
     use crate::http1::RequestHeadBuilder;
 
     #[test]
+    fn grpc_timeouts_count_in_milliseconds_then_seconds() {
+        let now = Instant::now();
+        assert_eq!(grpc_timeout(now), "0m");
+        let day = grpc_timeout(now + Duration::from_secs(86_400));
+        assert!(day.to_str().unwrap().ends_with('m'), "{day:?}");
+        let year = grpc_timeout(now + Duration::from_secs(365 * 86_400));
+        assert!(year.to_str().unwrap().ends_with('S'), "{year:?}");
+    }
+
+    #[test]
     fn the_head_loses_its_connection_fields_and_gains_te_for_grpc() {
         let backend = Backend::new(&BackendConfig {
             address: "127.0.0.1:9".into(),
@@ -181,10 +212,12 @@ mod tests {
         head.header(b"connection", b"upgrade");
         head.header(b"grpc-timeout", b"5S");
         let head = head.finish(&http_body_util::Full::new(bytes::Bytes::from("xy")));
-        let parts = request_head(&head, &backend).unwrap();
+        let parts = request_head(&head, &backend, Instant::now() + Duration::from_secs(5)).unwrap();
         assert_eq!(parts.uri, "http://api.example:50051/pkg.Svc/Call?x=1");
         assert_eq!(parts.headers["te"], "trailers");
-        assert_eq!(parts.headers["grpc-timeout"], "5S");
+        let left = parts.headers["grpc-timeout"].to_str().unwrap();
+        let ms: u64 = left.strip_suffix('m').unwrap().parse().unwrap();
+        assert!((4_000..=5_000).contains(&ms), "{left}");
         assert!(!parts.headers.contains_key("connection"));
         assert!(!parts.headers.contains_key("host"));
     }
