@@ -20,6 +20,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -158,14 +159,26 @@ class Ports:
         return out
 
 
-def wait_http_ok(port, path="/", timeout=15.0, expect=b"ok", proc=None):
+def client_tls_context():
+    """The harness's own TLS client (readiness checks, idle connections): the bench's
+    self-signed certificate is not verified."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def wait_http_ok(port, path="/", timeout=15.0, expect=b"ok", proc=None, tls=False):
     deadline = time.monotonic() + timeout
     last = None
+    scheme = "https" if tls else "http"
+    ctx = client_tls_context() if tls else None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before serving")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=2,
+                                        context=ctx) as r:
                 body = r.read()
                 if r.status == 200 and (expect is None or body.strip() == expect):
                     return
@@ -307,7 +320,7 @@ class LB:
 
     def start(self):
         self.proc = self.session.spawn(self.name, self.argv(), self.core, env=self.env())
-        wait_http_ok(self.port, proc=self.proc)
+        wait_http_ok(self.port, proc=self.proc, tls=self.session.tls is not None)
         time.sleep(0.2)  # let nginx fork its worker
         self.pids = [self.proc.pid] + child_pids(self.proc.pid)
 
@@ -362,6 +375,13 @@ class LbHost(LB):
         }
         if self.idle_timeout:
             cfg["timeouts"] = {"header_read": self.idle_timeout}
+        if self.session.tls:
+            # The measured port is the TLS listener; the plain one lbhost always has moves aside.
+            (plain,) = self.session.ports.take(1)
+            cfg["listen"] = f"127.0.0.1:{plain}"
+            cfg["tls"] = {"listen": f"127.0.0.1:{self.port}",
+                          "certificates": [{"cert": str(self.session.tls["cert"]),
+                                            "key": str(self.session.tls["key"])}]}
         path = self.dir / "lbhost.json"
         path.write_text(json.dumps(cfg, indent=1))
         # --shared: `workers` unset, one per core, as most users run it
@@ -462,6 +482,11 @@ class Nginx(LB):
             "\n      proxy_set_header X-Forwarded-Host $http_host;"
             '\n      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";'
         ) if self.forwarded else ""
+        tls = ""
+        if self.session.tls:
+            t = self.session.tls
+            tls = (f" ssl;\n    ssl_certificate {t['cert']};\n    ssl_certificate_key {t['key']};"
+                   "\n    ssl_protocols TLSv1.2 TLSv1.3")
         conf = f"""
 {single}
 worker_processes {self.session.workers};
@@ -485,7 +510,7 @@ http {{
     keepalive_timeout 300s;
   }}
   server {{
-    listen 127.0.0.1:{self.port} backlog=4096;
+    listen 127.0.0.1:{self.port} backlog=4096{tls};
     location / {{
       proxy_pass http://be;
       proxy_http_version 1.1;
@@ -506,6 +531,8 @@ class HAProxy(LB):
         servers = "\n".join(f"  server s{i} 127.0.0.1:{p}"
                             for i, p in enumerate(self.backends.ports))
         timeout = self.idle_timeout or "75s"
+        tls = (f" ssl crt {self.session.tls['combined']} ssl-min-ver TLSv1.2"
+               if self.session.tls else "")
         forwarding = (
             "\n  option forwardfor"
             "\n  http-request set-header X-Forwarded-Proto http"
@@ -525,7 +552,7 @@ defaults
   option http-keep-alive
 
 frontend fe
-  bind 127.0.0.1:{self.port}
+  bind 127.0.0.1:{self.port}{tls}
   default_backend be
 
 backend be
@@ -587,7 +614,11 @@ def run_wrk(args, port, conns, duration, core, latency=True):
         argv.append("--latency")
     if args.wrk_script:
         argv += ["-s", args.wrk_script]
-    argv.append(f"http://127.0.0.1:{port}/")
+    if args.new_conn:
+        # wrk reconnects after each response: one request per connection (over TLS, one full
+        # handshake each: wrk does not resume sessions)
+        argv += ["-H", "Connection: close"]
+    argv.append(f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/")
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL)
     limit = parse_seconds(duration) + 30
@@ -890,8 +921,10 @@ def raw_table(results):
 # idle connections
 
 
-async def open_idle(port, n, concurrency=256):
-    """Opens n keep-alive connections, sends one request on each, keeps them open."""
+async def open_idle(port, n, concurrency=256, tls=False):
+    """Opens n keep-alive connections (TLS ones with `tls`), sends one request on each, keeps
+    them open."""
+    ctx = client_tls_context() if tls else None
     conns = []
     failures = []
     sem = asyncio.Semaphore(concurrency)
@@ -900,7 +933,8 @@ async def open_idle(port, n, concurrency=256):
     async def one():
         async with sem:
             try:
-                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+                r, w = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", port, ssl=ctx), 10)
                 w.write(req)
                 await w.drain()
                 head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
@@ -915,6 +949,20 @@ async def open_idle(port, n, concurrency=256):
 
     await asyncio.gather(*(one() for _ in range(n)))
     return conns, failures
+
+
+def make_certificate(tmp):
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 in `tmp`: the one every LB serves
+    with --tls (HAProxy takes the chain and key in one file)."""
+    cert, key, combined = tmp / "bench-cert.pem", tmp / "bench-key.pem", tmp / "bench-combined.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    combined.write_text(cert.read_text() + key.read_text())
+    return {"cert": cert, "key": key, "combined": combined,
+            "what": "a self-signed ECDSA P-256 certificate, every LB with its default ciphers"}
 
 
 def idle_mode(args, session, ports):
@@ -932,7 +980,8 @@ def idle_mode(args, session, ports):
                 before = lb.rss()
                 t0 = time.monotonic()
                 loop = asyncio.new_event_loop()
-                conns, failures = loop.run_until_complete(open_idle(port, args.idle_conns))
+                conns, failures = loop.run_until_complete(
+                    open_idle(port, args.idle_conns, tls=args.tls))
                 opened = time.monotonic() - t0
                 time.sleep(1.0)
                 after = lb.rss()
@@ -1071,6 +1120,12 @@ def main():
                     help="the way most users run an LB: one worker per core (lbhost `workers` "
                          "unset, nginx worker_processes 2, HAProxy nbthread 2) and nothing "
                          "pinned: the LB, wrk, the backends and this script share every core")
+    ap.add_argument("--tls", action="store_true",
+                    help="clients speak HTTPS to every LB (one ECDSA P-256 certificate made with "
+                         "openssl for all, TLS 1.2 and 1.3); backends stay plain HTTP")
+    ap.add_argument("--new-conn", action="store_true",
+                    help="one request per client connection (wrk sends Connection: close); with "
+                         "--tls, one full handshake per request")
     ap.add_argument("--lb-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
     ap.add_argument("--wrk-threads", type=int, default=1)
@@ -1122,6 +1177,7 @@ def main():
     if not isinstance(session.strategy_config, dict):
         raise SystemExit("bench: --strategy-config must be a JSON object")
     session.floor_strategy = ROOT / "bench" / "call_floor.wasm"
+    session.tls = make_certificate(session.tmp) if args.tls else None
     session.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
     needed = [session.lbhost, session.strategy] + ([session.baseline] if session.baseline else [])
     if "lbhost-floor" in args.lbs + args.instr_lbs:
@@ -1135,6 +1191,7 @@ def main():
         log(f"WARNING: load average is {la:.2f} (> 0.5): other work is running, figures will be "
             "noisy; runs where other processes used > 10% of a core are marked NOISY")
     ports = Ports(args.port_base)
+    session.ports = ports
     ver = versions()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -1157,7 +1214,12 @@ def main():
            f"- LB on core {args.lb_core} alone, one worker; wrk (-t{args.wrk_threads}), the "
            f"backend nginx (one worker) and this script on core {args.load_core}; ") +
           f"wrk -d {wrk_seconds(args.duration_s)} after a {wrk_seconds(args.warmup_s)} warm-up "
-          f"(none if 0); {args.reps} repetition(s), LBs interleaved; medians shown", ""]
+          f"(none if 0); {args.reps} repetition(s), LBs interleaved; medians shown",
+          *([f"- clients over TLS (HTTPS to every LB; {session.tls['what']})"]
+            if args.tls else []),
+          *(["- one request per client connection (`Connection: close`)"
+             + (": every request is a new TLS connection with a full handshake" if args.tls
+                else "")] if args.new_conn else []), ""]
     all_runs = []
     any_noisy = False
     problems = []
@@ -1188,7 +1250,9 @@ def main():
                 backends.stop()
             mark_slow(results)
             all_runs += results
-            md += ["## Side by side (3 backends, round-robin, upstream keep-alive)", "",
+            how = (", clients over HTTPS" if args.tls else "") + (
+                ", one request per client connection" if args.new_conn else "")
+            md += [f"## Side by side (3 backends, round-robin, upstream keep-alive{how})", "",
                    compare_table(results, args.lbs, args.conns_list, session.strategy.name), ""]
         if args.scale:
             counts = [int(x) for x in args.scale_backends.split(",") if x]

@@ -36,7 +36,7 @@ command -v wrk     >/dev/null || missing+=(wrk)
 case " $* " in
     *" --instructions "*) command -v valgrind >/dev/null || missing+=(valgrind) ;;
 esac
-for t in taskset:util-linux python3:python3; do
+for t in taskset:util-linux python3:python3 openssl:openssl; do
     command -v "${t%%:*}" >/dev/null || missing+=("${t##*:}")
 done
 if ((${#missing[@]})); then
