@@ -106,6 +106,12 @@ async fn https_backends_are_verified_reused_and_named_by_sni() {
         "{:?}",
         by_override.server_names()
     );
+    // Key exchange by X25519, not the P-384 ring's defaults put first.
+    let groups = by_host.groups();
+    assert!(
+        !groups.is_empty() && groups.iter().all(|g| g == "X25519"),
+        "{groups:?}"
+    );
     let text = metrics(&lb).await;
     let reused = metric(
         &text,

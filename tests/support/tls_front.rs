@@ -23,6 +23,7 @@ pub struct TlsFront {
     accepted: Arc<AtomicU64>,
     handshakes: Arc<AtomicU64>,
     names: Arc<Mutex<Vec<Option<String>>>>,
+    groups: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -86,15 +87,22 @@ impl TlsFront {
         let accepted = Arc::new(AtomicU64::new(0));
         let handshakes = Arc::new(AtomicU64::new(0));
         let names = Arc::new(Mutex::new(Vec::new()));
-        let (a, h, n) = (
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let (a, h, n, g) = (
             Arc::clone(&accepted),
             Arc::clone(&handshakes),
             Arc::clone(&names),
+            Arc::clone(&groups),
         );
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, h, n) = (acceptor.clone(), Arc::clone(&h), Arc::clone(&n));
+                let (acceptor, h, n, g) = (
+                    acceptor.clone(),
+                    Arc::clone(&h),
+                    Arc::clone(&n),
+                    Arc::clone(&g),
+                );
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -102,6 +110,9 @@ impl TlsFront {
                     h.fetch_add(1, Ordering::SeqCst);
                     let name = tls.get_ref().1.server_name().map(str::to_string);
                     n.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+                    let group = tls.get_ref().1.negotiated_key_exchange_group();
+                    let group = group.map_or_else(|| "none".into(), |g| format!("{:?}", g.name()));
+                    g.lock().unwrap_or_else(|e| e.into_inner()).push(group);
                     let Ok(mut backend) = TcpStream::connect(target).await else {
                         return;
                     };
@@ -114,6 +125,7 @@ impl TlsFront {
             accepted,
             handshakes,
             names,
+            groups,
             task,
         }
     }
@@ -130,6 +142,14 @@ impl TlsFront {
     /// TLS handshakes completed.
     pub fn handshakes(&self) -> u64 {
         self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// The key exchange group of each completed handshake, in order (`X25519`, ...).
+    pub fn groups(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The SNI of each completed handshake, in order (`None`: none sent).
