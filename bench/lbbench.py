@@ -565,6 +565,18 @@ backend be
         return ["haproxy", "-db", "-f", str(path)]
 
 
+def strategy_lb(name, strategy, config):
+    """An LB class for lbhost with another strategy (--strategy-set): `lbhost:NAME`."""
+    def strategy_(self):
+        return strategy
+
+    def strategy_config_(self):
+        return config
+
+    return type(f"LbHost_{name}", (LbHost,), {
+        "name": f"lbhost:{name}", "strategy": strategy_, "strategy_config": strategy_config_})
+
+
 LB_CLASSES = {"lbhost": LbHost, "lbhost-native": LbHostNative, "lbhost-floor": LbHostFloor,
               "lbhost-routes": LbHostRoutes,
               "lbhost-baseline": LbHostBaseline, "nginx": Nginx,
@@ -809,6 +821,7 @@ def compare_table(results, lbs, conns_list, strategy="round_robin.wasm"):
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     ratio_lines = []
+    strategy_lines = []
     wasm_cost = []
     baseline_lines = []
     for conns in conns_list:
@@ -839,6 +852,14 @@ def compare_table(results, lbs, conns_list, strategy="round_robin.wasm"):
             ratio_lines.append(
                 f"| {conns} | {fmt_ratio(lh['cpu_us_per_req'] / best_cpu)} "
                 f"| {fmt_ratio(lh['rps'] / best_rps)} | {fmt_ratio(lh['p99_ms'] / best_p99)} |")
+        base = med_by_lb.get("lbhost:round_robin")
+        for name in lbs:
+            if base and name.startswith("lbhost:") and name in med_by_lb:
+                m = med_by_lb[name]
+                strategy_lines.append(
+                    f"| {conns} | {name[len('lbhost:'):]} | {fmt(m['cpu_us_per_req'], 2)} "
+                    f"| {fmt_ratio(m['cpu_us_per_req'] / base['cpu_us_per_req'])} "
+                    f"| {fmt_ratio(m['rps'] / base['rps'])} |")
         if "lbhost" in med_by_lb and "lbhost-native" in med_by_lb:
             native = med_by_lb["lbhost-native"]["cpu_us_per_req"]
             wasm = med_by_lb["lbhost"]["cpu_us_per_req"]
@@ -870,6 +891,11 @@ def compare_table(results, lbs, conns_list, strategy="round_robin.wasm"):
                    "raw bindings, no SDK), what any guest call costs"
                    if "lbhost-floor" in lbs else "") + ".\n\n"
                 + head + "\n" + rule + "\n" + "\n".join(wasm_cost))
+    if strategy_lines:
+        out += ("\n\nEach strategy (--strategy-set) against round_robin on the same binary: "
+                "LB CPU µs/request, and the ratios (CPU lower is better, req/s higher).\n\n"
+                "| conns | strategy | CPU µs/req | CPU ÷ round_robin | req/s ÷ round_robin |\n"
+                "|---:|---|---:|---:|---:|\n" + "\n".join(strategy_lines))
     if ratio_lines:
         out += ("\n\nlbhost vs the better of nginx/HAProxy per column (medians): CPU/request "
                 "and p99 (lower is better), throughput (higher is better).\n\n"
@@ -1090,6 +1116,10 @@ def main():
                          "your own against lbhost-native and lbhost-floor")
     ap.add_argument("--strategy-config", metavar="JSON", default="{}",
                     help="its strategy_config object (default {})")
+    ap.add_argument("--strategy-set", metavar="JSON_FILE",
+                    help="a list of {name, strategy, config}: each runs as lbhost:NAME beside the "
+                         "--lbs, interleaved, with a table of CPU per request against "
+                         "lbhost:round_robin (e.g. bench/strategies.json)")
     ap.add_argument("--baseline-bin", metavar="PATH",
                     help="another lbhost binary to A/B against lbhost, as LB "
                          "lbhost-baseline (added to --lbs)")
@@ -1149,6 +1179,12 @@ def main():
     if args.baseline_bin and "lbhost-baseline" not in args.instr_lbs:
         args.instr_lbs.insert(args.instr_lbs.index("lbhost") + 1 if "lbhost" in args.instr_lbs
                               else 0, "lbhost-baseline")
+    if args.strategy_set:
+        entries = json.loads(Path(args.strategy_set).read_text())
+        for e in entries:
+            cls = strategy_lb(e["name"], (ROOT / e["strategy"]).resolve(), e.get("config", {}))
+            LB_CLASSES[cls.name] = cls
+            args.lbs.append(cls.name)
     for n in args.lbs + args.idle_lbs + args.instr_lbs:
         if n not in LB_CLASSES:
             raise SystemExit(f"bench: unknown LB {n!r} ({', '.join(LB_CLASSES)})")
