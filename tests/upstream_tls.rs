@@ -215,50 +215,53 @@ async fn verify_false_accepts_any_certificate_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_probes_over_tls_take_a_backend_with_a_bad_certificate_down() {
-    let pki = Pki::new();
-    let demo = start_backends(&["good", "bad"]).await;
-    let (cert, key) = pki.trusted("good", &["good.test"]);
-    let good = TlsFront::start(demo[0].addr(), &cert, &key, None).await;
-    let (cert, key) = pki.untrusted("bad", &["good.test"]);
-    let bad = TlsFront::start(demo[1].addr(), &cert, &key, None).await;
-    let mut config = base(json!([{"url": https(&good)}, {"url": https(&bad)}]));
-    config["upstream_tls"] = json!({"ca": pki.ca(), "server_name": "good.test"});
-    config["health_check"] = json!({"interval": "200ms", "timeout": "1s"});
-    let lb = Lb::start(config).await;
-    let status_url = lb.admin_url("/status");
-    let http = Http::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = http.get(&status_url).await.json();
-        let up = |addr: String| {
-            status["backends"]
-                .as_array()
-                .and_then(|b| b.iter().find(|b| b["address"] == addr.as_str()))
-                .map(|b| b["up"].clone())
-        };
-        if up(bad.addr().to_string()) == Some(json!(false)) {
-            assert_eq!(up(good.addr().to_string()), Some(json!(true)), "{status}");
-            break;
+    // "http" probes send a request over TLS; "tcp" probes connect and shake hands only.
+    for kind in ["http", "tcp"] {
+        let pki = Pki::new();
+        let demo = start_backends(&["good", "bad"]).await;
+        let (cert, key) = pki.trusted("good", &["good.test"]);
+        let good = TlsFront::start(demo[0].addr(), &cert, &key, None).await;
+        let (cert, key) = pki.untrusted("bad", &["good.test"]);
+        let bad = TlsFront::start(demo[1].addr(), &cert, &key, None).await;
+        let mut config = base(json!([{"url": https(&good)}, {"url": https(&bad)}]));
+        config["upstream_tls"] = json!({"ca": pki.ca(), "server_name": "good.test"});
+        config["health_check"] = json!({"type": kind, "interval": "200ms", "timeout": "1s"});
+        let lb = Lb::start(config).await;
+        let status_url = lb.admin_url("/status");
+        let http = Http::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = http.get(&status_url).await.json();
+            let up = |addr: String| {
+                status["backends"]
+                    .as_array()
+                    .and_then(|b| b.iter().find(|b| b["address"] == addr.as_str()))
+                    .map(|b| b["up"].clone())
+            };
+            if up(bad.addr().to_string()) == Some(json!(false)) {
+                assert_eq!(up(good.addr().to_string()), Some(json!(true)), "{status}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{kind}: the bad backend is still up: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert_eq!(statuses(&lb, 6).await, [200; 6]);
+        wait_until("probes of the good backend", Duration::from_secs(5), || {
+            good.handshakes() >= 2
+        })
+        .await;
+        let text = metrics(&lb).await;
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bad backend is still up: {status}"
+            text.contains(&format!(
+                "lbhost_upstream_tls_failures_total{{backend=\"{}\",reason=\"unknown_issuer\"}}",
+                bad.addr()
+            )),
+            "{text}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(statuses(&lb, 6).await, [200; 6]);
-    wait_until("probes of the good backend", Duration::from_secs(5), || {
-        good.handshakes() >= 2
-    })
-    .await;
-    let text = metrics(&lb).await;
-    assert!(
-        text.contains(&format!(
-            "lbhost_upstream_tls_failures_total{{backend=\"{}\",reason=\"unknown_issuer\"}}",
-            bad.addr()
-        )),
-        "{text}"
-    );
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! Active health checks: each backend is probed (HTTP `GET path`, a TCP connect, or the gRPC
+//! Active health checks: each backend is probed (HTTP `GET path`, a connect with the TLS
+//! handshake for `https://`, or the gRPC
 //! health service's `Check`) on its own
 //! jittered schedule, concurrently, and its state flips only after `healthy_threshold` /
 //! `unhealthy_threshold` consecutive results.
@@ -183,10 +184,13 @@ async fn probe(
     let attempt = async {
         match config.kind {
             ProbeKind::Http => probe_http(client, backend, config).await,
-            ProbeKind::Tcp => tokio::net::TcpStream::connect(backend.address.as_str())
-                .await
-                .map(drop)
-                .map_err(|e| format!("connect: {e}")),
+            ProbeKind::Tcp => {
+                let deadline = tokio::time::Instant::now() + config.timeout;
+                client
+                    .probe_connect(backend, config.timeout, deadline)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             ProbeKind::Grpc => {
                 let deadline = tokio::time::Instant::now() + config.timeout;
                 client.probe_grpc(backend, &config.service, deadline).await

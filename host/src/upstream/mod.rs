@@ -220,6 +220,26 @@ impl Upstream {
         }
     }
 
+    /// Opens a connection to `backend` as traffic would, within `timeout` (or by `deadline`),
+    /// and closes it: TCP, then for `https://` the TLS handshake, with `h2` agreed by ALPN for an
+    /// `"h2"` backend. A `tcp` health probe.
+    pub(crate) async fn probe_connect(
+        &self,
+        backend: &Backend,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(), UpstreamError> {
+        if backend.protocol.is_http2() {
+            return self
+                .connect_http2(backend, timeout, deadline)
+                .await
+                .map(drop);
+        }
+        within(timeout, deadline, self.open(backend))
+            .await
+            .map(drop)
+    }
+
     /// Opens an HTTP/1.1 connection to `backend` within `timeout`, or by the request's
     /// `deadline` if that comes first: TCP, then TLS for an `https://` backend.
     async fn connect(
