@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lbhost_e2e::{
-    chromium, free_addr, full, headless, make_certificate, Http, Lb, RecordingBackend, Scratch,
+    chromium, free_addr, full, headless, make_certificate, make_expired_certificate, Http, Lb,
+    RecordingBackend, Scratch,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -260,6 +261,20 @@ async fn certificates_change_on_reload_and_bad_ones_keep_the_old() {
     let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
     assert_eq!(presented, current, "the old certificate keeps serving");
     assert_eq!(get(tls, false).await, 200);
+
+    // An expired chain (with its own, matching key): refused, the running one kept.
+    let (cert, key) = make_expired_certificate(&renewed, "expired", "a.test");
+    std::fs::copy(&key, &a.1).expect("copy the key");
+    std::fs::copy(&cert, &a.0).expect("copy the expired chain");
+    let reload = Request::post(s.lb.admin_url("/reload"))
+        .body(full(""))
+        .expect("a request");
+    let reply = http.send(reload).await;
+    assert_ne!(reply.status, 200, "an expired certificate was accepted");
+    assert!(reply.text().contains("days ago"), "{}", reply.text());
+    let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+    assert_eq!(presented, current, "the old certificate keeps serving");
+    assert_eq!(get(tls, false).await, 200);
 }
 
 #[tokio::test]
@@ -268,8 +283,10 @@ async fn check_refuses_bad_certificate_files_in_one_line() {
     let (cert, key) = make_certificate(certs.path(), "a", &["a.test"]);
     let (_, wrong_key) = make_certificate(certs.path(), "b", &["b.test"]);
     let not_pem = certs.write("junk.pem", "not a certificate");
+    let (expired, expired_key) = make_expired_certificate(certs.path(), "old", "a.test");
     let cases = [
         (json!({"cert": cert, "key": wrong_key}), "does not match"),
+        (json!({"cert": expired, "key": expired_key}), "days ago"),
         (json!({"cert": not_pem, "key": key}), "no certificate"),
         (
             json!({"cert": certs.path().join("missing.pem"), "key": key}),

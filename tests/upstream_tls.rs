@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lbhost_e2e::{
-    make_certificate, metric, start_backends, wait_until, Http, Lb, Scratch, TlsFront,
+    make_certificate, make_expired_certificate, metric, start_backends, wait_until, Http, Lb,
+    Scratch, TlsFront,
 };
 use serde_json::{json, Value};
 
@@ -151,12 +152,22 @@ async fn a_backend_that_requires_a_client_certificate_gets_lbhosts() {
     .await;
     assert_eq!(statuses(&with, 5).await, [200; 5], "{}", with.log());
     assert_eq!(demo[0].hits(), 5);
+    // The client certificate's expiry (made for 30 days) in /status and /metrics.
     let status = Http::new().get(&with.admin_url("/status")).await.json();
-    assert_eq!(
-        status["certificates"],
-        json!([{"role": "backend_client", "names": [], "file": client_cert.display().to_string(),
-                "not_after_unix": null, "expires_in_days": null}])
+    let listed = &status["certificates"][0];
+    assert_eq!(listed["role"], "backend_client", "{status}");
+    assert_eq!(listed["file"], client_cert.display().to_string());
+    assert!(
+        (28..=30).contains(&listed["expires_in_days"].as_i64().unwrap_or(-1)),
+        "{status}"
     );
+    let not_after = listed["not_after_unix"].as_i64().expect("not_after_unix");
+    let text = metrics(&with).await;
+    let series = format!(
+        "lbhost_tls_certificate_expiry_seconds{{file=\"{}\",names=\"\"}}",
+        client_cert.display()
+    );
+    assert_eq!(metric(&text, &series), not_after as f64, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,6 +281,7 @@ async fn check_refuses_bad_upstream_tls_settings_in_one_line() {
     let (cert, key) = pki.trusted("client", &["client.test"]);
     let (_, wrong_key) = pki.trusted("other", &["other.test"]);
     let dir = pki.dir.path().join("trusted");
+    let (expired, expired_key) = make_expired_certificate(&dir, "expired", "client.test");
     std::fs::write(dir.join("junk.pem"), "not a certificate").expect("write");
     // Relative paths: from the config's folder (`trusted/`).
     let cases = [
@@ -292,6 +304,11 @@ async fn check_refuses_bad_upstream_tls_settings_in_one_line() {
             json!({"url": "https://127.0.0.1:9", "tls": {"cert": cert}}),
             "backends[0].tls",
             "go together",
+        ),
+        (
+            json!({"url": "https://127.0.0.1:9", "tls": {"ca": "ca.pem", "cert": expired, "key": expired_key}}),
+            "backends[0].tls",
+            "days ago",
         ),
         (
             json!({"url": "http://127.0.0.1:9", "tls": {"ca": "ca.pem"}}),

@@ -26,7 +26,7 @@ mod raw;
 mod tls_front;
 
 pub use browser::{chromium, headless};
-pub use certs::{make_certificate, openssl};
+pub use certs::{make_certificate, make_expired_certificate, openssl};
 pub use fixtures::{config, loopback_backends, metric, metric_total, start_backends, wait_until};
 pub use http::{empty, full, get, send_raw, send_raw_for, zeros, Http, Reply, RequestBody};
 pub use lb::{free_addr, Lb, PeakRss, RawRun, Scratch};

@@ -17,10 +17,10 @@ pub(super) struct CertificateStatus {
     names: Vec<String>,
     /// The chain file.
     file: String,
-    /// When it expires (seconds since the Unix epoch); absent for a client certificate.
-    not_after_unix: Option<i64>,
+    /// When it expires (seconds since the Unix epoch).
+    not_after_unix: i64,
     /// Whole days left (negative once expired).
-    expires_in_days: Option<i64>,
+    expires_in_days: i64,
 }
 
 /// The certificates of `config`, listener's first (in config order).
@@ -36,25 +36,21 @@ pub(super) fn certificates(config: &Config) -> Vec<CertificateStatus> {
             role: "listener",
             names: c.names.clone(),
             file: c.cert_path.display().to_string(),
-            not_after_unix: Some(c.not_after),
-            expires_in_days: Some((c.not_after - now).div_euclid(86_400)),
+            not_after_unix: c.not_after,
+            expires_in_days: (c.not_after - now).div_euclid(86_400),
         })
         .collect();
-    let mut clients: Vec<String> = config
-        .pools
-        .iter()
-        .flat_map(|pool| &pool.backends)
-        .filter_map(|b| b.tls.as_ref()?.client_certificate.as_ref())
-        .map(|path| path.display().to_string())
-        .collect();
-    clients.sort();
-    clients.dedup();
-    all.extend(clients.into_iter().map(|file| CertificateStatus {
-        role: "backend_client",
-        names: Vec::new(),
-        file,
-        not_after_unix: None,
-        expires_in_days: None,
-    }));
+    all.extend(
+        config
+            .client_certificates()
+            .into_iter()
+            .map(|(file, not_after)| CertificateStatus {
+                role: "backend_client",
+                names: Vec::new(),
+                file,
+                not_after_unix: not_after,
+                expires_in_days: (not_after - now).div_euclid(86_400),
+            }),
+    );
     all
 }

@@ -260,6 +260,29 @@ pub enum ConfigError {
     Syntax(String),
 }
 
+impl Config {
+    /// The client certificates `https://` backends present (mTLS), once each by file, and
+    /// when each expires (seconds since the Unix epoch).
+    pub fn client_certificates(&self) -> Vec<(String, i64)> {
+        let mut clients: Vec<(String, i64)> = self
+            .pools
+            .iter()
+            .flat_map(|pool| &pool.backends)
+            .filter_map(|b| {
+                let tls = b.tls.as_ref()?;
+                let path = tls.client_certificate.as_ref()?;
+                Some((
+                    path.display().to_string(),
+                    tls.client_certificate_not_after?,
+                ))
+            })
+            .collect();
+        clients.sort();
+        clients.dedup_by(|a, b| a.0 == b.0);
+        clients
+    }
+}
+
 impl ConfigError {
     /// A problem with `field`. Both may quote the file (an unknown key, a bad value), which can
     /// be of any length or hold control characters: they are bounded ([`crate::text`]).

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 use super::{BackendProtocol, ConfigError};
-use crate::tls::client::{client_config, system_roots, ClientFiles};
+use crate::tls::client::{client_config, system_roots, BuiltClient, ClientFiles};
 use crate::tls::BackendTls;
 
 /// `tls` of a backend, or the top-level `upstream_tls`, as written.
@@ -31,7 +31,7 @@ pub(super) struct UpstreamTls<'a> {
     base: &'a Path,
     /// Client configs built so far: backends with the same files share one (and its session
     /// cache).
-    built: HashMap<ClientFiles, (Arc<ClientConfig>, u64)>,
+    built: HashMap<ClientFiles, BuiltClient>,
     /// The system's roots, once a backend needed them.
     system: Option<Arc<RootCertStore>>,
     /// Whether a backend used the top-level settings.
@@ -106,7 +106,7 @@ impl<'a> UpstreamTls<'a> {
             Some((name, field)) => server_name_of(&field, name)?,
             None => server_name_of(&format!("backends[{i}].url"), host)?,
         };
-        let (client, fingerprint) = self.build(&files, &field)?;
+        let built = self.build(&files, &field)?;
         let mut paths: Vec<_> = files.ca.iter().cloned().collect();
         if let Some((cert, key)) = &files.identity {
             paths.extend([cert.clone(), key.clone()]);
@@ -116,8 +116,9 @@ impl<'a> UpstreamTls<'a> {
             verify,
             files: paths,
             client_certificate: files.identity.as_ref().map(|(cert, _)| cert.clone()),
-            client,
-            fingerprint,
+            client_certificate_not_after: built.certificate_not_after,
+            client: built.config,
+            fingerprint: built.fingerprint,
         })
     }
 
@@ -187,13 +188,9 @@ impl<'a> UpstreamTls<'a> {
     }
 
     /// The client config of `files`, built once per config load.
-    fn build(
-        &mut self,
-        files: &ClientFiles,
-        field: &str,
-    ) -> Result<(Arc<ClientConfig>, u64), ConfigError> {
-        if let Some((client, fingerprint)) = self.built.get(files) {
-            return Ok((Arc::clone(client), *fingerprint));
+    fn build(&mut self, files: &ClientFiles, field: &str) -> Result<BuiltClient, ConfigError> {
+        if let Some(built) = self.built.get(files) {
+            return Ok(built.clone());
         }
         let system = &mut self.system;
         let roots = || match system {

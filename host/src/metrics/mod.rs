@@ -90,8 +90,8 @@ pub struct Metrics {
     /// `lbhost_client_connections{state}`: open client connections, `serving` (held by the
     /// HTTP machinery) or `parked` (idle keep-alive, waiting as a bare socket).
     pub client_connections: IntGaugeVec,
-    /// `lbhost_tls_certificate_expiry_seconds{names,file}`: when each served certificate
-    /// expires (Unix time).
+    /// `lbhost_tls_certificate_expiry_seconds{names,file}`: when each served certificate, and
+    /// each client certificate presented to backends (`names` empty), expires (Unix time).
     pub tls_certificate_expiry: IntGaugeVec,
     /// `lbhost_tls_handshakes_total{result}`: TLS handshakes, `ok`, `failed` or `timeout`.
     pub tls_handshakes: IntCounterVec,

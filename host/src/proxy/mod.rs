@@ -83,8 +83,9 @@ impl Proxy {
     }
 
     /// Serves the certificates of `config` from the next TLS handshake on, and publishes their
-    /// expiry; warns of any that expires within 14 days, and of `https://` backends whose
-    /// certificates are not verified.
+    /// expiry and that of the client certificates `https://` backends are given; warns of any
+    /// that expires within 14 days, and of `https://` backends whose certificates are not
+    /// verified.
     pub(crate) fn set_certificates(&self, config: &Config) {
         crate::tls::client::warn_unverified(
             config
@@ -93,26 +94,38 @@ impl Proxy {
                 .flat_map(|pool| &pool.backends)
                 .filter_map(|b| Some((b.address.as_str(), b.tls.as_deref()?))),
         );
-        let Some(tls) = &config.tls else {
-            return;
-        };
         self.metrics.tls_certificate_expiry.reset();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        for certificate in &tls.certificates.certificates {
-            let names = certificate.names.join(",");
-            let file = certificate.cert_path.display().to_string();
+        let served = config
+            .tls
+            .iter()
+            .flat_map(|tls| &tls.certificates.certificates)
+            .map(|c| {
+                (
+                    c.names.join(","),
+                    c.cert_path.display().to_string(),
+                    c.not_after,
+                )
+            });
+        let presented = config
+            .client_certificates()
+            .into_iter()
+            .map(|(file, not_after)| (String::new(), file, not_after));
+        for (names, file, not_after) in served.chain(presented) {
             self.metrics
                 .tls_certificate_expiry
                 .with_label_values(&[names.as_str(), file.as_str()])
-                .set(certificate.not_after);
-            let days = (certificate.not_after - now) / 86_400;
+                .set(not_after);
+            let days = (not_after - now) / 86_400;
             if days < 14 {
                 tracing::warn!(names = %names, file = %file, days, "TLS certificate expires soon");
             }
         }
-        self.certificates.set(Arc::clone(&tls.certificates));
+        if let Some(tls) = &config.tls {
+            self.certificates.set(Arc::clone(&tls.certificates));
+        }
     }
 
     /// Serves one client request. Never fails: every problem becomes a status for the client.

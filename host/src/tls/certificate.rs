@@ -74,20 +74,7 @@ impl Certificate {
         if names.is_empty() {
             return Err(CertificateError::NoNames(cert.to_path_buf()));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs() as i64;
-        let not_after = parsed.validity().not_after.timestamp();
-        if not_after < now {
-            return Err(CertificateError::Expired {
-                path: cert.to_path_buf(),
-                days: ((now - not_after) / 86_400) as u64,
-            });
-        }
-        if parsed.validity().not_before.timestamp() > now {
-            return Err(CertificateError::NotYetValid(cert.to_path_buf()));
-        }
+        let not_after = valid_now(cert, &parsed)?;
         let private = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, &e))?;
         let signing = any_supported_type(&private).map_err(|e| CertificateError::BadKey {
             path: key.to_path_buf(),
@@ -107,6 +94,33 @@ impl Certificate {
             key: Arc::new(certified),
         })
     }
+}
+
+/// The end of the validity of the leaf `leaf` (DER) of the chain in `path`, in seconds since
+/// the Unix epoch, if it is valid now.
+pub(crate) fn leaf_not_after(path: &Path, leaf: &[u8]) -> Result<i64, CertificateError> {
+    let (_, parsed) = X509Certificate::from_der(leaf)
+        .map_err(|_| CertificateError::NotX509(path.to_path_buf()))?;
+    valid_now(path, &parsed)
+}
+
+/// `cert`'s end of validity (seconds since the Unix epoch), if it is valid now.
+fn valid_now(path: &Path, cert: &X509Certificate<'_>) -> Result<i64, CertificateError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64;
+    let not_after = cert.validity().not_after.timestamp();
+    if not_after < now {
+        return Err(CertificateError::Expired {
+            path: path.to_path_buf(),
+            days: ((now - not_after) / 86_400) as u64,
+        });
+    }
+    if cert.validity().not_before.timestamp() > now {
+        return Err(CertificateError::NotYetValid(path.to_path_buf()));
+    }
+    Ok(not_after)
 }
 
 /// The DNS names of `cert`: its subjectAltName DNS entries, or its CN when it has none.

@@ -32,6 +32,9 @@ pub(crate) enum ClientTlsError {
     NoSystemRoots(String),
     #[error("{0}")]
     Rustls(String),
+    /// The client certificate is expired, not valid yet or not X.509.
+    #[error("{0}")]
+    Certificate(#[from] super::certificate::CertificateError),
 }
 
 /// What a TLS client config is built from: files resolved against the config's folder.
@@ -60,6 +63,8 @@ pub struct BackendTls {
     pub files: Vec<PathBuf>,
     /// The client certificate's chain file (mTLS), if any.
     pub client_certificate: Option<PathBuf>,
+    /// When the client certificate expires (seconds since the Unix epoch), if there is one.
+    pub client_certificate_not_after: Option<i64>,
     /// The rustls config, shared by every backend with the same files.
     pub(crate) client: Arc<ClientConfig>,
     /// Tells settings apart by what they say and their files' contents: connections made under
@@ -105,12 +110,22 @@ pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, ClientTlsError> {
     Ok(Arc::new(roots))
 }
 
-/// Builds the client config `files` describe, and its fingerprint. `system` gives the system's
-/// roots, asked for only when verifying without a CA file.
+/// A client config built from its files.
+#[derive(Clone, Debug)]
+pub(crate) struct BuiltClient {
+    pub(crate) config: Arc<ClientConfig>,
+    /// See [`BackendTls::fingerprint`].
+    pub(crate) fingerprint: u64,
+    /// When the client certificate expires (seconds since the Unix epoch), if there is one.
+    pub(crate) certificate_not_after: Option<i64>,
+}
+
+/// Builds the client config `files` describe. `system` gives the system's roots, asked for only
+/// when verifying without a CA file. A client certificate that is not valid now is refused.
 pub(crate) fn client_config(
     files: &ClientFiles,
     system: impl FnOnce() -> Result<Arc<RootCertStore>, ClientTlsError>,
-) -> Result<(Arc<ClientConfig>, u64), ClientTlsError> {
+) -> Result<BuiltClient, ClientTlsError> {
     let mut fingerprint = DefaultHasher::new();
     files.verify.hash(&mut fingerprint);
     files.http2.hash(&mut fingerprint);
@@ -133,9 +148,11 @@ pub(crate) fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
     };
+    let mut certificate_not_after = None;
     let mut config = match &files.identity {
         Some((cert, key)) => {
             let (chain, private) = identity(cert, key, &mut fingerprint)?;
+            certificate_not_after = Some(super::certificate::leaf_not_after(cert, &chain[0])?);
             builder
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| ClientTlsError::BadKey {
@@ -152,7 +169,11 @@ pub(crate) fn client_config(
     } else {
         b"http/1.1".to_vec()
     }];
-    Ok((Arc::new(config), fingerprint.finish()))
+    Ok(BuiltClient {
+        config: Arc::new(config),
+        fingerprint: fingerprint.finish(),
+        certificate_not_after,
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ClientTlsError> {
