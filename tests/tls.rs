@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -74,6 +75,17 @@ async fn connect(
     name: &str,
     alpn: &[u8],
 ) -> (tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>) {
+    try_connect(addr, name, alpn)
+        .await
+        .expect("a TLS connection")
+}
+
+/// [`connect`], or why it failed.
+async fn try_connect(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[u8],
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>), String> {
     let recorder = Arc::new(Recorder::default());
     #[allow(deprecated)] // ring, as lbhost uses (see host/src/tls/mod.rs).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -86,19 +98,19 @@ async fn connect(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr)
         .await
-        .expect("connect to the TLS listener");
+        .map_err(|e| format!("connect to the TLS listener: {e}"))?;
     let server_name = ServerName::try_from(name.to_string()).expect("a DNS name");
     let tls = TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .expect("TLS handshake");
+        .map_err(|e| format!("TLS handshake: {e}"))?;
     let presented = recorder
         .0
         .lock()
         .expect("lock")
         .clone()
-        .expect("a certificate");
-    (tls, presented)
+        .ok_or("no certificate")?;
+    Ok((tls, presented))
 }
 
 /// The DER of the first certificate in PEM file `path`.
@@ -118,27 +130,33 @@ fn der(path: &Path) -> Vec<u8> {
 
 /// `GET /` over `tls` with HTTP/1.1 or HTTP/2: the status.
 async fn get(tls: tokio_rustls::client::TlsStream<TcpStream>, h2: bool) -> u16 {
+    try_get(tls, h2).await.expect("a response")
+}
+
+/// [`get`], or why it failed.
+async fn try_get(tls: tokio_rustls::client::TlsStream<TcpStream>, h2: bool) -> Result<u16, String> {
     let io = TokioIo::new(tls);
     let request = Request::get("https://a.test/")
         .header("host", "a.test")
         .body(Empty::<Bytes>::new())
         .expect("a request");
+    let failed = |e: hyper::Error| e.to_string();
     let response = if h2 {
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .expect("h2 handshake");
+            .map_err(failed)?;
         tokio::spawn(conn);
-        send.send_request(request).await.expect("h2 response")
+        send.send_request(request).await.map_err(failed)?
     } else {
         let (mut send, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .expect("h1 handshake");
+            .map_err(failed)?;
         tokio::spawn(conn);
-        send.send_request(request).await.expect("h1 response")
+        send.send_request(request).await.map_err(failed)?
     };
     let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    status
+    response.into_body().collect().await.map_err(failed)?;
+    Ok(status)
 }
 
 struct Setup {
@@ -307,6 +325,75 @@ async fn check_refuses_bad_certificate_files_in_one_line() {
         assert!(text.contains(expected), "{text}");
         assert_eq!(text.trim().lines().count(), 1, "{text}");
     }
+}
+
+/// Renewals under HTTPS load: four clients, each opening a new TLS connection per request (a full
+/// handshake each), while `a.test`'s certificate is renewed four times (files renamed over the
+/// old ones, the file watch reloading; the last also by `POST /reload`). No request fails, and
+/// new handshakes end up with the last certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificates_renewed_under_load_fail_no_request() {
+    let s = start().await;
+    let [_, a, _] = &s.files;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (s.tls, Arc::clone(&stop));
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = match try_connect(addr, "a.test", b"http/1.1").await {
+                        Ok((tls, _)) => try_get(tls, false).await,
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok(200) => ok += 1,
+                        Ok(status) => failed.push(format!("status {status}")),
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let renewed = s.certs.path().join("renewed");
+    std::fs::create_dir_all(&renewed).expect("a folder");
+    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
+    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let started = tokio::time::Instant::now();
+    let mut last = Vec::new();
+    for round in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (cert, key) = make_certificate(&renewed, &format!("a{round}"), &["a.test"]);
+        last = der(&cert);
+        std::fs::rename(&key, &a.1).expect("rename the key");
+        std::fs::rename(&cert, &a.0).expect("rename the chain");
+    }
+    let reload = Request::post(s.lb.admin_url("/reload"))
+        .body(full(""))
+        .expect("a request");
+    assert_eq!(Http::new().send(reload).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (o, f) = client.await.expect("a client");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        f64::from(ok) >= 100.0 * seconds,
+        "{ok} requests in {seconds:.1} s: under 100 per second"
+    );
+    let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;
+    assert_eq!(presented, last, "new handshakes get the last renewal");
 }
 
 /// Renewed the way certbot does it (new files renamed over the old ones), with nothing else
