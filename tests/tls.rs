@@ -327,6 +327,50 @@ async fn check_refuses_bad_certificate_files_in_one_line() {
     }
 }
 
+/// Debian's own TLS clients against the listener: `openssl s_client` is given the certificate
+/// its SNI names (a wildcard's, the default one for a name no certificate has) and agrees on h2
+/// by ALPN; curl gets an HTTP/2 answer over TLS, and an HTTP/1.1 one when it asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_and_curl_see_sni_alpn_and_http2() {
+    let s = start().await;
+    let addr = s.tls.to_string();
+    for (sni, subject) in [
+        ("a.test", "CN = a.test"),
+        ("x.wild.test", "CN = *.wild.test"),
+        ("unknown.test", "CN = default.test"),
+    ] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &addr, "-servername", sni])
+            .args(["-alpn", "h2,http/1.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("subject={subject}")),
+            "{sni}: {text}"
+        );
+        assert!(text.contains("ALPN protocol: h2"), "{sni}: {text}");
+        assert!(text.contains("TLSv1.3"), "{sni}: {text}");
+    }
+    let port = s.tls.port();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                flag,
+                "--resolve",
+                &format!("a.test:{port}:127.0.0.1"),
+            ])
+            .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .arg(format!("https://a.test:{port}/"))
+            .output()
+            .expect("curl runs");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(answer, format!("{version} 200"), "curl {flag}");
+    }
+}
+
 /// Renewals under HTTPS load: four clients, each opening a new TLS connection per request (a full
 /// handshake each), while `a.test`'s certificate is renewed four times (files renamed over the
 /// old ones, the file watch reloading; the last also by `POST /reload`). No request fails, and

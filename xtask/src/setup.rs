@@ -21,8 +21,9 @@ pub const C_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-14-d
 /// The Debian packages the tests need besides the C toolchain: the status page test renders in
 /// headless Chromium; the DNS tests run dnsmasq on a loopback port (`dnsmasq-base` is the
 /// program alone, without the system service the `dnsmasq` package would start); the TLS
-/// tests make their certificates with openssl.
-const TEST_PACKAGES: &[&str] = &["chromium", "dnsmasq-base", "openssl"];
+/// tests make their certificates with openssl and speak to lbhost with `openssl s_client` and
+/// curl as well as with rustls.
+const TEST_PACKAGES: &[&str] = &["chromium", "dnsmasq-base", "openssl", "curl"];
 
 /// For `cargo xtask demo`: the wasm target, nothing else (the demo runs Rust strategies only).
 pub fn for_demo() -> Result<()> {
