@@ -28,13 +28,13 @@ enum State {
     Buffered(Bytes),
     /// Being read from its connection.
     Reading {
-        conn: BackendConn,
+        conn: Box<BackendConn>,
         decoder: BodyDecoder,
         /// The connection can carry another request once the body is read.
         keep_alive: bool,
     },
     /// `101 Switching Protocols`: no body; the connection goes to the tunnel.
-    Upgrade(BackendConn),
+    Upgrade(Box<BackendConn>),
     /// An HTTP/2 stream's body (and trailers); the stream's place on its connection is held
     /// until it ends.
     H2(
@@ -57,7 +57,7 @@ impl BackendBody {
     /// already in the buffer is taken at once, and the connection released.
     /// `fields`: the head's fields to forward.
     pub(super) fn new(
-        mut conn: BackendConn,
+        mut conn: Box<BackendConn>,
         framing: Framing,
         keep_alive: bool,
         fields: RawFields,

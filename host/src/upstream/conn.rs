@@ -71,7 +71,7 @@ impl BackendConn {
     }
 
     /// Gives the connection back to this thread's idle pool, if it is fit for another request.
-    pub(super) fn release(mut self) {
+    pub(super) fn release(mut self: Box<Self>) {
         if !self.wire.buf.is_empty() {
             // Bytes after the end of the response: the backend is not speaking HTTP/1.1 right.
             tracing::debug!("upstream connection closed: bytes after the response");

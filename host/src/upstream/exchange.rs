@@ -37,7 +37,7 @@ pub(super) enum ExchangeFailure {
 /// Sends `head` and `body` on `conn` and reads the response head, unless `deadline` passes
 /// first ([`UpstreamError::TimedOut`]); the body reads on from `conn`.
 pub(super) async fn exchange(
-    mut conn: BackendConn,
+    mut conn: Box<BackendConn>,
     head: &Outgoing,
     body: UpstreamBody,
     deadline: Instant,
@@ -67,10 +67,10 @@ pub(super) async fn exchange(
 /// The exchange itself: the connection back with the response head, and whether the whole
 /// request went out.
 async fn send_and_read(
-    mut conn: BackendConn,
+    mut conn: Box<BackendConn>,
     head: &Outgoing,
     body: UpstreamBody,
-) -> Result<(BackendConn, ParsedResponse, bool), ExchangeFailure> {
+) -> Result<(Box<BackendConn>, ParsedResponse, bool), ExchangeFailure> {
     if let Err(e) = conn.wire.stream.write_all(&head.bytes).await {
         let error = UpstreamError::Send(e);
         return Err(if conn.reused {

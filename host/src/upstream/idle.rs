@@ -17,12 +17,12 @@ const MAX_IDLE_PER_BACKEND: usize = 1024;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Puts `conn` in this thread's idle pool.
-pub(super) fn put(conn: BackendConn) {
+pub(super) fn put(conn: Box<BackendConn>) {
     IDLE.with_borrow_mut(|idle| idle.put(conn, Instant::now()));
 }
 
 /// The most recently returned live connection under pool key `backend` on this thread, if any.
-pub(super) fn checkout(backend: u64) -> Option<BackendConn> {
+pub(super) fn checkout(backend: u64) -> Option<Box<BackendConn>> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.by_backend.get_mut(&backend)?;
         while let Some(mut entry) = list.pop() {
@@ -50,12 +50,12 @@ struct IdlePool {
 }
 
 struct Idle {
-    conn: BackendConn,
+    conn: Box<BackendConn>,
     since: Instant,
 }
 
 impl IdlePool {
-    fn put(&mut self, conn: BackendConn, now: Instant) {
+    fn put(&mut self, conn: Box<BackendConn>, now: Instant) {
         if now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
             self.sweep(now);
         }
