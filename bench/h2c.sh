@@ -11,7 +11,8 @@
 #                                      # nginx grpc_pass, HAProxy "proto h2"
 #
 # Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
-# req/s. Runs are interleaved (lbhost, nginx, HAProxy, lbhost, ...). Take figures from a quiet
+# req/s; then how one client connection's 3,000 requests spread over the three backends, per LB
+# (the backends log each request, so each one's count is what it received). Runs are interleaved (lbhost, nginx, HAProxy, lbhost, ...). Take figures from a quiet
 # machine only. Installs nginx-light, haproxy and nghttp2-client when missing (needs root).
 set -euo pipefail
 
@@ -167,7 +168,38 @@ for rep in $(seq 1 "$reps"); do
     done
 done
 
-python3 - "$results" "$upstream" <<'EOF'
+# Evenness: one client connection (8 streams, 3,000 requests) through each LB to three backends
+# that log each request per port, so what each backend got is counted, not inferred.
+kill "$(cat "$tmp/be/nginx.pid")" 2>/dev/null || true
+be=(18491 18492 18493)
+mkdir -p "$tmp/even"
+servers=""
+for p in "${be[@]}"; do
+    servers+="server { listen 127.0.0.1:$p $be_http2; access_log $tmp/even/$p.log count; location / { return 200 \"ok\"; } } "
+done
+cat >"$tmp/even/nginx.conf" <<EOF
+worker_processes 1; $(nginx_paths "$tmp/even")
+events { worker_connections 4096; }
+http { $(nginx_temp "$tmp/even") keepalive_requests 100000000;
+  log_format count "\$server_port"; $servers }
+EOF
+taskset -c 1 nginx -p "$tmp/even" -c "$tmp/even/nginx.conf" -g "daemon off;" 2>/dev/null &
+sleep 0.5
+evenness="$tmp/evenness"
+for lb in lbhost nginx haproxy; do
+    start_lb "$lb"
+    # The readiness probe's request is not counted: the logs start empty here.
+    for p in "${be[@]}"; do : >"$tmp/even/$p.log"; done
+    taskset -c 1 h2load -c 1 -m 8 -n 3000 "http://127.0.0.1:$port/" >/dev/null 2>&1
+    sleep 0.3
+    counts=""
+    for p in "${be[@]}"; do counts+="$(wc -l <"$tmp/even/$p.log") "; done
+    echo "$lb $counts" >>"$evenness"
+    kill $pids 2>/dev/null || true
+    wait $pids 2>/dev/null || true
+done
+
+python3 - "$results" "$upstream" "$evenness" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 print(f"upstream: {sys.argv[2]}")
@@ -180,4 +212,15 @@ for load in dict.fromkeys(r[1] for r in rows):
             print(f"| {load} | {lb} | {statistics.median(float(r[3]) for r in rs):,.0f} "
                   f"| {statistics.median(float(r[2]) for r in rs):.2f} "
                   f"| {sum(int(float(r[4])) for r in rs)} |")
+print()
+print("One client connection, 8 streams, 3,000 requests: what each backend received")
+print()
+print("| LB | backend 1 | backend 2 | backend 3 | furthest from a third |")
+print("|---|---:|---:|---:|---:|")
+for line in open(sys.argv[3]):
+    lb, *counts = line.split()
+    counts = [int(c) for c in counts]
+    third = sum(counts) / 3 or 1
+    worst = max(abs(c - third) / third for c in counts)
+    print(f"| {lb} | {' | '.join(f'{c:,}' for c in counts)} | {worst:.1%} |")
 EOF
