@@ -27,20 +27,7 @@ pub fn make_certificate(dir: &Path, name: &str, dns: &[&str]) -> (PathBuf, PathB
         ),
     )
     .expect("writing the extensions");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={}", dns[0]),
-        "-keyout",
-        path(&key),
-        "-out",
-        path(&csr),
-    ]);
+    key_and_request(&key, &csr, dns[0]);
     openssl(&[
         "x509",
         "-req",
@@ -116,20 +103,7 @@ pub fn make_expired_certificate(dir: &Path, name: &str, cn: &str) -> (PathBuf, P
         ),
     )
     .expect("the CA config");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={cn}"),
-        "-keyout",
-        path(&key),
-        "-out",
-        path(&csr),
-    ]);
+    key_and_request(&key, &csr, cn);
     openssl(&[
         "ca",
         "-batch",
@@ -150,6 +124,24 @@ pub fn make_expired_certificate(dir: &Path, name: &str, cn: &str) -> (PathBuf, P
         "20200201000000Z",
     ]);
     (cert, key)
+}
+
+/// A new P-256 key in `key` and a certificate request for CN `cn` in `csr`.
+fn key_and_request(key: &Path, csr: &Path, cn: &str) {
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        path(key),
+        "-out",
+        path(csr),
+    ]);
 }
 
 pub fn path(p: &Path) -> &str {
