@@ -170,6 +170,37 @@ struct Setup {
     files: [(PathBuf, PathBuf); 3],
 }
 
+impl Setup {
+    /// A folder for renewed certificates, signed by the same CA as the first ones.
+    fn renewal_folder(&self) -> PathBuf {
+        let renewed = self.certs.path().join("renewed");
+        std::fs::create_dir_all(&renewed).expect("a folder");
+        for file in ["ca.pem", "ca.key"] {
+            std::fs::copy(self.certs.path().join(file), renewed.join(file)).expect("copy");
+        }
+        renewed
+    }
+
+    /// `POST /reload`: lbhost's answer.
+    async fn reload(&self) -> lbhost_e2e::Reply {
+        let reload = Request::post(self.lb.admin_url("/reload"))
+            .body(full(""))
+            .expect("a request");
+        Http::new().send(reload).await
+    }
+
+    /// A reload refused for `reason`, with `a.test`'s running certificate (`current`, DER) still
+    /// served and answering.
+    async fn refused_and_kept(&self, reason: &str, current: &[u8]) {
+        let reply = self.reload().await;
+        assert_ne!(reply.status, 200, "accepted; {reason} expected");
+        assert!(reply.text().contains(reason), "{}", reply.text());
+        let (tls, presented) = connect(self.tls, "a.test", b"http/1.1").await;
+        assert_eq!(presented, current, "the old certificate keeps serving");
+        assert_eq!(get(tls, false).await, 200);
+    }
+}
+
 async fn start() -> Setup {
     let certs = Scratch::new();
     let files = [
@@ -245,21 +276,14 @@ async fn https_picks_certificates_by_sni_and_serves_http1_and_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_change_on_reload_and_bad_ones_keep_the_old() {
     let s = start().await;
-    let http = Http::new();
     let [_, a, _] = &s.files;
     let old = der(&a.0);
     // Renewed the way certbot does it: new files renamed over the old ones.
-    let renewed = s.certs.path().join("renewed");
-    std::fs::create_dir_all(&renewed).expect("a folder");
-    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
-    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let renewed = s.renewal_folder();
     let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
     std::fs::rename(&key, &a.1).expect("rename the key");
     std::fs::rename(&cert, &a.0).expect("rename the chain");
-    let reload = Request::post(s.lb.admin_url("/reload"))
-        .body(full(""))
-        .expect("a request");
-    let reply = http.send(reload).await;
+    let reply = s.reload().await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;
     assert_ne!(
@@ -272,29 +296,13 @@ async fn certificates_change_on_reload_and_bad_ones_keep_the_old() {
     // A key that does not match: refused with the reason, the running certificate kept.
     let (_, other_key) = make_certificate(&renewed, "other", &["other.test"]);
     std::fs::copy(&other_key, &a.1).expect("copy the wrong key");
-    let reload = Request::post(s.lb.admin_url("/reload"))
-        .body(full(""))
-        .expect("a request");
-    let reply = http.send(reload).await;
-    assert_ne!(reply.status, 200, "a mismatched key was accepted");
-    assert!(reply.text().contains("does not match"), "{}", reply.text());
-    let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
-    assert_eq!(presented, current, "the old certificate keeps serving");
-    assert_eq!(get(tls, false).await, 200);
+    s.refused_and_kept("does not match", &current).await;
 
     // An expired chain (with its own, matching key): refused, the running one kept.
     let (cert, key) = make_expired_certificate(&renewed, "expired", "a.test");
     std::fs::copy(&key, &a.1).expect("copy the key");
     std::fs::copy(&cert, &a.0).expect("copy the expired chain");
-    let reload = Request::post(s.lb.admin_url("/reload"))
-        .body(full(""))
-        .expect("a request");
-    let reply = http.send(reload).await;
-    assert_ne!(reply.status, 200, "an expired certificate was accepted");
-    assert!(reply.text().contains("days ago"), "{}", reply.text());
-    let (tls, presented) = connect(s.tls, "a.test", b"http/1.1").await;
-    assert_eq!(presented, current, "the old certificate keeps serving");
-    assert_eq!(get(tls, false).await, 200);
+    s.refused_and_kept("days ago", &current).await;
 }
 
 #[tokio::test]

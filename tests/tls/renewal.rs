@@ -4,8 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hyper::Request;
-use lbhost_e2e::{full, make_certificate, Http};
+use lbhost_e2e::make_certificate;
 
 use super::{connect, der, get, start, try_connect, try_get};
 
@@ -38,10 +37,7 @@ async fn certificates_renewed_under_load_fail_no_request() {
             })
         })
         .collect();
-    let renewed = s.certs.path().join("renewed");
-    std::fs::create_dir_all(&renewed).expect("a folder");
-    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
-    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let renewed = s.renewal_folder();
     let started = tokio::time::Instant::now();
     let mut last = Vec::new();
     for round in 0..4 {
@@ -51,10 +47,7 @@ async fn certificates_renewed_under_load_fail_no_request() {
         std::fs::rename(&key, &a.1).expect("rename the key");
         std::fs::rename(&cert, &a.0).expect("rename the chain");
     }
-    let reload = Request::post(s.lb.admin_url("/reload"))
-        .body(full(""))
-        .expect("a request");
-    assert_eq!(Http::new().send(reload).await.status, 200);
+    assert_eq!(s.reload().await.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
@@ -85,10 +78,7 @@ async fn a_certificate_renewed_in_place_is_served_without_a_reload_call() {
     let s = start().await;
     let [_, a, _] = &s.files;
     let old = der(&a.0);
-    let renewed = s.certs.path().join("renewed");
-    std::fs::create_dir_all(&renewed).expect("a folder");
-    std::fs::copy(s.certs.path().join("ca.pem"), renewed.join("ca.pem")).expect("copy");
-    std::fs::copy(s.certs.path().join("ca.key"), renewed.join("ca.key")).expect("copy");
+    let renewed = s.renewal_folder();
     let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
     let new = der(&cert);
     std::fs::rename(&key, &a.1).expect("rename the key");
