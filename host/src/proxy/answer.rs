@@ -187,6 +187,32 @@ pub(super) struct Access<'a> {
     pub(super) started: Instant,
 }
 
+impl<'a> Access<'a> {
+    /// The line of a request lbhost answered before any route took it (a rate limit, no route).
+    pub(super) fn unrouted(
+        method: &'a Method,
+        path: &'a str,
+        status: StatusCode,
+        client: IpAddr,
+        started: Instant,
+    ) -> Self {
+        Access {
+            method,
+            path,
+            route: "none",
+            pool: "none",
+            status,
+            grpc_status: None,
+            backend: "none",
+            retries: 0,
+            select: None,
+            upstream: None,
+            client,
+            started,
+        }
+    }
+}
+
 /// Writes one access log line (target `lbhost::access`): every request gets one, whoever
 /// answered it. `total_ms` runs from the request head to the response head. The method and the
 /// path are the client's: bounded, like every path in a log line (a head may be 64 KiB, a

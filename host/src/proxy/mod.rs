@@ -155,20 +155,13 @@ impl Proxy {
                 let path = head.uri.path();
                 let response = self.too_many_requests(client_ip, &method, wait, started);
                 if config.access_log {
-                    access_line(&Access {
-                        method: &method,
+                    access_line(&Access::unrouted(
+                        &method,
                         path,
-                        route: "none",
-                        pool: "none",
-                        status: StatusCode::TOO_MANY_REQUESTS,
-                        grpc_status: None,
-                        backend: "none",
-                        retries: 0,
-                        select: None,
-                        upstream: None,
-                        client: client_ip,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        client_ip,
                         started,
-                    });
+                    ));
                 }
                 return Ok(response);
             }

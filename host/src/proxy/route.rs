@@ -65,20 +65,13 @@ impl Proxy {
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
         tracing::debug!(%client_ip, path = %bounded(path), "404: no route takes the request");
         if config.access_log {
-            access_line(&Access {
-                method: &head.method,
+            access_line(&Access::unrouted(
+                &head.method,
                 path,
-                route: "none",
-                pool: "none",
                 status,
-                grpc_status: None,
-                backend: "none",
-                retries: 0,
-                select: None,
-                upstream: None,
-                client: client_ip,
+                client_ip,
                 started,
-            });
+            ));
         }
         local_response(status)
     }
