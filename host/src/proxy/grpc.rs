@@ -33,8 +33,12 @@ pub(super) struct GrpcCall {
 }
 
 impl GrpcCall {
-    /// The call, if `fields` make the request one.
-    pub(super) fn of(fields: &RequestFields) -> Option<Self> {
+    /// The call, if the request is one: gRPC calls are `POST`s with an `application/grpc*`
+    /// content type. (The method first: other requests skip the field lookups.)
+    pub(super) fn of(method: &Method, fields: &RequestFields) -> Option<Self> {
+        if method != Method::POST {
+            return None;
+        }
         let content_type = fields.get("content-type")?;
         if !content_type.starts_with(b"application/grpc") {
             return None;

@@ -214,7 +214,7 @@ impl Proxy {
         let target = head.uri.path_and_query().cloned();
         let path = target.as_ref().map_or("/", |p| p.as_str());
         let client_ip = client.ip;
-        let grpc = grpc::GrpcCall::of(&head.fields);
+        let grpc = grpc::GrpcCall::of(&head.method, &head.fields);
         let attempted = self
             .attempt(config, service, client, head, body, path, grpc, started)
             .await;

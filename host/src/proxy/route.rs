@@ -1,6 +1,7 @@
 //! The routing step of a request: which route and pool take it (the table's compiled routes),
 //! the path as the route rewrites it, and the 404 for a request no route takes.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -20,9 +21,13 @@ const DEFAULT_ROUTE: &str = "default_pool";
 /// `None` when no route takes it (and there is no `default_pool`).
 pub(super) fn route<'t>(table: &'t Table, head: &mut ClientHead) -> Option<(&'t str, &'t Service)> {
     // HTTP/2 clients and absolute-form targets name the host in the URI; others in `Host`.
-    let authority = match head.uri.authority() {
-        Some(authority) => host_of(authority.as_str().as_bytes()),
-        None => host_of(head.fields.get("host").unwrap_or_default()),
+    // Looked up only when a route matches on it: ~700 instructions per request otherwise.
+    let authority = if !table.routes_by_host() {
+        Cow::Borrowed("")
+    } else if let Some(authority) = head.uri.authority() {
+        host_of(authority.as_str().as_bytes())
+    } else {
+        host_of(head.fields.get("host").unwrap_or_default())
     };
     let view = RequestView {
         host: &authority,

@@ -200,8 +200,19 @@ impl Table {
                 self.routes.get(i),
                 self.services.get(*self.route_service.get(i)?)?,
             )),
-            None => Some((None, self.services.get(self.default?)?)),
+            None => Some((None, self.default_service()?)),
         }
+    }
+
+    /// Whether a route matches on the request's host (if not, [`Table::route`] does not look
+    /// at it).
+    pub(crate) fn routes_by_host(&self) -> bool {
+        self.router.matches_hosts()
+    }
+
+    /// The pool of requests no route takes, if any.
+    fn default_service(&self) -> Option<&Service> {
+        self.services.get(self.default?)
     }
 
     /// The pool named `name`.

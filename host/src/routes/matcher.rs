@@ -168,6 +168,12 @@ impl Router {
         (best != u32::MAX).then_some(best as usize)
     }
 
+    /// Whether a route matches on the host: if none does, [`Router::find`] does not read
+    /// [`RequestView::host`].
+    pub fn matches_hosts(&self) -> bool {
+        !self.exact_hosts.is_empty() || !self.suffix_hosts.is_empty()
+    }
+
     /// How many routes it holds.
     pub fn len(&self) -> usize {
         self.routes.len()

@@ -16,7 +16,8 @@ pub use matcher::Router;
 /// What of a request routes look at.
 #[derive(Clone, Copy)]
 pub struct RequestView<'a> {
-    /// The host, lower case, without a port (empty when the request names none).
+    /// The host, lower case, without a port (empty when the request names none, or when no
+    /// route matches on it: see [`Router::matches_hosts`]).
     pub host: &'a str,
     /// The path, without the query.
     pub path: &'a str,
@@ -83,15 +84,25 @@ pub fn first_match(routes: &[RouteConfig], request: &RequestView<'_>) -> Option<
 /// `authority` (a `Host` value or a URI's authority) as routes compare it: lower case, the
 /// port and any user info left out. Borrowed unless it has upper-case letters.
 pub fn host_of(authority: &[u8]) -> Cow<'_, str> {
-    let text = std::str::from_utf8(authority).unwrap_or("");
-    let text = text.rsplit_once('@').map_or(text, |(_, host)| host);
-    let host = if text.starts_with('[') {
-        // An IPv6 literal: up to its closing bracket.
-        text.find(']').map_or(text, |end| &text[..=end])
-    } else {
-        text.split_once(':').map_or(text, |(host, _)| host)
+    // On bytes, one pass each: the `str` searches took ~700 instructions for `host:port`.
+    let text = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = if text.first() == Some(&b'[') {
+        // An IPv6 literal: up to its closing bracket.
+        text.iter()
+            .position(|&b| b == b']')
+            .map_or(text, |end| &text[..=end])
+    } else {
+        text.iter()
+            .position(|&b| b == b':')
+            .map_or(text, |colon| &text[..colon])
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    let Ok(host) = std::str::from_utf8(host) else {
+        return Cow::Borrowed("");
+    };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {

@@ -146,8 +146,9 @@ async fn write_to(
             pieces[0] = IoSlice::new(out);
             count = 1;
         }
-        let line = ChunkLine::new(data.len());
+        let line;
         if framing == ResponseFraming::Chunked {
+            line = ChunkLine::new(data.len());
             pieces[count] = IoSlice::new(line.as_bytes());
             pieces[count + 1] = IoSlice::new(&data);
             pieces[count + 2] = IoSlice::new(if last { FINAL_CHUNK_END } else { CHUNK_END });
