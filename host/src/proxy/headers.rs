@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::ProxyBody;
 use crate::http1;
-use crate::http1::RequestHeadBuilder;
+use crate::http1::{RequestHeadBuilder, Value};
 use crate::request::{is_named, visible_ascii, RequestFields};
 use crate::strategy::ResponseFields;
 
@@ -87,6 +87,31 @@ pub(super) struct Forwarding<'a> {
     pub upgrade: Option<&'a [u8]>,
 }
 
+/// Where [`write_upstream`] writes a backend's request fields: an HTTP/1.1 head
+/// ([`RequestHeadBuilder`]), or an HTTP/2 backend's header map (`upstream::H2Head`).
+pub(crate) trait UpstreamFields {
+    /// One field; `name` is a token (any case), `value` a valid field value.
+    fn header(&mut self, name: &[u8], value: &[u8]);
+    /// One field whose value `write` puts together from pieces.
+    fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>));
+    /// The value of a client's `Transfer-Encoding` (hop-by-hop; its codings go with the framing).
+    fn transfer_encoding(&mut self, value: &[u8]);
+}
+
+impl UpstreamFields for RequestHeadBuilder {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        RequestHeadBuilder::header(self, name, value);
+    }
+
+    fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
+        RequestHeadBuilder::header_with(self, name, write);
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        RequestHeadBuilder::transfer_encoding(self, value);
+    }
+}
+
 /// Writes the fields the backend gets into `head`: the client's `fields` (names as the client
 /// wrote them) without the hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection`
 /// names; the transfer codings of `Transfer-Encoding` go to `head` to be written with the
@@ -94,7 +119,7 @@ pub(super) struct Forwarding<'a> {
 /// proxy the existing forwarding values are kept and extended; from anyone else they are
 /// replaced.
 pub(super) fn write_upstream(
-    head: &mut RequestHeadBuilder,
+    head: &mut impl UpstreamFields,
     fields: &RequestFields,
     f: &Forwarding<'_>,
 ) {
