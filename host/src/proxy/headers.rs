@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::Response;
 use ipnet::IpNet;
 
@@ -96,6 +97,11 @@ pub(crate) trait UpstreamFields {
     fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>));
     /// The value of a client's `Transfer-Encoding` (hop-by-hop; its codings go with the framing).
     fn transfer_encoding(&mut self, value: &[u8]);
+    /// One of an HTTP/2 client's fields, as its header map holds it (a sink that keeps a map
+    /// takes it without copying).
+    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.header(name.as_str().as_bytes(), value.as_bytes());
+    }
 }
 
 impl UpstreamFields for RequestHeadBuilder {
@@ -118,23 +124,37 @@ impl UpstreamFields for RequestHeadBuilder {
 /// framing), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted
 /// proxy the existing forwarding values are kept and extended; from anyone else they are
 /// replaced.
-pub(super) fn write_upstream(
-    head: &mut impl UpstreamFields,
+pub(super) fn write_upstream<H: UpstreamFields>(
+    head: &mut H,
     fields: &RequestFields,
     f: &Forwarding<'_>,
 ) {
     let connection = fields.contains(CONNECTION);
-    for (name, value) in fields.iter() {
+    // Whether the client's field `name` goes to the backend as it is.
+    let forwarded = |head: &mut H, name: &[u8], value: &[u8]| {
         if http1::is_hop_by_hop(name) {
             if is_named(name, TRANSFER_ENCODING) {
                 head.transfer_encoding(value);
             }
-            continue;
+            return false;
         }
-        if is_rewritten(name) || (connection && named_by_connection(fields, name)) {
-            continue;
+        !(is_rewritten(name) || (connection && named_by_connection(fields, name)))
+    };
+    match fields {
+        RequestFields::Map(map) => {
+            for (name, value) in map {
+                if forwarded(head, name.as_str().as_bytes(), value.as_bytes()) {
+                    head.field(name, value);
+                }
+            }
         }
-        head.header(name, value);
+        RequestFields::Head { .. } => {
+            for (name, value) in fields.iter() {
+                if forwarded(head, name, value) {
+                    head.header(name, value);
+                }
+            }
+        }
     }
     let host = f.host.unwrap_or(f.fallback_host.as_bytes());
     head.header(b"host", host);

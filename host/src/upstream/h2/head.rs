@@ -20,6 +20,9 @@ pub(crate) struct H2Head {
     method: Method,
     path: Option<PathAndQuery>,
     authority: Option<Authority>,
+    /// The authority the client named in its target (HTTP/2's `:authority`), which the proxy
+    /// passes on as `host`: taken as it is, not parsed again.
+    client_authority: Option<Authority>,
     headers: HeaderMap,
     /// A `content-type: application/grpc…` came: `te: trailers` goes along.
     grpc: bool,
@@ -47,6 +50,7 @@ impl H2Head {
             method: method.clone(),
             path,
             authority: None,
+            client_authority: target.authority().cloned(),
             // The forwarding fields come on top of the client's.
             headers: HeaderMap::with_capacity(fields + 4),
             grpc: false,
@@ -107,6 +111,22 @@ impl H2Head {
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
+/// The names the proxy writes itself, without parsing them (`x-forwarded-*` are no standard
+/// names: parsed, each would be a copy on the heap).
+fn proxy_name(name: &[u8]) -> Option<HeaderName> {
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    Some(match name {
+        b"host" => header::HOST,
+        b"x-forwarded-for" => X_FORWARDED_FOR,
+        b"x-forwarded-proto" => X_FORWARDED_PROTO,
+        b"x-forwarded-host" => X_FORWARDED_HOST,
+        b"forwarded" => header::FORWARDED,
+        _ => return None,
+    })
+}
+
 /// Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2): `write_upstream` leaves the
 /// client's out, but writes `connection` and `upgrade` for an upgrade.
 fn connection_specific(name: &HeaderName) -> bool {
@@ -117,24 +137,46 @@ fn connection_specific(name: &HeaderName) -> bool {
         || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
-impl UpstreamFields for H2Head {
-    fn header(&mut self, name: &[u8], value: &[u8]) {
-        let Ok(name) = HeaderName::from_bytes(name) else {
-            self.invalid.get_or_insert("a field name");
-            return;
+impl H2Head {
+    /// `host` becomes the authority: the client's own when it is the one it named.
+    fn host(&mut self, value: &[u8]) {
+        self.authority = match self.client_authority.take() {
+            Some(named) if named.as_str().as_bytes() == value => Some(named),
+            _ => Authority::try_from(value).ok(),
         };
-        if name == header::HOST {
-            self.authority = Authority::try_from(value).ok();
-            return;
-        }
-        if connection_specific(&name) {
-            return;
+    }
+
+    /// Whether the field `name: value` goes into the map as it is; notes a gRPC call and its
+    /// `grpc-timeout` (replaced by the time left) on the way.
+    fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if connection_specific(name) {
+            return false;
         }
         if name == header::CONTENT_TYPE && value.starts_with(b"application/grpc") {
             self.grpc = true;
         }
         if name == GRPC_TIMEOUT {
             self.grpc_timeout = true;
+            return false;
+        }
+        true
+    }
+}
+
+impl UpstreamFields for H2Head {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        let name = match proxy_name(name).map_or_else(|| HeaderName::from_bytes(name), Ok) {
+            Ok(name) => name,
+            Err(_) => {
+                self.invalid.get_or_insert("a field name");
+                return;
+            }
+        };
+        if name == header::HOST {
+            self.host(value);
+            return;
+        }
+        if !self.keeps(&name, value) {
             return;
         }
         match HeaderValue::from_bytes(value) {
@@ -144,6 +186,16 @@ impl UpstreamFields for H2Head {
             Err(_) => {
                 self.invalid.get_or_insert("a field value");
             }
+        }
+    }
+
+    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == header::HOST {
+            self.host(value.as_bytes());
+            return;
+        }
+        if self.keeps(name, value.as_bytes()) {
+            self.headers.append(name.clone(), value.clone());
         }
     }
 
