@@ -109,6 +109,9 @@ impl H2Head {
     }
 }
 
+/// The bytes [`UpstreamFields::header_with`] reserves for a value.
+const SCRATCH: usize = 128;
+
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The names the proxy writes itself, without parsing them (`x-forwarded-*` are no standard
@@ -202,6 +205,8 @@ impl UpstreamFields for H2Head {
     fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        // Room for a `forwarded` value at once, not grown piece by piece.
+        scratch.reserve(SCRATCH);
         write(&mut Value::new(&mut scratch));
         self.header(name.as_bytes(), &scratch);
         self.scratch = scratch;
