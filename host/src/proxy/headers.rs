@@ -3,14 +3,13 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use http::Response;
 use ipnet::IpNet;
 
 use super::ProxyBody;
 use crate::http1;
 use crate::http1::{RequestHeadBuilder, Value};
-use crate::request::{is_named, visible_ascii, RequestFields};
+use crate::request::{is_named, visible_ascii, RequestFields, UpstreamFields};
 use crate::strategy::ResponseFields;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -86,22 +85,6 @@ pub(super) struct Forwarding<'a> {
     pub fallback_host: &'a str,
     /// The protocol of an upgrade the client asked for.
     pub upgrade: Option<&'a [u8]>,
-}
-
-/// Where [`write_upstream`] writes a backend's request fields: an HTTP/1.1 head
-/// ([`RequestHeadBuilder`]), or an HTTP/2 backend's header map (`upstream::H2Head`).
-pub(crate) trait UpstreamFields {
-    /// One field; `name` is a token (any case), `value` a valid field value.
-    fn header(&mut self, name: &[u8], value: &[u8]);
-    /// One field whose value `write` puts together from pieces.
-    fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>));
-    /// The value of a client's `Transfer-Encoding` (hop-by-hop; its codings go with the framing).
-    fn transfer_encoding(&mut self, value: &[u8]);
-    /// One of an HTTP/2 client's fields, as its header map holds it (a sink that keeps a map
-    /// takes it without copying).
-    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.header(name.as_str().as_bytes(), value.as_bytes());
-    }
 }
 
 impl UpstreamFields for RequestHeadBuilder {

@@ -23,7 +23,6 @@ use http::{Response, StatusCode};
 
 use answer::{access_line, Access, Routed};
 pub(crate) use error::{local_response, ProxyError};
-pub(crate) use headers::UpstreamFields;
 pub(crate) use response_body::{with_header_map, ProxyBody};
 pub(crate) use retry::RetryBudget;
 pub(crate) use upgrade::{upgrade_pair, ClientUpgrade, UpgradeHandover};

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{grpc_timeout, scheme};
 use crate::http1::Value;
 use crate::pool::Backend;
-use crate::proxy::UpstreamFields;
+use crate::request::UpstreamFields;
 use crate::upstream::UpstreamError;
 
 /// A request head for an HTTP/2 backend: method, path, the client's `host` (which becomes
