@@ -9,6 +9,12 @@
 #   LBHOST=target/release/lbhost bench/h2c.sh   # another lbhost build (default target/dist/lbhost)
 #   UPSTREAM=h2c bench/h2c.sh          # h2c to the backends too: lbhost "protocol": "h2c",
 #                                      # nginx grpc_pass, HAProxy "proto h2"
+#   INSTRUCTIONS=1 bench/h2c.sh        # user-space instructions per request instead, counted by
+#                                      # valgrind's callgrind while h2load sends REQUESTS (default
+#                                      # 20,000) at 16 x 8; KEEP=DIR keeps the callgrind.out files
+#                                      # (callgrind_annotate); LBS="lbhost" counts only lbhost
+#   SYSCALLS=1 bench/h2c.sh            # system calls per request instead (perf stat on the LB's
+#                                      # syscall tracepoints, no valgrind), same requests
 #
 # Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
 # req/s; then how one client connection's 3,000 requests spread over the three backends, per LB
@@ -25,6 +31,11 @@ secs="${SECONDS_PER_RUN:-5}"
 upstream="${UPSTREAM:-http1}"
 case $upstream in http1 | h2c) ;; *) echo "h2c: UPSTREAM is http1 or h2c" >&2; exit 1 ;; esac
 loads=("16 8" "64 1")
+instructions="${INSTRUCTIONS:-}"
+syscalls="${SYSCALLS:-}"
+requests="${REQUESTS:-20000}"
+lbs=(${LBS:-lbhost nginx haproxy})
+keep="${KEEP:-}"
 port=18480
 be=(18481 18482 18483)
 
@@ -32,6 +43,7 @@ missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+[ -z "$instructions" ] || command -v callgrind_control >/dev/null || missing+=(valgrind)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -82,9 +94,19 @@ http { $(nginx_temp "$tmp/be") keepalive_requests 100000000;
 EOF
 taskset -c 1 nginx -p "$tmp/be" -c "$tmp/be/nginx.conf" -g "daemon off;" 2>/dev/null &
 
+# With INSTRUCTIONS, each LB runs under callgrind with counting off (switched on for the measured
+# run only), lbhost with on-demand instances (the pooling allocator reserves more address space
+# than valgrind maps) and nginx without its master (callgrind_control cannot reach a forked worker).
+wrap=()
+single=""
+if [ -n "$instructions" ]; then
+    single="master_process off;"
+fi
 start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
     local d="$tmp/$1"
     mkdir -p "$d"
+    [ -z "$instructions" ] || wrap=(valgrind --tool=callgrind --instr-atstart=no
+        "--log-file=$d/valgrind.%p.log" "--callgrind-out-file=$d/callgrind.out.%p")
     case $1 in
     lbhost)
         cat >"$d/cfg.json" <<EOF
@@ -94,11 +116,11 @@ start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
               {"url": "http://127.0.0.1:${be[1]}"$lb_protocol},
               {"url": "http://127.0.0.1:${be[2]}"$lb_protocol}]}
 EOF
-        RUST_LOG=warn taskset -c 0 "$lbhost" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
+        LBHOST_ON_DEMAND_INSTANCES=${instructions:+1} RUST_LOG=warn taskset -c 0 "${wrap[@]}" "$lbhost" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
         ;;
     nginx)
         cat >"$d/nginx.conf" <<EOF
-worker_processes 1; $(nginx_paths "$d")
+$single worker_processes 1; $(nginx_paths "$d")
 events { worker_connections 4096; }
 http { $(nginx_temp "$d") keepalive_requests 100000000; http2_max_requests 100000000;
   upstream be { server 127.0.0.1:${be[0]}; server 127.0.0.1:${be[1]}; server 127.0.0.1:${be[2]};
@@ -106,7 +128,7 @@ http { $(nginx_temp "$d") keepalive_requests 100000000; http2_max_requests 10000
   server { listen 127.0.0.1:$port http2;
            location / { $nginx_pass } } }
 EOF
-        taskset -c 0 nginx -p "$d" -c "$d/nginx.conf" -g "daemon off;" >"$d/log" 2>&1 &
+        taskset -c 0 "${wrap[@]}" nginx -p "$d" -c "$d/nginx.conf" -g "daemon off;" >"$d/log" 2>&1 &
         ;;
     haproxy)
         cat >"$d/haproxy.cfg" <<EOF
@@ -127,11 +149,11 @@ backend be
   server b2 127.0.0.1:${be[1]} $haproxy_proto
   server b3 127.0.0.1:${be[2]} $haproxy_proto
 EOF
-        taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$d/log" 2>&1 &
+        taskset -c 0 "${wrap[@]}" haproxy -db -f "$d/haproxy.cfg" >"$d/log" 2>&1 &
         ;;
     esac
-    local main=$!
-    for _ in $(seq 1 100); do
+    main=$!
+    for _ in $(seq 1 1800); do
         h2load -n 1 -c 1 "http://127.0.0.1:$port/" 2>/dev/null | grep -q "1 succeeded" && break
         sleep 0.1
     done
@@ -143,6 +165,69 @@ cpu_ticks() {
     for p in $pids; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo "$sum"
 }
+
+# The LB's user and system CPU ticks (all its processes and threads): "user system".
+cpu_split() {
+    local p
+    for p in $pids; do cat /proc/"$p"/task/*/stat; done |
+        awk '{u += $14; s += $15} END {print u, s}'
+}
+
+# System calls per request: perf counts the LB's syscall tracepoints while h2load sends $requests
+# requests (after as many to warm up); the CPU split is as noisy as the machine is.
+if [ -n "$syscalls" ]; then
+    for lb in "${lbs[@]}"; do
+        start_lb "$lb"
+        taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        perf stat -x, -o "$tmp/$lb/perf" -e 'syscalls:sys_enter_*,context-switches' \
+            -p "$(echo $pids | tr ' ' ,)" &
+        perf=$!
+        sleep 0.5
+        read -r u0 s0 <<<"$(cpu_split)"
+        out=$(taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" 2>&1)
+        read -r u1 s1 <<<"$(cpu_split)"
+        kill -INT "$perf"
+        wait "$perf" 2>/dev/null || true
+        ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+        kill $pids 2>/dev/null || true
+        wait $pids 2>/dev/null || true
+        echo "$lb: $ok requests, per request: $(python3 -c "t = 1e6 / $(getconf CLK_TCK) / max($ok, 1)
+print(f'user {($u1 - $u0) * t:.1f} µs, system {($s1 - $s0) * t:.1f} µs')")"
+        awk -F, -v n="$ok" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+            t += ($3 ~ /sys_enter/) ? $1 : 0
+            printf "  %-40s %6.2f\n", $3, $1 / n } END { printf "  %-40s %6.2f\n", "all syscalls", t / n }' \
+            "$tmp/$lb/perf" | sort -k2 -n -r
+    done
+    exit 0
+fi
+# User-space instructions per request: callgrind counts while h2load sends $requests requests
+# (after as many to warm up), then the LB exits and valgrind prints what it counted. A count
+# switched on late shows as too few instructions; for lbhost, `callgrind_annotate --tree=caller`
+# on a KEEP file shows how many requests were counted (e.g. `Strategies>::select (20,000x)`).
+if [ -n "$instructions" ]; then
+    for lb in "${lbs[@]}"; do
+        start_lb "$lb"
+        taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        callgrind_control -i on "$main" 2>&1 | grep -q OK ||
+            echo "h2c: callgrind did not confirm counting on for $lb" >&2
+        out=$(taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" 2>&1)
+        callgrind_control -i off "$main" >/dev/null 2>&1
+        ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+        kill -TERM "$main" 2>/dev/null || true
+        wait "$main" 2>/dev/null || true
+        ins=$(cat "$tmp/$lb"/valgrind.*.log | sed -n 's/.*Collected : \([0-9,]*\).*/\1/p' |
+            tr -d , | awk '{s += $1} END {print s + 0}')
+        printf '%-8s %8s requests  %12s instructions  %8.0f instructions/request\n' \
+            "$lb" "$ok" "$ins" "$(python3 -c "print($ins / max($ok, 1))")"
+        if [ -n "$keep" ]; then
+            mkdir -p "$keep"
+            for f in "$tmp/$lb"/callgrind.out.* "$tmp/$lb"/valgrind.*.log; do
+                cp "$f" "$keep/$lb.$(basename "$f")"
+            done
+        fi
+    done
+    exit 0
+fi
 
 results="$tmp/results"
 for rep in $(seq 1 "$reps"); do

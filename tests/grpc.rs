@@ -474,6 +474,45 @@ async fn plain_http_goes_to_h2c_backends_with_bodies_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_clients_fields_reach_an_h2c_backend_as_an_http1_clients_do() {
+    let backends = start_backends(&["a"]).await;
+    let mut config = config("round_robin", &backends);
+    config["backends"][0]["protocol"] = json!("h2c");
+    let lb = Lb::start(config).await;
+    let sent = [
+        ("x-custom", "kept"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+    ];
+    for client in [Http::new(), Http::h2c()] {
+        let echo = client.get_with(&lb.url("/echo?q=1"), &sent).await.json();
+        assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
+        let headers = &echo["headers"];
+        assert_eq!(headers["x-custom"][0], "kept", "{echo}");
+        // The client is no trusted proxy: its forwarding fields are replaced, not extended.
+        assert_eq!(headers["x-forwarded-for"], json!(["127.0.0.1"]), "{echo}");
+        assert_eq!(headers["x-forwarded-proto"], json!(["http"]), "{echo}");
+        let forwarded = headers["forwarded"][0].as_str().expect("forwarded");
+        assert!(
+            forwarded.starts_with("for=127.0.0.1;proto=http;host="),
+            "{echo}"
+        );
+        let host = lb
+            .url("/")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        assert_eq!(headers["x-forwarded-host"], json!([host]), "{echo}");
+        // The host the client named is the backend's :authority; no connection fields.
+        assert_eq!(echo["uri"], format!("http://{host}/echo?q=1"), "{echo}");
+        for absent in ["host", "connection", "te", "transfer-encoding"] {
+            assert!(headers.get(absent).is_none(), "{absent}: {echo}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_backends_over_tls_get_calls_balanced_probed_and_refused_without_h2() {
     let pki = Scratch::new();
     let (cert, key) = make_certificate(pki.path(), "backend", &["grpc.test"]);

@@ -3,10 +3,10 @@
 //! (spans of the frozen head, no map built); hyper's HTTP/2 server hands over a header map.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Uri, Version};
 
-use crate::http1::{FieldSpans, Span};
+use crate::http1::{FieldSpans, Span, Value};
 
 /// A client's request head.
 #[derive(Debug)]
@@ -39,6 +39,23 @@ impl ClientHead {
             version: Version::HTTP_11,
             fields: RequestFields::Map(HeaderMap::new()),
         }
+    }
+}
+
+/// Where the proxy writes the fields of a request to a backend (`proxy::headers::write_upstream`):
+/// an HTTP/1.1 head ([`crate::http1::RequestHeadBuilder`]), or an HTTP/2 backend's header map
+/// (`upstream::H2Head`).
+pub(crate) trait UpstreamFields {
+    /// One field; `name` is a token (any case), `value` a valid field value.
+    fn header(&mut self, name: &[u8], value: &[u8]);
+    /// One field whose value `write` puts together from pieces.
+    fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>));
+    /// The value of a client's `Transfer-Encoding` (hop-by-hop; its codings go with the framing).
+    fn transfer_encoding(&mut self, value: &[u8]);
+    /// One of an HTTP/2 client's fields, as its header map holds it (a sink that keeps a map
+    /// takes it without copying).
+    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.header(name.as_str().as_bytes(), value.as_bytes());
     }
 }
 

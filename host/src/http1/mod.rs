@@ -28,7 +28,7 @@ pub(crate) use parse_request::{parse_request, Exchange, ParsedRequest};
 pub(crate) use parse_response::{parse_response, Framing, ParsedResponse};
 pub(crate) use raw_fields::RawFields;
 pub(crate) use spans::{BadField, FieldSpans, Span};
-pub(crate) use write_request::{Outgoing, RequestFraming, RequestHeadBuilder};
+pub(crate) use write_request::{Outgoing, RequestFraming, RequestHeadBuilder, Value};
 pub(crate) use write_response::{encode_fields, encode_response_head, ResponseFraming};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends

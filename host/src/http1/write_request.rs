@@ -50,7 +50,12 @@ pub(crate) struct Outgoing {
 /// A header value being written by [`RequestHeadBuilder::header_with`].
 pub(crate) struct Value<'a>(&'a mut Vec<u8>);
 
-impl Value<'_> {
+impl<'a> Value<'a> {
+    /// A value written at the end of `buf`.
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        Value(buf)
+    }
+
     /// Appends `piece` (no CR or LF) to the value.
     pub(crate) fn push(&mut self, piece: &[u8]) {
         debug_assert!(!piece.iter().any(|&b| b == b'\r' || b == b'\n'));

@@ -11,12 +11,12 @@ use super::{
 };
 use crate::body::{HeldBody, UpstreamBody};
 use crate::config::Config;
-use crate::http1::{Outgoing, RequestHeadBuilder};
+use crate::http1::RequestHeadBuilder;
 use crate::pool::{Backend, Failure, InFlight, Outcome};
 use crate::request::ClientHead;
 use crate::strategy::{Choice, RequestData};
 use crate::text::bounded;
-use crate::upstream::{BackendBody, UpstreamError};
+use crate::upstream::{BackendBody, H2Head, UpstreamError, UpstreamHead};
 
 impl Proxy {
     /// Chooses a backend and sends the request; after a failure before any response byte, asks
@@ -98,7 +98,7 @@ impl Proxy {
                 .upstream
                 .request(
                     &backend,
-                    &head,
+                    head,
                     upstream_body,
                     config.timeouts.connect,
                     deadline,
@@ -287,13 +287,14 @@ fn relay(
 
 /// The request head for one attempt on `backend`: the client's method, target (in origin
 /// form) and fields, with the proxy fields (`Host` from the target's authority or the client's
-/// `Host`, or the backend's when the client named none) and the framing `body` needs.
+/// `Host`, or the backend's when the client named none) and the framing `body` needs; for an
+/// HTTP/2 backend, the same fields in a header map.
 fn upstream_head(
     client_head: &ClientHead,
     backend: &Backend,
     client: &Client,
     body: &UpstreamBody,
-) -> Outgoing {
+) -> UpstreamHead {
     // HTTP/2 clients name the host in the URI (`:authority`), not in a field; an HTTP/1.1
     // target in absolute form names it too, and then `Host` is ignored (RFC 9112 §3.2.2).
     let host = client_head
@@ -301,8 +302,6 @@ fn upstream_head(
         .authority()
         .map(|a| a.as_str().as_bytes())
         .or_else(|| client_head.fields.get("host"));
-    let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = RequestHeadBuilder::new(&client_head.method, target);
     let forwarding = headers::Forwarding {
         peer: client.peer_ip,
         peer_trusted: client.peer_trusted,
@@ -311,6 +310,14 @@ fn upstream_head(
         fallback_host: backend.authority.as_str(),
         upgrade: client.upgrade.as_ref().map(|(protocol, _)| &protocol[..]),
     };
+    if backend.protocol.is_http2() {
+        let fields = client_head.fields.len();
+        let mut head = H2Head::new(&client_head.method, &client_head.uri, fields);
+        headers::write_upstream(&mut head, &client_head.fields, &forwarding);
+        return UpstreamHead::Http2(head.finish(body));
+    }
+    let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = RequestHeadBuilder::new(&client_head.method, target);
     headers::write_upstream(&mut head, &client_head.fields, &forwarding);
-    head.finish(body)
+    UpstreamHead::Http1(head.finish(body))
 }

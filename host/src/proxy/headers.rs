@@ -8,8 +8,8 @@ use ipnet::IpNet;
 
 use super::ProxyBody;
 use crate::http1;
-use crate::http1::RequestHeadBuilder;
-use crate::request::{is_named, visible_ascii, RequestFields};
+use crate::http1::{RequestHeadBuilder, Value};
+use crate::request::{is_named, visible_ascii, RequestFields, UpstreamFields};
 use crate::strategy::ResponseFields;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -87,29 +87,57 @@ pub(super) struct Forwarding<'a> {
     pub upgrade: Option<&'a [u8]>,
 }
 
+impl UpstreamFields for RequestHeadBuilder {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        RequestHeadBuilder::header(self, name, value);
+    }
+
+    fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
+        RequestHeadBuilder::header_with(self, name, write);
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        RequestHeadBuilder::transfer_encoding(self, value);
+    }
+}
+
 /// Writes the fields the backend gets into `head`: the client's `fields` (names as the client
 /// wrote them) without the hop-by-hop ones (RFC 9110 §7.6.1, including those `Connection`
 /// names; the transfer codings of `Transfer-Encoding` go to `head` to be written with the
 /// framing), then `Host` and `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted
 /// proxy the existing forwarding values are kept and extended; from anyone else they are
 /// replaced.
-pub(super) fn write_upstream(
-    head: &mut RequestHeadBuilder,
+pub(super) fn write_upstream<H: UpstreamFields>(
+    head: &mut H,
     fields: &RequestFields,
     f: &Forwarding<'_>,
 ) {
     let connection = fields.contains(CONNECTION);
-    for (name, value) in fields.iter() {
+    // Whether the client's field `name` goes to the backend as it is.
+    let forwarded = |head: &mut H, name: &[u8], value: &[u8]| {
         if http1::is_hop_by_hop(name) {
             if is_named(name, TRANSFER_ENCODING) {
                 head.transfer_encoding(value);
             }
-            continue;
+            return false;
         }
-        if is_rewritten(name) || (connection && named_by_connection(fields, name)) {
-            continue;
+        !(is_rewritten(name) || (connection && named_by_connection(fields, name)))
+    };
+    match fields {
+        RequestFields::Map(map) => {
+            for (name, value) in map {
+                if forwarded(head, name.as_str().as_bytes(), value.as_bytes()) {
+                    head.field(name, value);
+                }
+            }
         }
-        head.header(name, value);
+        RequestFields::Head { .. } => {
+            for (name, value) in fields.iter() {
+                if forwarded(head, name, value) {
+                    head.header(name, value);
+                }
+            }
+        }
     }
     let host = f.host.unwrap_or(f.fallback_host.as_bytes());
     head.header(b"host", host);

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 pub(crate) use backend_body::{BackendBody, Upgraded};
 pub(crate) use counts::{ConnectionCount, ConnectionCounts};
-pub(crate) use h2::ReplayBody;
+pub(crate) use h2::{H2Head, ReplayBody};
 pub(crate) use tls::TlsFailure;
 
 use crate::body::{BoxError, UpstreamBody};
@@ -35,6 +35,15 @@ use crate::pool::Backend;
 use conn::BackendConn;
 use exchange::{exchange, ExchangeFailure};
 use stream::BackendStream;
+
+/// A request head for a backend, in the form its protocol takes.
+#[derive(Debug)]
+pub(crate) enum UpstreamHead {
+    /// HTTP/1.1: the head's bytes, ready for the wire.
+    Http1(Outgoing),
+    /// HTTP/2: the fields in a header map, for the HTTP/2 client.
+    Http2(H2Head),
+}
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -131,22 +140,26 @@ impl Upstream {
     pub(crate) async fn request(
         &self,
         backend: &Backend,
-        head: &Outgoing,
+        head: UpstreamHead,
         mut body: UpstreamBody,
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Result<Response<BackendBody>, UpstreamError> {
-        if backend.protocol.is_http2() {
-            return Box::pin(h2::request(
-                self,
-                backend,
-                head,
-                body,
-                connect_timeout,
-                deadline,
-            ))
-            .await;
-        }
+        let head = match head {
+            UpstreamHead::Http1(head) => head,
+            UpstreamHead::Http2(head) => {
+                return Box::pin(h2::request(
+                    self,
+                    backend,
+                    head,
+                    body,
+                    connect_timeout,
+                    deadline,
+                ))
+                .await;
+            }
+        };
+        let head = &head;
         // One exchange in one loop, so the future holds one exchange's state, not one per path.
         // A new connection never hands the request back, so the loop ends.
         let mut pooled = true;
