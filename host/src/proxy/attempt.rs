@@ -314,7 +314,7 @@ fn upstream_head(
         let fields = client_head.fields.len();
         let mut head = H2Head::new(&client_head.method, &client_head.uri, fields);
         headers::write_upstream(&mut head, &client_head.fields, &forwarding);
-        return UpstreamHead::Http2(head.finish(body));
+        return UpstreamHead::Http2(Box::new(head.finish(body)));
     }
     let target = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = RequestHeadBuilder::new(&client_head.method, target);

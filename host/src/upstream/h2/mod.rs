@@ -32,12 +32,12 @@ use pool::Checkout;
 pub(super) async fn request(
     upstream: &Upstream,
     backend: &Backend,
-    head: H2Head,
+    head: Box<H2Head>,
     body: UpstreamBody,
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<Response<BackendBody>, UpstreamError> {
-    let parts = head.into_parts(backend, deadline)?;
+    let parts = (*head).into_parts(backend, deadline)?;
     let (conn, slot) = loop {
         match pool::checkout(super::pool_key(backend)) {
             Checkout::Ready(conn, slot) => break (conn, slot),
