@@ -181,6 +181,17 @@ impl Setup {
         renewed
     }
 
+    /// Renews `a.test`'s certificate the way certbot does: a new one (named `name`, from the
+    /// same CA) made in the renewal folder and renamed over the old files. Its DER form.
+    fn renew_a(&self, name: &str) -> Vec<u8> {
+        let [_, a, _] = &self.files;
+        let (cert, key) = make_certificate(&self.renewal_folder(), name, &["a.test"]);
+        let renewed = der(&cert);
+        std::fs::rename(&key, &a.1).expect("rename the key");
+        std::fs::rename(&cert, &a.0).expect("rename the chain");
+        renewed
+    }
+
     /// `POST /reload`: lbhost's answer.
     async fn reload(&self) -> lbhost_e2e::Reply {
         let reload = Request::post(self.lb.admin_url("/reload"))
@@ -278,11 +289,8 @@ async fn certificates_change_on_reload_and_bad_ones_keep_the_old() {
     let s = start().await;
     let [_, a, _] = &s.files;
     let old = der(&a.0);
-    // Renewed the way certbot does it: new files renamed over the old ones.
+    s.renew_a("a");
     let renewed = s.renewal_folder();
-    let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
-    std::fs::rename(&key, &a.1).expect("rename the key");
-    std::fs::rename(&cert, &a.0).expect("rename the chain");
     let reply = s.reload().await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;

@@ -13,10 +13,7 @@ use super::fixtures::{black_hole, label, metric};
 async fn a_get_is_retried_after_a_reset_but_a_post_whose_body_was_sent_is_not() {
     let backends = start_backends(&["good"]).await;
     let (hole, swallowed) = black_hole().await;
-    let config = json!({
-        "strategy": lbhost_e2e::strategy("round_robin"),
-        "backends": [{ "url": format!("http://{hole}") }, { "url": backends[0].url() }],
-    });
+    let config = dead_then_live(hole, &backends[0].url());
     let lb = Lb::start(config).await;
     let http = Http::new();
     for _ in 0..4 {
@@ -65,10 +62,7 @@ async fn a_get_is_retried_after_a_reset_but_a_post_whose_body_was_sent_is_not() 
     drop(lb);
     let backends = start_backends(&["live"]).await;
     let nobody = free_addr();
-    let config = json!({
-        "strategy": lbhost_e2e::strategy("round_robin"),
-        "backends": [{ "url": format!("http://{nobody}") }, { "url": backends[0].url() }],
-    });
+    let config = dead_then_live(nobody, &backends[0].url());
     let lb = Lb::start(config).await;
     let http = Http::new();
     for _ in 0..4 {
@@ -220,4 +214,12 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_another_is_unaffec
             .status,
         200
     );
+}
+
+/// Round-robin over `dead` (an address that fails requests) and then the backend at `live`.
+fn dead_then_live(dead: std::net::SocketAddr, live: &str) -> serde_json::Value {
+    json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{ "url": format!("http://{dead}") }, { "url": live }],
+    })
 }

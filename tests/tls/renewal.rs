@@ -4,8 +4,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use lbhost_e2e::make_certificate;
-
 use super::{connect, der, get, start, try_connect, try_get};
 
 /// Renewals under HTTPS load: four clients, each opening a new TLS connection per request (a full
@@ -15,7 +13,6 @@ use super::{connect, der, get, start, try_connect, try_get};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn certificates_renewed_under_load_fail_no_request() {
     let s = start().await;
-    let [_, a, _] = &s.files;
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -37,15 +34,11 @@ async fn certificates_renewed_under_load_fail_no_request() {
             })
         })
         .collect();
-    let renewed = s.renewal_folder();
     let started = tokio::time::Instant::now();
     let mut last = Vec::new();
     for round in 0..4 {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let (cert, key) = make_certificate(&renewed, &format!("a{round}"), &["a.test"]);
-        last = der(&cert);
-        std::fs::rename(&key, &a.1).expect("rename the key");
-        std::fs::rename(&cert, &a.0).expect("rename the chain");
+        last = s.renew_a(&format!("a{round}"));
     }
     assert_eq!(s.reload().await.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -78,11 +71,7 @@ async fn a_certificate_renewed_in_place_is_served_without_a_reload_call() {
     let s = start().await;
     let [_, a, _] = &s.files;
     let old = der(&a.0);
-    let renewed = s.renewal_folder();
-    let (cert, key) = make_certificate(&renewed, "a", &["a.test"]);
-    let new = der(&cert);
-    std::fs::rename(&key, &a.1).expect("rename the key");
-    std::fs::rename(&cert, &a.0).expect("rename the chain");
+    let new = s.renew_a("a");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let (_, presented) = connect(s.tls, "a.test", b"http/1.1").await;
