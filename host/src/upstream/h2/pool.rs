@@ -11,21 +11,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use super::super::counts::ConnectionMark;
 use super::super::stream::BackendStream;
-use super::replay::ReplayBody;
 use crate::pool::clock_ms;
 
-/// Streams one connection carries at most, whatever the peer allows (hyper assumes 100 until
-/// the peer's SETTINGS say otherwise).
+/// Streams one connection carries at most, whatever the peer allows.
 pub(crate) const MAX_STREAMS: usize = 256;
-/// A PING goes out after this much silence on a connection (idle or not, so that a backend gone
-/// without a FIN is noticed before a request waits on it)...
+/// Streams taken on a new connection until the peer's SETTINGS say how many it allows.
+const INITIAL_STREAMS: usize = 100;
+/// A PING goes out this often on every connection (idle or not, so that a backend gone without
+/// a FIN is noticed before a request waits on it)...
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection closes if its PONG has not come within this.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +35,10 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// backend many times over; the connection's lets several large responses stream at once.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// The largest response head a backend may send, as HPACK counts it.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Request body bytes h2 keeps for one stream beyond what the backend's window takes.
+const SEND_BUFFER: usize = 1024 * 1024;
 /// A connection without streams for this long is closed (also those of backends that left the
 /// config), checked every [`SWEEP_INTERVAL_MS`] as requests take streams.
 const IDLE_TIMEOUT_MS: u64 = 60_000;
@@ -56,8 +61,20 @@ struct Shared {
 /// One HTTP/2 connection: a handle to send requests on it (its task reads and writes it).
 #[derive(Clone, Debug)]
 pub(super) struct H2Conn {
-    pub(super) send: http2::SendRequest<ReplayBody>,
+    pub(super) send: h2::client::SendRequest<Bytes>,
     shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn new(mark: ConnectionMark) -> Arc<Self> {
+        Arc::new(Shared {
+            streams: AtomicUsize::new(0),
+            max: AtomicUsize::new(INITIAL_STREAMS),
+            draining: AtomicBool::new(false),
+            used_ms: AtomicU64::new(clock_ms()),
+            mark: Mutex::new(mark),
+        })
+    }
 }
 
 impl H2Conn {
@@ -76,7 +93,7 @@ impl H2Conn {
     }
 
     fn usable(&self) -> bool {
-        !self.shared.draining.load(Ordering::Acquire) && !self.send.is_closed()
+        !self.shared.draining.load(Ordering::Acquire)
     }
 }
 
@@ -207,57 +224,191 @@ impl Drop for Opening {
 pub(super) async fn handshake(
     stream: BackendStream,
     mark: ConnectionMark,
-) -> Result<H2Conn, hyper::Error> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
+) -> Result<H2Conn, h2::Error> {
+    let (send, connection) = h2::client::Builder::new()
+        .initial_max_send_streams(INITIAL_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    let (send, connection) = builder.handshake(TokioIo::new(stream)).await?;
-    let shared = Arc::new(Shared {
-        streams: AtomicUsize::new(0),
-        max: AtomicUsize::new(connection.current_max_send_streams().min(MAX_STREAMS)),
-        draining: AtomicBool::new(false),
-        used_ms: AtomicU64::new(clock_ms()),
-        mark: Mutex::new(mark),
-    });
-    tokio::spawn(Driven {
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_send_buffer_size(SEND_BUFFER)
+        .enable_push(false)
+        .handshake::<_, Bytes>(stream)
+        .await?;
+    let shared = Shared::new(mark);
+    tokio::spawn(Driven::new(
         connection,
-        shared: Arc::clone(&shared),
-    });
+        Arc::clone(&shared),
+        KEEP_ALIVE_INTERVAL,
+        KEEP_ALIVE_TIMEOUT,
+    ));
     Ok(H2Conn { send, shared })
 }
 
-/// A connection's task: drives hyper's connection and publishes the peer's stream limit after
-/// each turn (a SETTINGS frame may change it).
-struct Driven<C> {
-    connection: C,
+/// A connection's task: drives h2's connection, publishes the peer's stream limit after each
+/// turn (a SETTINGS frame may change it), and pings the backend every `interval`, closing the
+/// connection if no PONG comes within `timeout`.
+struct Driven<T> {
+    connection: h2::client::Connection<T, Bytes>,
     shared: Arc<Shared>,
+    /// `None` once h2 no longer lets lbhost ping.
+    pings: Option<h2::PingPong>,
+    /// The next PING, or the end of the wait for its PONG.
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+    interval: Duration,
+    timeout: Duration,
 }
 
-/// The hyper connection type [`handshake`] makes.
-type Connection = http2::Connection<TokioIo<BackendStream>, ReplayBody, TokioExecutor>;
+impl<T: AsyncRead + AsyncWrite + Unpin> Driven<T> {
+    fn new(
+        mut connection: h2::client::Connection<T, Bytes>,
+        shared: Arc<Shared>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Driven {
+            pings: connection.ping_pong(),
+            connection,
+            shared,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            awaiting_pong: false,
+            interval,
+            timeout,
+        }
+    }
 
-impl Future for Driven<Connection> {
+    /// Sends the keep-alive PINGs and reads their PONGs; an error when one is overdue.
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
+        let Some(pings) = &mut self.pings else {
+            return Ok(());
+        };
+        if self.awaiting_pong {
+            match pings.poll_pong(cx) {
+                Poll::Ready(Ok(_)) => {
+                    self.awaiting_pong = false;
+                    let next = Instant::now() + self.interval;
+                    self.timer.as_mut().reset(next);
+                }
+                Poll::Ready(Err(_)) => {
+                    self.pings = None;
+                    return Ok(());
+                }
+                Poll::Pending => {}
+            }
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.awaiting_pong {
+                return Err("no PONG to a keep-alive PING");
+            }
+            if pings.send_ping(h2::Ping::opaque()).is_err() {
+                self.pings = None;
+                return Ok(());
+            }
+            self.awaiting_pong = true;
+            let overdue = Instant::now() + self.timeout;
+            self.timer.as_mut().reset(overdue);
+            // Registers for the PONG.
+            if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
+                self.awaiting_pong = false;
+                let next = Instant::now() + self.interval;
+                self.timer.as_mut().reset(next);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driven<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.connection).poll(cx);
-        let max = this.connection.current_max_send_streams().min(MAX_STREAMS);
+        let max = this
+            .connection
+            .max_concurrent_send_streams()
+            .min(MAX_STREAMS);
         this.shared.max.store(max, Ordering::Release);
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(ended) => {
-                this.shared.draining.store(true, Ordering::Release);
-                if let Err(e) = ended {
-                    tracing::debug!(cause = %e, "HTTP/2 upstream connection ended with an error");
-                }
-                Poll::Ready(())
-            }
+        let ended = match polled {
+            Poll::Ready(ended) => ended.map_err(|e| e.to_string()),
+            Poll::Pending => match this.poll_keep_alive(cx) {
+                Ok(()) => return Poll::Pending,
+                Err(e) => Err(e.to_owned()),
+            },
+        };
+        this.shared.draining.store(true, Ordering::Release);
+        if let Err(e) = ended {
+            tracing::debug!(cause = %e, "HTTP/2 upstream connection ended with an error");
         }
+        Poll::Ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::counts::ConnectionCounts;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const INTERVAL: Duration = Duration::from_millis(40);
+    const TIMEOUT: Duration = Duration::from_millis(60);
+
+    /// A connection's task over `io`, with its shared state and its handle for requests (the
+    /// connection closes once no handle is left).
+    async fn driven(
+        io: DuplexStream,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        Arc<Shared>,
+        h2::client::SendRequest<Bytes>,
+    ) {
+        let (send, connection) = h2::client::handshake(io)
+            .await
+            .expect("the client's preface is buffered");
+        let shared = Shared::new(ConnectionCounts::default().opened("127.0.0.1:1"));
+        let task = tokio::spawn(Driven::new(
+            connection,
+            Arc::clone(&shared),
+            INTERVAL,
+            TIMEOUT,
+        ));
+        (task, shared, send)
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_answers_pings_keeps_its_connection() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(async move {
+            // h2's server answers PINGs as it reads.
+            let mut server = h2::server::handshake(server).await.expect("handshake");
+            while let Some(_stream) = server.accept().await {}
+        });
+        let (task, shared, _send) = driven(client).await;
+        tokio::time::sleep(INTERVAL * 6).await;
+        assert!(!task.is_finished(), "closed although PONGs came");
+        assert!(!shared.draining.load(Ordering::Acquire));
+        task.abort();
+        served.abort();
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_stops_answering_loses_its_connection() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let silent = tokio::spawn(async move {
+            // An HTTP/2 server's SETTINGS, then silence: nothing read is answered.
+            server
+                .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+                .await
+                .expect("write");
+            let mut sink = [0u8; 1024];
+            while server.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        let (task, shared, _send) = driven(client).await;
+        tokio::time::timeout(INTERVAL + TIMEOUT + Duration::from_secs(2), task)
+            .await
+            .expect("the connection closes once a PONG is overdue")
+            .expect("the task ends by itself");
+        assert!(shared.draining.load(Ordering::Acquire));
+        silent.abort();
     }
 }

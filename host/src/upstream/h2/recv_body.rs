@@ -1,0 +1,128 @@
+//! The body of a response on an HTTP/2 stream, then its trailers: each DATA frame read gives its
+//! bytes back to the stream's and the connection's flow-control windows, so the backend sends
+//! on as the client reads.
+
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_LENGTH};
+use http_body::{Frame, SizeHint};
+
+use crate::body::BoxError;
+
+/// A response body being read from its stream.
+#[derive(Debug)]
+pub(crate) struct RecvBody {
+    recv: h2::RecvStream,
+    /// The DATA frames ended: the trailers (if any) come next.
+    data_done: bool,
+    /// Bytes still to come, when the response had a `content-length` (h2 checks the DATA frames
+    /// against it).
+    left: Option<u64>,
+}
+
+impl RecvBody {
+    /// The body of a response whose head had `headers`.
+    pub(super) fn new(recv: h2::RecvStream, headers: &HeaderMap) -> Self {
+        let left = if recv.is_end_stream() {
+            Some(0)
+        } else {
+            content_length(headers)
+        };
+        RecvBody {
+            recv,
+            data_done: false,
+            left,
+        }
+    }
+
+    /// The next DATA frame, then the trailers, then `None`. A `RST_STREAM` with `NO_ERROR` ends
+    /// the body early without failing it (the backend answered before reading the whole request,
+    /// RFC 9113 §8.1).
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only on a stream already closed, whose window no longer matters.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut self.left {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(ended_early(e)),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) => Poll::Ready(ended_early(e)),
+        }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        self.left
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+fn ended_early(e: h2::Error) -> Option<Result<Frame<Bytes>, BoxError>> {
+    if e.reason() == Some(h2::Reason::NO_ERROR) {
+        None
+    } else {
+        Some(Err(e.into()))
+    }
+}
+
+/// The length one or more `content-length` fields agree on (`10, 10` is 10); none when they
+/// differ or one is not a number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn lengths(values: &[&'static str]) -> Option<u64> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(CONTENT_LENGTH, HeaderValue::from_static(v));
+        }
+        content_length(&headers)
+    }
+
+    #[test]
+    fn content_lengths_that_agree_give_the_length() {
+        assert_eq!(lengths(&[]), None);
+        assert_eq!(lengths(&["10"]), Some(10));
+        assert_eq!(lengths(&["10", "10"]), Some(10));
+        assert_eq!(lengths(&["10, 10"]), Some(10));
+        assert_eq!(lengths(&["10", "11"]), None);
+        assert_eq!(lengths(&["+10"]), None);
+        assert_eq!(lengths(&["10,"]), None);
+        assert_eq!(lengths(&["99999999999999999999999"]), None);
+    }
+}
