@@ -7,8 +7,9 @@
 const LAYERS: &[&[&str]] = &[
     // Foreign text made safe to show.
     &["text"],
-    // HTTP/1.1 on the wire, the request head as everything above reads it, body types.
-    &["http1", "request", "body"],
+    // HTTP/1.1 on the wire, HTTP/2 streams' bodies and PINGs, the request head as everything
+    // above reads it, body types.
+    &["http1", "http2", "request", "body"],
     // Certificates and rustls settings: clients' TLS, and the client side towards backends.
     &["tls"],
     // Config and metric families.

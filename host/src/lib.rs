@@ -46,6 +46,7 @@ mod discovery;
 pub mod fuzz;
 mod health;
 mod http1;
+mod http2;
 #[cfg_attr(not(test), allow(dead_code))]
 mod layers;
 mod metrics;

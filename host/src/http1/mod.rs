@@ -29,7 +29,7 @@ pub(crate) use parse_response::{parse_response, Framing, ParsedResponse};
 pub(crate) use raw_fields::RawFields;
 pub(crate) use spans::{BadField, FieldSpans, Span};
 pub(crate) use write_request::{Outgoing, RequestFraming, RequestHeadBuilder, Value};
-pub(crate) use write_response::{encode_fields, encode_response_head, ResponseFraming};
+pub(crate) use write_response::{date_value, encode_fields, encode_response_head, ResponseFraming};
 
 /// A response head longer than this is refused (hyper's client allows ~400 KiB; real backends
 /// send a few hundred bytes).

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 
 use super::{Exchange, RawFields};
@@ -101,6 +101,16 @@ thread_local! {
 
 /// Appends the current time as an HTTP date.
 fn date(out: &mut Vec<u8>) {
+    with_date(|text| out.extend_from_slice(text));
+}
+
+/// The current time as an HTTP date, for a `date` field (always ASCII: never `None`).
+pub(crate) fn date_value() -> Option<HeaderValue> {
+    with_date(|text| HeaderValue::from_maybe_shared(text.clone()).ok())
+}
+
+/// `use_date` of this second's HTTP date.
+fn with_date<R>(use_date: impl FnOnce(&Bytes) -> R) -> R {
     let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(cached, text)| {
@@ -108,8 +118,8 @@ fn date(out: &mut Vec<u8>) {
             *cached = second;
             *text = Bytes::from(httpdate::fmt_http_date(now));
         }
-        out.extend_from_slice(text);
-    });
+        use_date(text)
+    })
 }
 
 #[cfg(test)]

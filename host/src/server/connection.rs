@@ -1,6 +1,6 @@
 //! One client connection: served as HTTP/1.1 by lbhost's own server ([`super::h1`]), or, when it
-//! opens with the HTTP/2 preface, handed to hyper's HTTP/2 server; closed gracefully when the
-//! worker stops.
+//! opens with the HTTP/2 preface, by its HTTP/2 server ([`super::h2`]); closed gracefully when
+//! the worker stops.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,25 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::stream::ClientStream;
-use http::{Method, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, watch};
 
 use super::client_io::Prefixed;
-use super::h1;
+use super::h2::H2Settings;
 use super::Stop;
+use super::{h1, h2};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{local_response, with_header_map, Proxy, ProxyBody};
-use crate::request::ClientHead;
+use crate::proxy::Proxy;
 
 /// How a worker serves its client connections; built once per worker from the config.
 pub(super) struct Settings {
-    http2: http2::Builder<TokioExecutor>,
+    http2: H2Settings,
     pub(super) header_read: Duration,
     pub(super) client_idle: Duration,
     pub(super) max_header_bytes: usize,
@@ -37,12 +32,13 @@ pub(super) struct Settings {
 
 impl Settings {
     pub(super) fn new(config: &Config, metrics: &Metrics) -> Self {
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .keep_alive_interval(Some(config.timeouts.client_idle))
-            .max_header_list_size(config.limits.max_header_bytes as u32);
+        let max_header_bytes = u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX);
         Settings {
-            http2: h2,
+            http2: H2Settings::new(
+                config.timeouts.header_read,
+                config.timeouts.client_idle,
+                max_header_bytes,
+            ),
             header_read: config.timeouts.header_read,
             client_idle: config.timeouts.client_idle,
             max_header_bytes: config.limits.max_header_bytes,
@@ -117,62 +113,18 @@ pub(super) async fn serve(
         return;
     };
     let secure = stream.is_tls();
-    let service = service_fn(move |request: http::Request<Incoming>| {
-        let (parts, body) = request.into_parts();
-        // lbhost is no forward proxy, over HTTP/1.1 (see `h1`) or HTTP/2.
-        let connect = parts.method == Method::CONNECT;
-        let head = ClientHead::from_parts(parts);
-        // Boxed: hyper spawns a task per stream and moves its future several times on the way
-        // in (and again when it completes); the proxy's future is several KiB, a box is a word.
-        let answer =
-            (!connect).then(|| Box::pin(Arc::clone(&proxy).handle(head, body, peer, secure, None)));
-        async move {
-            let Some(answer) = answer else {
-                return Ok(local_response(StatusCode::METHOD_NOT_ALLOWED));
-            };
-            Ok::<_, Infallible>(http2_head(answer.await?))
-        }
-    });
-    let connection = boxed(|| {
-        settings
-            .http2
-            .serve_connection(TokioIo::new(Prefixed::new(stream, read)), service)
-    });
-    let mut connection = Box::into_pin(connection);
-    // When the worker stops: GOAWAY (streams in progress finish, no new ones start), then wait
-    // for it to close.
-    let ended = tokio::select! {
-        ended = connection.as_mut() => Some(ended),
-        _ = stopped.wait_for(|stop| stop.stops()) => None,
-    };
-    let ended = match ended {
-        Some(ended) => ended,
-        None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = ended {
+    let io = Prefixed::new(stream, read);
+    // Boxed: an HTTP/2 connection's state is large, and kept in place it would enlarge the task
+    // of every connection, HTTP/1.1 and parked ones included.
+    let served = Box::pin(h2::serve(
+        io,
+        peer,
+        secure,
+        &proxy,
+        &settings.http2,
+        &mut stopped,
+    ));
+    if let Err(e) = served.await {
         tracing::debug!(%peer, cause = %e, "HTTP/2 client connection ended with an error");
     }
-}
-
-/// `response` with all its fields in its header map, as hyper's HTTP/2 server writes them from
-/// there (a backend's arrive in wire form, see [`ProxyBody::take_fields`]).
-fn http2_head(response: Response<ProxyBody>) -> Response<ProxyBody> {
-    match with_header_map(response) {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::warn!(cause = %e, "502: the backend's response head has a field HTTP/2 cannot carry");
-            local_response(StatusCode::BAD_GATEWAY)
-        }
-    }
-}
-
-/// `make()` on the heap, built in a frame of its own: hyper's connections are large, and a value
-/// built in place inside `serve` would enlarge the task of every connection, parked ones
-/// included (async functions keep room for such temporaries).
-#[inline(never)]
-fn boxed<T>(make: impl FnOnce() -> T) -> Box<T> {
-    Box::new(make())
 }

@@ -1,5 +1,5 @@
 //! The client listener: worker threads accept connections, serve HTTP/1.1 (lbhost's own, [`h1`])
-//! and HTTP/2 (h2c, hyper's), and drain on shutdown.
+//! and HTTP/2 (h2c and h2, on the h2 crate), and drain on shutdown.
 //!
 //! Each worker is a thread with its own single-threaded tokio runtime (thread per core, like
 //! nginx's worker processes): a connection, its requests, the upstream connections they lease
@@ -12,6 +12,7 @@
 mod client_io;
 mod connection;
 mod h1;
+mod h2;
 mod handshake;
 mod stream;
 mod trim;

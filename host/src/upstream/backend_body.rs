@@ -38,7 +38,7 @@ enum State {
     /// An HTTP/2 stream's body (and trailers); the stream's place on its connection is held
     /// until it ends.
     H2(
-        super::h2::RecvBody,
+        crate::http2::RecvBody,
         #[allow(dead_code)] super::h2::StreamSlot,
     ),
     Done,
@@ -99,7 +99,7 @@ impl BackendBody {
     }
 
     /// The body of an HTTP/2 response, whose fields are in its response's header map.
-    pub(super) fn h2(body: super::h2::RecvBody, slot: super::h2::StreamSlot) -> Self {
+    pub(super) fn h2(body: crate::http2::RecvBody, slot: super::h2::StreamSlot) -> Self {
         let state = if body.is_end_stream() {
             State::Done
         } else {
@@ -171,7 +171,7 @@ impl Body for BackendBody {
             }
             State::Reading { conn, decoder, .. } => (conn, decoder),
             State::H2(body, _) => {
-                let frame = ready!(body.poll_frame(cx));
+                let frame = ready!(Pin::new(body).poll_frame(cx));
                 let end = match &frame {
                     None | Some(Err(_)) => true,
                     Some(Ok(_)) => false,

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{grpc_timeout, scheme};
 use crate::http1::Value;
+use crate::http2::is_connection_specific;
 use crate::pool::Backend;
 use crate::request::UpstreamFields;
 use crate::upstream::UpstreamError;
@@ -130,16 +131,6 @@ fn proxy_name(name: &[u8]) -> Option<HeaderName> {
     })
 }
 
-/// Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2): `write_upstream` leaves the
-/// client's out, but writes `connection` and `upgrade` for an upgrade.
-fn connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::UPGRADE
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
-}
-
 impl H2Head {
     /// `host` becomes the authority: the client's own when it is the one it named.
     fn host(&mut self, value: &[u8]) {
@@ -152,7 +143,7 @@ impl H2Head {
     /// Whether the field `name: value` goes into the map as it is; notes a gRPC call and its
     /// `grpc-timeout` (replaced by the time left) on the way.
     fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if connection_specific(name) {
+        if is_connection_specific(name) {
             return false;
         }
         if name == header::CONTENT_TYPE && value.starts_with(b"application/grpc") {

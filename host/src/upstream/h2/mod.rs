@@ -1,7 +1,7 @@
 //! HTTP/2 to backends (`"protocol": "h2c"`), on the h2 crate: requests are multiplexed on a few
 //! connections per backend and worker ([`pool`]), the request body goes out as the backend's
-//! window allows ([`send_body`]), the response body streams from its stream, trailers included
-//! ([`recv_body`]), and a stream the backend refused unprocessed comes back as
+//! window allows ([`SendBody`]), the response body streams from its stream, trailers included
+//! ([`RecvBody`]), and a stream the backend refused unprocessed comes back as
 //! [`UpstreamError::Refused`] with its body, so the proxy can send it elsewhere.
 //!
 //! h2 is used directly rather than through hyper's client: a request is sent and its response
@@ -15,9 +15,7 @@
 mod head;
 mod pool;
 mod probe;
-mod recv_body;
 mod replay;
-mod send_body;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +28,11 @@ use tokio::time::Instant;
 
 pub(crate) use head::H2Head;
 pub(crate) use pool::StreamSlot;
-pub(crate) use recv_body::RecvBody;
 pub(crate) use replay::ReplayBody;
-use send_body::SendBody;
 
 use super::{BackendBody, Upstream, UpstreamError};
 use crate::body::UpstreamBody;
+use crate::http2::{RecvBody, SendBody};
 use crate::pool::Backend;
 use pool::Checkout;
 

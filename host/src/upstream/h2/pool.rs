@@ -15,10 +15,10 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
 
 use super::super::counts::ConnectionMark;
 use super::super::stream::BackendStream;
+use crate::http2::KeepAlive;
 use crate::pool::clock_ms;
 
 /// Streams one connection carries at most, whatever the peer allows.
@@ -245,21 +245,15 @@ pub(super) async fn handshake(
 }
 
 /// A connection's task: drives h2's connection, publishes the peer's stream limit after each
-/// turn (a SETTINGS frame may change it), and pings the backend every `interval`, closing the
-/// connection if no PONG comes within `timeout`.
+/// turn (a SETTINGS frame may change it), and keeps the connection alive with PINGs.
 struct Driven<T> {
     connection: h2::client::Connection<T, Bytes>,
     shared: Arc<Shared>,
-    /// `None` once h2 no longer lets lbhost ping.
-    pings: Option<h2::PingPong>,
-    /// The next PING, or the end of the wait for its PONG.
-    timer: Pin<Box<Sleep>>,
-    awaiting_pong: bool,
-    interval: Duration,
-    timeout: Duration,
+    keep_alive: KeepAlive,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driven<T> {
+    /// PINGs every `interval`; the connection closes when a PONG is `timeout` late.
     fn new(
         mut connection: h2::client::Connection<T, Bytes>,
         shared: Arc<Shared>,
@@ -267,54 +261,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driven<T> {
         timeout: Duration,
     ) -> Self {
         Driven {
-            pings: connection.ping_pong(),
+            keep_alive: KeepAlive::new(connection.ping_pong(), interval, timeout),
             connection,
             shared,
-            timer: Box::pin(tokio::time::sleep(interval)),
-            awaiting_pong: false,
-            interval,
-            timeout,
         }
-    }
-
-    /// Sends the keep-alive PINGs and reads their PONGs; an error when one is overdue.
-    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
-        let Some(pings) = &mut self.pings else {
-            return Ok(());
-        };
-        if self.awaiting_pong {
-            match pings.poll_pong(cx) {
-                Poll::Ready(Ok(_)) => {
-                    self.awaiting_pong = false;
-                    let next = Instant::now() + self.interval;
-                    self.timer.as_mut().reset(next);
-                }
-                Poll::Ready(Err(_)) => {
-                    self.pings = None;
-                    return Ok(());
-                }
-                Poll::Pending => {}
-            }
-        }
-        while self.timer.as_mut().poll(cx).is_ready() {
-            if self.awaiting_pong {
-                return Err("no PONG to a keep-alive PING");
-            }
-            if pings.send_ping(h2::Ping::opaque()).is_err() {
-                self.pings = None;
-                return Ok(());
-            }
-            self.awaiting_pong = true;
-            let overdue = Instant::now() + self.timeout;
-            self.timer.as_mut().reset(overdue);
-            // Registers for the PONG.
-            if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
-                self.awaiting_pong = false;
-                let next = Instant::now() + self.interval;
-                self.timer.as_mut().reset(next);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -331,9 +281,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driven<T> {
         this.shared.max.store(max, Ordering::Release);
         let ended = match polled {
             Poll::Ready(ended) => ended.map_err(|e| e.to_string()),
-            Poll::Pending => match this.poll_keep_alive(cx) {
-                Ok(()) => return Poll::Pending,
-                Err(e) => Err(e.to_owned()),
+            Poll::Pending => match this.keep_alive.poll_overdue(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => Err("no PONG to a keep-alive PING".to_owned()),
             },
         };
         this.shared.draining.store(true, Ordering::Release);

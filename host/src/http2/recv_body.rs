@@ -1,16 +1,17 @@
-//! The body of a response on an HTTP/2 stream, then its trailers: each DATA frame read gives its
-//! bytes back to the stream's and the connection's flow-control windows, so the backend sends
-//! on as the client reads.
+//! The body of a request or response on an HTTP/2 stream, then its trailers: each DATA frame
+//! read gives its bytes back to the stream's and the connection's flow-control windows, so the
+//! peer sends on as the body is read.
 
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
-use http_body::{Frame, SizeHint};
+use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
 
-/// A response body being read from its stream.
+/// A body being read from its stream.
 #[derive(Debug)]
 pub(crate) struct RecvBody {
     recv: h2::RecvStream,
@@ -22,8 +23,8 @@ pub(crate) struct RecvBody {
 }
 
 impl RecvBody {
-    /// The body of a response whose head had `headers`.
-    pub(super) fn new(recv: h2::RecvStream, headers: &HeaderMap) -> Self {
+    /// The body of a message whose head had `headers`.
+    pub(crate) fn new(recv: h2::RecvStream, headers: &HeaderMap) -> Self {
         let left = if recv.is_end_stream() {
             Some(0)
         } else {
@@ -35,39 +36,45 @@ impl RecvBody {
             left,
         }
     }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
 
     /// The next DATA frame, then the trailers, then `None`. A `RST_STREAM` with `NO_ERROR` ends
-    /// the body early without failing it (the backend answered before reading the whole request,
+    /// the body early without failing it (the peer answered before reading the whole request,
     /// RFC 9113 §8.1).
-    pub(crate) fn poll_frame(
-        &mut self,
+    fn poll_frame(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     // Fails only on a stream already closed, whose window no longer matters.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = &mut self.left {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut this.left {
                         *left = left.saturating_sub(data.len() as u64);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(ended_early(e)),
-                None => self.data_done = true,
+                None => this.data_done = true,
             }
         }
-        match ready!(self.recv.poll_trailers(cx)) {
+        match ready!(this.recv.poll_trailers(cx)) {
             Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
             Err(e) => Poll::Ready(ended_early(e)),
         }
     }
 
-    pub(crate) fn is_end_stream(&self) -> bool {
+    fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
     }
 
-    pub(crate) fn size_hint(&self) -> SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.left
             .map_or_else(SizeHint::default, SizeHint::with_exact)
     }

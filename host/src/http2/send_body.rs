@@ -1,6 +1,6 @@
-//! A request body sent on its HTTP/2 stream as the backend's flow-control window opens: the
-//! client's body is read only when the stream has room, so at most one chunk waits in h2's
-//! buffer, then the trailers or an empty frame end the stream.
+//! A body sent on its HTTP/2 stream as the peer's flow-control window opens: the body is read
+//! only when the stream has room, so at most one chunk waits in h2's buffer; then the trailers
+//! or an empty frame end the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,22 +9,25 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::Body;
 
-use super::ReplayBody;
 use crate::body::BoxError;
 
 /// Sends `body` on `stream` until it ends; a failed body resets the stream.
-pub(super) struct SendBody {
-    body: ReplayBody,
+pub(crate) struct SendBody<B> {
+    body: B,
     stream: h2::SendStream<Bytes>,
 }
 
-impl SendBody {
-    pub(super) fn new(body: ReplayBody, stream: h2::SendStream<Bytes>) -> Self {
+impl<B> SendBody<B> {
+    pub(crate) fn new(body: B, stream: h2::SendStream<Bytes>) -> Self {
         SendBody { body, stream }
     }
 }
 
-impl Future for SendBody {
+impl<B> Future for SendBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Output = Result<(), BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -52,7 +55,7 @@ impl Future for SendBody {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
                     this.stream.send_reset(h2::Reason::INTERNAL_ERROR);
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(e.into()));
                 }
                 None => {
                     this.stream.send_data(Bytes::new(), true)?;
