@@ -11,10 +11,11 @@
 #                                      # nginx grpc_pass, HAProxy "proto h2"
 #   INSTRUCTIONS=1 bench/h2c.sh        # user-space instructions per request instead, counted by
 #                                      # valgrind's callgrind while h2load sends REQUESTS (default
-#                                      # 20,000) at 16 x 8; KEEP=DIR keeps the callgrind.out files
+#                                      # 20,000) at 16 x 8 (LOAD); KEEP=DIR keeps the callgrind.out files
 #                                      # (callgrind_annotate); LBS="lbhost" counts only lbhost
 #   SYSCALLS=1 bench/h2c.sh            # system calls per request instead (perf stat on the LB's
 #                                      # syscall tracepoints, no valgrind), same requests
+#   LOAD="64 1" INSTRUCTIONS=1 ...     # counts at another clients x streams load (default 16 8)
 #
 # Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
 # req/s; then how one client connection's 3,000 requests spread over the three backends, per LB
@@ -34,6 +35,7 @@ loads=("16 8" "64 1")
 instructions="${INSTRUCTIONS:-}"
 syscalls="${SYSCALLS:-}"
 requests="${REQUESTS:-20000}"
+read -r count_c count_m <<<"${LOAD:-16 8}"
 lbs=(${LBS:-lbhost nginx haproxy})
 keep="${KEEP:-}"
 port=18480
@@ -178,13 +180,13 @@ cpu_split() {
 if [ -n "$syscalls" ]; then
     for lb in "${lbs[@]}"; do
         start_lb "$lb"
-        taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        taskset -c 1 h2load -c "$count_c" -m "$count_m" -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
         perf stat -x, -o "$tmp/$lb/perf" -e 'syscalls:sys_enter_*,context-switches' \
             -p "$(echo $pids | tr ' ' ,)" &
         perf=$!
         sleep 0.5
         read -r u0 s0 <<<"$(cpu_split)"
-        out=$(taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" 2>&1)
+        out=$(taskset -c 1 h2load -c "$count_c" -m "$count_m" -n "$requests" "http://127.0.0.1:$port/" 2>&1)
         read -r u1 s1 <<<"$(cpu_split)"
         kill -INT "$perf"
         wait "$perf" 2>/dev/null || true
@@ -207,10 +209,10 @@ fi
 if [ -n "$instructions" ]; then
     for lb in "${lbs[@]}"; do
         start_lb "$lb"
-        taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        taskset -c 1 h2load -c "$count_c" -m "$count_m" -n "$requests" "http://127.0.0.1:$port/" >/dev/null 2>&1
         callgrind_control -i on "$main" 2>&1 | grep -q OK ||
             echo "h2c: callgrind did not confirm counting on for $lb" >&2
-        out=$(taskset -c 1 h2load -c 16 -m 8 -n "$requests" "http://127.0.0.1:$port/" 2>&1)
+        out=$(taskset -c 1 h2load -c "$count_c" -m "$count_m" -n "$requests" "http://127.0.0.1:$port/" 2>&1)
         callgrind_control -i off "$main" >/dev/null 2>&1
         ok=$(echo "$out" | awk '/^requests:/ {print $8}')
         kill -TERM "$main" 2>/dev/null || true

@@ -22,18 +22,19 @@ async fn plain_http_goes_to_h2c_backends_with_bodies_both_ways() {
     assert!(echo["headers"].get("connection").is_none(), "{echo}");
 
     // An upload past the replay buffer, and a download large enough to need flow-control
-    // windows to open many times over.
-    let upload = hyper::Request::post(lb.url("/upload"))
-        .body(full(vec![7u8; 3 << 20]))
-        .expect("a request");
-    let reply = http.send(upload).await;
-    assert_eq!(reply.text().trim(), (3u64 << 20).to_string());
-    for (protocol, path) in [("h2c", "/download?bytes=67108864")] {
+    // windows to open many times over; from an HTTP/1.1 and from an HTTP/2 client (whose
+    // stream has windows of its own, both ways).
+    for (client, http) in [("HTTP/1.1", &http), ("HTTP/2", &Http::h2c())] {
+        let upload = hyper::Request::post(lb.url("/upload"))
+            .body(full(vec![7u8; 3 << 20]))
+            .expect("a request");
+        let reply = http.send(upload).await;
+        assert_eq!(reply.text().trim(), (3u64 << 20).to_string(), "{client}");
         let started = Instant::now();
-        let reply = http.get(&lb.url(path)).await;
-        assert_eq!(reply.body.len(), 64 << 20);
+        let reply = http.get(&lb.url("/download?bytes=67108864")).await;
+        assert_eq!(reply.body.len(), 64 << 20, "{client}");
         eprintln!(
-            "64 MiB through lbhost from an {protocol} backend: {:?}",
+            "64 MiB through lbhost from an h2c backend to an {client} client: {:?}",
             started.elapsed()
         );
     }

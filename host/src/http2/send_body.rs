@@ -1,6 +1,6 @@
-//! A body sent on its HTTP/2 stream as the peer's flow-control window opens: the body is read
-//! only when the stream has room, so at most one chunk waits in h2's buffer; then the trailers
-//! or an empty frame end the stream.
+//! A body sent on its HTTP/2 stream as the peer's flow-control window opens: after a chunk went
+//! out, the next is read only once the stream has room again, so at most one chunk waits in
+//! h2's buffer; then the trailers or an empty frame end the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,11 +15,18 @@ use crate::body::BoxError;
 pub(crate) struct SendBody<B> {
     body: B,
     stream: h2::SendStream<Bytes>,
+    /// A chunk went out: the next waits for room in the window. (The first chunk does not:
+    /// a body of one chunk, the usual response, goes out without a look at the window.)
+    sent: bool,
 }
 
 impl<B> SendBody<B> {
     pub(crate) fn new(body: B, stream: h2::SendStream<Bytes>) -> Self {
-        SendBody { body, stream }
+        SendBody {
+            body,
+            stream,
+            sent: false,
+        }
     }
 }
 
@@ -33,33 +40,38 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            // Room for one byte is enough to send the next chunk whole (h2 splits it into
-            // frames as the window opens).
-            this.stream.reserve_capacity(1);
-            if this.stream.capacity() == 0 {
-                loop {
+            if this.sent {
+                // Room for one byte is enough to send the next chunk whole (h2 splits it into
+                // frames as the window opens).
+                this.stream.reserve_capacity(1);
+                while this.stream.capacity() == 0 {
                     match ready!(this.stream.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
+                        Some(Ok(_)) => {}
                         Some(Err(e)) => return Poll::Ready(Err(e.into())),
                         None => return Poll::Ready(Err("the HTTP/2 stream closed".into())),
                     }
                 }
-            } else if let Poll::Ready(reset) = this.stream.poll_reset(cx) {
-                return Poll::Ready(Err(match reset {
-                    Ok(reason) => format!("the backend reset the stream: {reason}").into(),
-                    Err(e) => e.into(),
-                }));
+                this.sent = false;
             }
-            let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => {
                     this.stream.send_reset(h2::Reason::INTERNAL_ERROR);
                     return Poll::Ready(Err(e.into()));
                 }
-                None => {
+                Poll::Ready(None) => {
                     this.stream.send_data(Bytes::new(), true)?;
                     return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {
+                    // While the body waits, a reset by the peer ends the wait.
+                    return match this.stream.poll_reset(cx) {
+                        Poll::Ready(Ok(reason)) => {
+                            Poll::Ready(Err(format!("the peer reset the stream: {reason}").into()))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
             };
             match frame.into_data() {
@@ -72,6 +84,7 @@ where
                     if end {
                         return Poll::Ready(Ok(()));
                     }
+                    this.sent = true;
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {

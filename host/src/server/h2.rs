@@ -41,7 +41,7 @@ const SEND_BUFFER: usize = 400 * 1024;
 #[derive(Debug)]
 pub(super) struct H2Settings {
     builder: h2::server::Builder,
-    /// The client's SETTINGS must come within this.
+    /// The rest of the client's preface must come within this.
     handshake: Duration,
     /// A PING goes to the client this often.
     ping_interval: Duration,
