@@ -389,6 +389,61 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(status.success(), "lbhost exited with {status}");
 }
 
+/// HTTP/2: on SIGTERM the client's stream in progress finishes, and its connection then closes
+/// cleanly (GOAWAY, not a reset), so a client knows to go elsewhere without losing a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_http2_clients_stream_finish_then_closes_its_connection() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let backends = start_backends(&["a"]).await;
+    let mut lb = Lb::start(config("round_robin", &backends)).await;
+    let io = TokioIo::new(
+        tokio::net::TcpStream::connect(lb.listen())
+            .await
+            .expect("connect"),
+    );
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let request = Request::get(lb.url("/slow?ms=1500"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a request");
+    let slow = tokio::spawn(send.send_request(request));
+    wait_until(
+        "the slow request reaches the backend",
+        Duration::from_secs(5),
+        || backends[0].hits() == 1,
+    )
+    .await;
+
+    lb.terminate();
+    let response = slow
+        .await
+        .expect("slow request task")
+        .expect("the stream in progress is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body");
+    assert_eq!(body.to_bytes(), "a\n");
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("lbhost closes the connection once its stream is done")
+        .expect("connection task");
+    assert!(
+        closed.is_ok(),
+        "the connection ended with an error: {closed:?}"
+    );
+    let status = lb
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("lbhost exits within 5 s of SIGTERM");
+    assert!(status.success(), "lbhost exited with {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_drain_delay_healthz_fails_first_while_traffic_is_still_served() {
     let backends = start_backends(&["a"]).await;
