@@ -173,7 +173,13 @@ impl UpstreamFields for H2Head {
         if !self.keeps(&name, value) {
             return;
         }
-        match HeaderValue::from_bytes(value) {
+        // `x-forwarded-proto`'s values without a copy on the heap.
+        let value = match value {
+            b"http" => Ok(HeaderValue::from_static("http")),
+            b"https" => Ok(HeaderValue::from_static("https")),
+            _ => HeaderValue::from_bytes(value),
+        };
+        match value {
             Ok(value) => {
                 self.headers.append(name, value);
             }

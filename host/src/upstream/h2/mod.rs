@@ -65,9 +65,16 @@ pub(super) async fn request(
             }
         }
     };
-    let body = ReplayBody::new(body);
-    let replay = body.replay();
+    // A request without a body (most are) needs no recording: it is never read, so another
+    // attempt can send it as it is.
     let end = body.is_end_stream();
+    let (body, replay) = if end {
+        (None, None)
+    } else {
+        let body = ReplayBody::new(body);
+        let replay = body.replay();
+        (Some(body), replay)
+    };
     let mut send = conn.send.clone();
     let (mut response, stream) = match send.send_request(Request::from_parts(parts, ()), end) {
         Ok(sent) => sent,
@@ -83,7 +90,7 @@ pub(super) async fn request(
             )))
         }
     };
-    let mut sending = (!end).then(|| SendBody::new(body, stream));
+    let mut sending = body.map(|body| SendBody::new(body, stream));
     // The body goes out while the response is awaited (a backend may answer before it read
     // it all).
     let head = std::future::poll_fn(|cx| {
