@@ -2,7 +2,7 @@
 //! windows, and the fields an HTTP/1.1 or an HTTP/2 client's request reaches the backend with (a
 //! part of `grpc.rs`, in a file of its own for length).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lbhost_e2e::{config, full, start_backends, Http, Lb};
 use serde_json::json;
@@ -83,4 +83,95 @@ async fn an_http2_clients_fields_reach_an_h2c_backend_as_an_http1_clients_do() {
             assert!(headers.get(absent).is_none(), "{absent}: {echo}");
         }
     }
+}
+
+/// An h2c backend that answers `name` (`/slow` after 600 ms), and on each connection's first
+/// request for another path starts a graceful shutdown: GOAWAY, that request and those in
+/// progress are still answered, then the connection closes. Counts the connections it accepted.
+async fn goaway_on_a_first_quick_request(
+    name: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let goaway = Arc::new(tokio::sync::Notify::new());
+                let started = Arc::new(AtomicBool::new(false));
+                let notify = Arc::clone(&goaway);
+                let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    let slow = request.uri().path() == "/slow";
+                    let first = !slow && !started.swap(true, Ordering::Relaxed);
+                    let notify = Arc::clone(&notify);
+                    async move {
+                        if slow {
+                            tokio::time::sleep(Duration::from_millis(600)).await;
+                        } else if first {
+                            notify.notify_one();
+                            // The GOAWAY goes out before this answer.
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(full(
+                            format!("{name}\n").into_bytes(),
+                        )))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    () = goaway.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A backend's GOAWAY costs no request, even with retries off: the connection it came on
+/// (kept open by a slow stream) takes no new stream, and the next request opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_goaway_costs_no_request_even_without_retries() {
+    let (addr, connections) = goaway_on_a_first_quick_request("a").await;
+    let lb = Lb::start(json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{"url": format!("http://{addr}"), "protocol": "h2c"}],
+        "retries": {"max": 0},
+    }))
+    .await;
+    let http = Http::new();
+    let slow_url = lb.url("/slow");
+    let slow = tokio::spawn(async move { Http::new().get(&slow_url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Says GOAWAY on the connection the slow stream holds open, and is answered.
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Must not go on that connection.
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(reply.status, 200, "after the GOAWAY: {}", reply.text());
+    assert_eq!(reply.text(), "a\n");
+    let reply = slow.await.expect("the slow request's task");
+    assert_eq!(
+        reply.status,
+        200,
+        "the stream in progress: {}",
+        reply.text()
+    );
+    let opened = connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(opened >= 2, "a new connection after the GOAWAY: {opened}");
 }

@@ -47,9 +47,19 @@ pub(super) async fn request(
     deadline: Instant,
 ) -> Result<Response<BackendBody>, UpstreamError> {
     let parts = (*head).into_parts(backend, deadline)?;
-    let (conn, slot) = loop {
+    let (conn, slot, mut send) = loop {
         match pool::checkout(super::pool_key(backend)) {
-            Checkout::Ready(conn, slot) => break (conn, slot),
+            Checkout::Ready(conn, slot) => {
+                // A connection whose backend sent GOAWAY (or that failed) since it was last
+                // used takes no new stream: it drains, and the request takes another (opened if
+                // need be) rather than failing or spending a retry.
+                let mut send = conn.send.clone();
+                let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+                if let std::task::Poll::Ready(Ok(())) = send.poll_ready(noop) {
+                    break (conn, slot, send);
+                }
+                conn.drain();
+            }
             Checkout::Wait(opened) => tokio::time::timeout_at(deadline, opened.notified())
                 .await
                 .map_err(|_| UpstreamError::TimedOut)?,
@@ -75,11 +85,11 @@ pub(super) async fn request(
         let replay = body.replay();
         (Some(body), replay)
     };
-    let mut send = conn.send.clone();
     let (mut response, stream) = match send.send_request(Request::from_parts(parts, ()), end) {
         Ok(sent) => sent,
         Err(e) if e.is_go_away() || e.is_io() || e.is_reset() => {
-            // Nothing went out: the connection is closing (GOAWAY, or gone).
+            // Nothing went out: the connection is closing (GOAWAY, or gone; seen just above
+            // unless h2 ran out of stream ids).
             conn.drain();
             return Err(UpstreamError::Refused(e.to_string(), replay));
         }
