@@ -7,6 +7,8 @@
 #   bench/h2c.sh                       # 16 clients x 8 streams and 64 x 1, 3 reps, 5 s each
 #   REPS=5 SECONDS_PER_RUN=10 bench/h2c.sh
 #   LBHOST=target/release/lbhost bench/h2c.sh   # another lbhost build (default target/dist/lbhost)
+#   LBHOST_B=/path/to/lbhost bench/h2c.sh       # a second lbhost build ("lbhost-b"), interleaved
+#                                      # with the others: before and after a change, in one run
 #   UPSTREAM=h2c bench/h2c.sh          # h2c to the backends too: lbhost "protocol": "h2c",
 #                                      # nginx grpc_pass, HAProxy "proto h2"
 #   INSTRUCTIONS=1 bench/h2c.sh        # user-space instructions per request instead, counted by
@@ -26,6 +28,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 lbhost="${LBHOST:-$root/target/dist/lbhost}"
+lbhost_b="${LBHOST_B:-}"
 strategy="$root/strategies/round_robin.wasm"
 reps="${REPS:-3}"
 secs="${SECONDS_PER_RUN:-5}"
@@ -110,7 +113,9 @@ start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
     [ -z "$instructions" ] || wrap=(valgrind --tool=callgrind --instr-atstart=no
         "--log-file=$d/valgrind.%p.log" "--callgrind-out-file=$d/callgrind.out.%p")
     case $1 in
-    lbhost)
+    lbhost | lbhost-b)
+        local bin="$lbhost"
+        [ "$1" = lbhost ] || bin="$lbhost_b"
         cat >"$d/cfg.json" <<EOF
 {"listen": "127.0.0.1:$port", "admin": "127.0.0.1:$((port + 10))", "strategy": "$strategy",
  "workers": 1, "access_log": false,
@@ -118,7 +123,7 @@ start_lb() { # $1 = lbhost|nginx|haproxy, in directory $tmp/$1
               {"url": "http://127.0.0.1:${be[1]}"$lb_protocol},
               {"url": "http://127.0.0.1:${be[2]}"$lb_protocol}]}
 EOF
-        LBHOST_ON_DEMAND_INSTANCES=${instructions:+1} RUST_LOG=warn taskset -c 0 "${wrap[@]}" "$lbhost" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
+        LBHOST_ON_DEMAND_INSTANCES=${instructions:+1} RUST_LOG=warn taskset -c 0 "${wrap[@]}" "$bin" --config "$d/cfg.json" --workers 1 >"$d/log" 2>&1 &
         ;;
     nginx)
         cat >"$d/nginx.conf" <<EOF
@@ -232,8 +237,9 @@ if [ -n "$instructions" ]; then
 fi
 
 results="$tmp/results"
+cpu_lbs=(lbhost ${lbhost_b:+lbhost-b} nginx haproxy)
 for rep in $(seq 1 "$reps"); do
-    for lb in lbhost nginx haproxy; do
+    for lb in "${cpu_lbs[@]}"; do
         start_lb "$lb"
         for load in "${loads[@]}"; do
             read -r c m <<<"$load"
@@ -273,7 +279,7 @@ EOF
 taskset -c 1 nginx -p "$tmp/even" -c "$tmp/even/nginx.conf" -g "daemon off;" 2>/dev/null &
 sleep 0.5
 evenness="$tmp/evenness"
-for lb in lbhost nginx haproxy; do
+for lb in "${cpu_lbs[@]}"; do
     start_lb "$lb"
     # The readiness probe's request is not counted: the logs start empty here.
     for p in "${be[@]}"; do : >"$tmp/even/$p.log"; done
@@ -290,15 +296,20 @@ python3 - "$results" "$upstream" "$evenness" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 print(f"upstream: {sys.argv[2]}")
-print("| clients x streams | LB | req/s | LB CPU µs/req | failed |")
-print("|---|---|---:|---:|---:|")
+print("| clients x streams | LB | req/s | LB CPU µs/req | ÷ the better peer | failed |")
+print("|---|---|---:|---:|---:|---:|")
 for load in dict.fromkeys(r[1] for r in rows):
-    for lb in ("lbhost", "nginx", "haproxy"):
+    cpu = {}
+    for lb in ("lbhost", "lbhost-b", "nginx", "haproxy"):
         rs = [r for r in rows if r[0] == lb and r[1] == load]
         if rs:
-            print(f"| {load} | {lb} | {statistics.median(float(r[3]) for r in rs):,.0f} "
-                  f"| {statistics.median(float(r[2]) for r in rs):.2f} "
-                  f"| {sum(int(float(r[4])) for r in rs)} |")
+            cpu[lb] = (statistics.median(float(r[2]) for r in rs),
+                       statistics.median(float(r[3]) for r in rs),
+                       sum(int(float(r[4])) for r in rs))
+    peers = [cpu[p][0] for p in ("nginx", "haproxy") if p in cpu]
+    for lb, (us, rps, failed) in cpu.items():
+        ratio = f"{us / min(peers):.2f}×" if peers and lb.startswith("lbhost") else ""
+        print(f"| {load} | {lb} | {rps:,.0f} | {us:.2f} | {ratio} | {failed} |")
 print()
 print("One client connection, 8 streams, 3,000 requests: what each backend received")
 print()
