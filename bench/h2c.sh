@@ -18,6 +18,8 @@
 #   SYSCALLS=1 bench/h2c.sh            # system calls per request instead (perf stat on the LB's
 #                                      # syscall tracepoints, no valgrind), same requests
 #   LOAD="64 1" INSTRUCTIONS=1 ...     # counts at another clients x streams load (default 16 8)
+#   FORWARDED=1 bench/h2c.sh           # nginx and HAProxy add X-Forwarded-For/-Proto/-Host and
+#                                      # Forwarded too, as lbhost always does (the same job)
 #
 # Prints, per LB and load, the medians of LB CPU µs per request (utime+stime from /proc) and
 # req/s; then how one client connection's 3,000 requests spread over the three backends, per LB
@@ -41,6 +43,7 @@ requests="${REQUESTS:-20000}"
 read -r count_c count_m <<<"${LOAD:-16 8}"
 lbs=(${LBS:-lbhost nginx haproxy})
 keep="${KEEP:-}"
+forwarded="${FORWARDED:-}"
 port=18480
 be=(18481 18482 18483)
 
@@ -82,11 +85,25 @@ be_http2=""
 lb_protocol=""
 nginx_pass="proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\";"
 haproxy_proto=""
+nginx_set="proxy_set_header"
 if [ "$upstream" = h2c ]; then
     be_http2="http2"
     lb_protocol=', "protocol": "h2c"'
     nginx_pass="grpc_pass grpc://be;"
     haproxy_proto="proto h2"
+    nginx_set="grpc_set_header"
+fi
+# FORWARDED=1: the peers add the forwarding fields lbhost adds (client on 127.0.0.1, plain HTTP).
+nginx_forwarded=""
+haproxy_forwarded=""
+if [ -n "$forwarded" ]; then
+    nginx_forwarded="$nginx_set X-Forwarded-For \$proxy_add_x_forwarded_for;
+    $nginx_set X-Forwarded-Proto \$scheme; $nginx_set X-Forwarded-Host \$host;
+    $nginx_set Forwarded \"for=\$remote_addr;proto=\$scheme;host=\\\"\$host\\\"\";"
+    haproxy_forwarded="  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded \"for=%[src];proto=http;host=\\\"%[req.hdr(host)]\\\"\""
 fi
 
 mkdir -p "$tmp/be"
@@ -133,7 +150,7 @@ http { $(nginx_temp "$d") keepalive_requests 100000000; http2_max_requests 10000
   upstream be { server 127.0.0.1:${be[0]}; server 127.0.0.1:${be[1]}; server 127.0.0.1:${be[2]};
                 keepalive 256; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$port http2;
-           location / { $nginx_pass } } }
+           location / { $nginx_pass $nginx_forwarded } } }
 EOF
         taskset -c 0 "${wrap[@]}" nginx -p "$d" -c "$d/nginx.conf" -g "daemon off;" >"$d/log" 2>&1 &
         ;;
@@ -149,6 +166,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$port proto h2
+$haproxy_forwarded
   default_backend be
 backend be
   balance roundrobin
