@@ -351,20 +351,33 @@ async fn h2c_prior_knowledge_client_is_served() {
     assert_eq!(reply.text(), "a\n");
 }
 
+/// SIGTERM to `lb` once the one slow request sent so far has reached `backend`.
+async fn terminate_once_it_arrives(lb: &Lb, backend: &demo_backend::Backend) {
+    wait_until(
+        "the slow request reaches the backend",
+        Duration::from_secs(5),
+        || backend.hits() == 1,
+    )
+    .await;
+    lb.terminate();
+}
+
+/// `lb` exits with status 0 within 5 s (of a SIGTERM).
+async fn exits_0_within_5_s(lb: &mut Lb) {
+    let status = lb
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("lbhost exits within 5 s of SIGTERM");
+    assert!(status.success(), "lbhost exited with {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let backends = start_backends(&["a"]).await;
     let mut lb = Lb::start(config("round_robin", &backends)).await;
     let url = lb.url("/slow?ms=1500");
     let slow = tokio::spawn(async move { lbhost_e2e::get(&url).await });
-    wait_until(
-        "the slow request reaches the backend",
-        Duration::from_secs(5),
-        || backends[0].hits() == 1,
-    )
-    .await;
-
-    lb.terminate();
+    terminate_once_it_arrives(&lb, &backends[0]).await;
     // New connections are refused while the slow request is still being served.
     let deadline = Instant::now() + Duration::from_secs(1);
     while tokio::net::TcpStream::connect(lb.listen()).await.is_ok() {
@@ -382,11 +395,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let reply = slow.await.expect("slow request task");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "a\n");
-    let status = lb
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("lbhost exits within 5 s of SIGTERM");
-    assert!(status.success(), "lbhost exited with {status}");
+    exits_0_within_5_s(&mut lb).await;
 }
 
 /// HTTP/2: on SIGTERM the client's stream in progress finishes, and its connection then closes
@@ -410,14 +419,7 @@ async fn sigterm_lets_an_http2_clients_stream_finish_then_closes_its_connection(
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .expect("a request");
     let slow = tokio::spawn(send.send_request(request));
-    wait_until(
-        "the slow request reaches the backend",
-        Duration::from_secs(5),
-        || backends[0].hits() == 1,
-    )
-    .await;
-
-    lb.terminate();
+    terminate_once_it_arrives(&lb, &backends[0]).await;
     let response = slow
         .await
         .expect("slow request task")
@@ -437,11 +439,7 @@ async fn sigterm_lets_an_http2_clients_stream_finish_then_closes_its_connection(
         closed.is_ok(),
         "the connection ended with an error: {closed:?}"
     );
-    let status = lb
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("lbhost exits within 5 s of SIGTERM");
-    assert!(status.success(), "lbhost exited with {status}");
+    exits_0_within_5_s(&mut lb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
