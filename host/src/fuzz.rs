@@ -1,5 +1,5 @@
 //! Fuzzing harnesses for the parsers that read untrusted bytes: request heads, response heads,
-//! chunked bodies and config files. Each takes arbitrary bytes and panics when a property
+//! chunked bodies, config files, and HTTP/2 frames with their HPACK header blocks. Each takes arbitrary bytes and panics when a property
 //! breaks: no panic inside, no growth past the limits, and the same framing whether the input
 //! arrives at once or in pieces (a parser that frames a message one way on the first read and
 //! another way when fed in pieces is a request-smuggling bug). `fuzz/` runs them under
@@ -223,6 +223,76 @@ fn compare(what: &str, data: &[u8], whole: Option<String>, in_pieces: Option<Str
     );
 }
 
+/// What a backend sends over HTTP/2: frames read whole or in pieces are the same frames, and
+/// every header block (HEADERS and its CONTINUATIONs) decodes the same through one HPACK
+/// decoder, or fails the same; nothing panics.
+pub fn http2_frames(data: &[u8]) {
+    use crate::http2::frame::{self, Frame};
+    use crate::http2::hpack::Decoder;
+
+    /// Frames and decoded blocks as text, frames taken after each piece fed.
+    fn run(data: &[u8], mut sizes: impl Iterator<Item = usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut decoder = Decoder::new(4096);
+        let mut block: Vec<u8> = Vec::new();
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        while fed < data.len() {
+            let size = sizes.next().unwrap_or(data.len()).min(data.len() - fed);
+            buf.extend_from_slice(&data[fed..fed + size]);
+            fed += size;
+            loop {
+                let frame = match frame::read(&mut buf, frame::DEFAULT_MAX_FRAME_SIZE) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(format!("error {e}"));
+                        if e.stream().is_none() {
+                            return out;
+                        }
+                        continue;
+                    }
+                };
+                let (fragment, end_headers) = match &frame {
+                    Frame::Headers {
+                        fragment,
+                        end_headers,
+                        ..
+                    }
+                    | Frame::Continuation {
+                        fragment,
+                        end_headers,
+                        ..
+                    } => (Some(fragment.clone()), *end_headers),
+                    _ => (None, false),
+                };
+                out.push(format!("{frame:?}"));
+                if let Some(fragment) = fragment {
+                    block.extend_from_slice(&fragment);
+                    if end_headers {
+                        let mut fields = String::new();
+                        let decoded = decoder.decode(&block, &mut |n, v| {
+                            fields.push_str(&format!("{n:?}={v:?};"));
+                        });
+                        out.push(format!("{decoded:?} {fields}"));
+                        block.clear();
+                        if decoded.is_err() {
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+    let whole = run(data, std::iter::once(data.len()));
+    let in_pieces = run(data, pieces(data));
+    assert_eq!(
+        whole, in_pieces,
+        "HTTP/2 frames differ whole and in pieces: {data:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -286,6 +356,11 @@ mod tests {
     #[test]
     fn chunked_bodies_decode_the_same_whole_and_in_pieces() {
         run("chunked_body", chunked_body);
+    }
+
+    #[test]
+    fn http2_frames_read_the_same_whole_and_in_pieces() {
+        run("http2_frames", http2_frames);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! the h2 crate: a stream's incoming body ([`RecvBody`]), an outgoing body sent as the peer's
 //! window opens ([`SendBody`]), keep-alive PINGs ([`KeepAlive`]), and the fields HTTP/2 forbids.
 
+pub(crate) mod frame;
+pub(crate) mod hpack;
 mod keep_alive;
 mod recv_body;
 mod send_body;

@@ -38,7 +38,7 @@ enum State {
     /// An HTTP/2 stream's body (and trailers); the stream's place on its connection is held
     /// until it ends.
     H2(
-        crate::http2::RecvBody,
+        super::h2::ResponseBody,
         #[allow(dead_code)] super::h2::StreamSlot,
     ),
     Done,
@@ -99,7 +99,7 @@ impl BackendBody {
     }
 
     /// The body of an HTTP/2 response, whose fields are in its response's header map.
-    pub(super) fn h2(body: crate::http2::RecvBody, slot: super::h2::StreamSlot) -> Self {
+    pub(super) fn h2(body: super::h2::ResponseBody, slot: super::h2::StreamSlot) -> Self {
         let state = if body.is_end_stream() {
             State::Done
         } else {

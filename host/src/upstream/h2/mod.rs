@@ -1,17 +1,16 @@
-//! HTTP/2 to backends (`"protocol": "h2c"`), on the h2 crate: requests are multiplexed on a few
-//! connections per backend and worker ([`pool`]), the request body goes out as the backend's
-//! window allows ([`SendBody`]), the response body streams from its stream, trailers included
-//! ([`RecvBody`]), and a stream the backend refused unprocessed comes back as
-//! [`UpstreamError::Refused`] with its body, so the proxy can send it elsewhere.
+//! HTTP/2 to backends (`"protocol": "h2c"`), on lbhost's own client ([`client`]): requests are
+//! multiplexed on a few connections per backend and worker ([`pool`]), the request body goes out
+//! as the backend's window allows ([`RequestBody`]), the response body streams from its stream,
+//! trailers included ([`ResponseBody`]), and a stream the backend refused unprocessed comes back
+//! as [`UpstreamError::Refused`] with its body, so the proxy can send it elsewhere.
 //!
-//! h2 is used directly rather than through hyper's client: a request is sent and its response
-//! awaited in the request's own task, where hyper's client passes each request through a channel
-//! to the connection's task and spawns a task per response (9 % fewer instructions per h2c
-//! request, see BENCHMARKS.md).
+//! A request is sent and its response awaited in the request's own task; the connection's task
+//! only reads and writes the socket.
 //!
 //! The connection comes from the same connector as HTTP/1.1 ([`Upstream::connect_http2`]): TCP
 //! for h2c, TLS with `h2` agreed by ALPN for h2.
 
+mod client;
 mod head;
 mod pool;
 mod probe;
@@ -22,18 +21,19 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use http::{Request, Response};
+use http::Response;
 use http_body::Body;
 use tokio::time::Instant;
 
+pub(crate) use client::ResponseBody;
 pub(crate) use head::H2Head;
 pub(crate) use pool::StreamSlot;
 pub(crate) use replay::ReplayBody;
 
 use super::{BackendBody, Upstream, UpstreamError};
 use crate::body::UpstreamBody;
-use crate::http2::{RecvBody, SendBody};
 use crate::pool::Backend;
+use client::{RequestBody, SendError, StreamError};
 use pool::Checkout;
 
 /// Sends `head` and `body` to `backend` over HTTP/2 and resolves to the response head, or to
@@ -47,19 +47,13 @@ pub(super) async fn request(
     deadline: Instant,
 ) -> Result<Response<BackendBody>, UpstreamError> {
     let parts = (*head).into_parts(backend, deadline)?;
-    let (conn, slot, mut send) = loop {
+    let (conn, slot) = loop {
         match pool::checkout(super::pool_key(backend)) {
-            Checkout::Ready(conn, slot) => {
-                // A connection whose backend sent GOAWAY (or that failed) since it was last
-                // used takes no new stream: it drains, and the request takes another (opened if
-                // need be) rather than failing or spending a retry.
-                let mut send = conn.send.clone();
-                let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
-                if let std::task::Poll::Ready(Ok(())) = send.poll_ready(noop) {
-                    break (conn, slot, send);
-                }
-                conn.drain();
-            }
+            // A connection whose backend sent GOAWAY (or that failed) since it was last used
+            // takes no new stream: it drains, and the request takes another (opened if need be)
+            // rather than failing or spending a retry.
+            Checkout::Ready(conn, slot) if conn.client.is_open() => break (conn, slot),
+            Checkout::Ready(conn, _) => conn.drain(),
             Checkout::Wait(opened) => tokio::time::timeout_at(deadline, opened.notified())
                 .await
                 .map_err(|_| UpstreamError::TimedOut)?,
@@ -68,10 +62,7 @@ pub(super) async fn request(
                     .connect_http2(backend, connect_timeout, deadline)
                     .await?;
                 let mark = upstream.counts.opened(&backend.address);
-                let conn = pool::handshake(stream, mark)
-                    .await
-                    .map_err(|e| UpstreamError::Receive(std::io::Error::other(e)))?;
-                opening.opened(conn);
+                opening.opened(pool::handshake(stream, mark));
             }
         }
     };
@@ -85,22 +76,17 @@ pub(super) async fn request(
         let replay = body.replay();
         (Some(body), replay)
     };
-    let (mut response, stream) = match send.send_request(Request::from_parts(parts, ()), end) {
-        Ok(sent) => sent,
-        Err(e) if e.is_go_away() || e.is_io() || e.is_reset() => {
+    let mut stream = match conn.client.send_request(&parts, end) {
+        Ok(stream) => stream,
+        Err(SendError::Closed(why)) => {
             // Nothing went out: the connection is closing (GOAWAY, or gone; seen just above
-            // unless h2 ran out of stream ids).
+            // unless it ran out of stream ids).
             conn.drain();
-            return Err(UpstreamError::Refused(e.to_string(), replay));
+            return Err(UpstreamError::Refused(why, replay));
         }
-        // h2 refused the head itself (a field HTTP/2 forbids).
-        Err(e) => {
-            return Err(UpstreamError::Request(format!(
-                "cannot go over HTTP/2: {e}"
-            )))
-        }
+        Err(e @ SendError::Invalid(_)) => return Err(UpstreamError::Request(e.to_string())),
     };
-    let mut sending = body.map(|body| SendBody::new(body, stream));
+    let mut sending = body.map(|body| RequestBody::new(body, stream.another()));
     // The body goes out while the response is awaited (a backend may answer before it read
     // it all).
     let head = std::future::poll_fn(|cx| {
@@ -112,18 +98,20 @@ pub(super) async fn request(
                 }
             }
         }
-        Pin::new(&mut response).poll(cx)
+        stream.poll_response(cx)
     });
-    let response = match tokio::time::timeout_at(deadline, head).await {
+    let parts = match tokio::time::timeout_at(deadline, head).await {
         Err(_) => return Err(UpstreamError::TimedOut),
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            if is_unprocessed(&e) {
+        Ok(Ok(parts)) => parts,
+        // The backend did not process it (REFUSED_STREAM, or a GOAWAY below its stream): it
+        // may go elsewhere whatever its method (RFC 9113 §8.7).
+        Ok(Err(StreamError::Refused(why))) => {
+            if !conn.client.is_open() {
                 conn.drain();
-                return Err(UpstreamError::Refused(e.to_string(), replay));
             }
-            return Err(UpstreamError::Receive(std::io::Error::other(e)));
+            return Err(UpstreamError::Refused(why, replay));
         }
+        Ok(Err(e)) => return Err(UpstreamError::Receive(std::io::Error::other(e))),
     };
     conn.answered();
     if let Some(body) = sending {
@@ -135,17 +123,8 @@ pub(super) async fn request(
             }
         });
     }
-    let (parts, recv) = response.into_parts();
-    let body = RecvBody::new(recv, &parts.headers);
+    let body = ResponseBody::new(stream);
     Ok(Response::from_parts(parts, BackendBody::h2(body, slot)))
-}
-
-/// Whether the backend never processed the request, so that it can go elsewhere whatever its
-/// method: the stream was reset with `REFUSED_STREAM`, or a graceful GOAWAY's last stream id
-/// was below it (RFC 9113 §8.7).
-fn is_unprocessed(e: &h2::Error) -> bool {
-    e.reason() == Some(h2::Reason::REFUSED_STREAM)
-        || (e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR))
 }
 
 /// A `grpc-timeout` value for the time left until `deadline`: milliseconds, or seconds past

@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
 use super::super::counts::ConnectionMark;
 use super::super::stream::BackendStream;
-use crate::http2::KeepAlive;
+use super::client::{self, Driver};
 use crate::pool::clock_ms;
 
 /// Streams one connection carries at most, whatever the peer allows.
@@ -30,15 +29,6 @@ const INITIAL_STREAMS: usize = 100;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection closes if its PONG has not come within this.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Flow-control windows: how much a backend may send on one stream, and on one connection,
-/// before lbhost's client has read it. A stream's window covers a 64 KiB-per-round-trip
-/// backend many times over; the connection's lets several large responses stream at once.
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
-/// The largest response head a backend may send, as HPACK counts it.
-const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// Request body bytes h2 keeps for one stream beyond what the backend's window takes.
-const SEND_BUFFER: usize = 1024 * 1024;
 /// A connection without streams for this long is closed (also those of backends that left the
 /// config), checked every [`SWEEP_INTERVAL_MS`] as requests take streams.
 const IDLE_TIMEOUT_MS: u64 = 60_000;
@@ -61,7 +51,7 @@ struct Shared {
 /// One HTTP/2 connection: a handle to send requests on it (its task reads and writes it).
 #[derive(Clone, Debug)]
 pub(super) struct H2Conn {
-    pub(super) send: h2::client::SendRequest<Bytes>,
+    pub(super) client: client::Connection,
     shared: Arc<Shared>,
 }
 
@@ -93,7 +83,7 @@ impl H2Conn {
     }
 
     fn usable(&self) -> bool {
-        !self.shared.draining.load(Ordering::Acquire)
+        !self.shared.draining.load(Ordering::Acquire) && self.client.is_open()
     }
 }
 
@@ -221,51 +211,21 @@ impl Drop for Opening {
 
 /// Speaks HTTP/2 on `stream` (prior knowledge over TCP, agreed by ALPN over TLS) and spawns the
 /// connection's task on this worker.
-pub(super) async fn handshake(
-    stream: BackendStream,
-    mark: ConnectionMark,
-) -> Result<H2Conn, h2::Error> {
-    let (send, connection) = h2::client::Builder::new()
-        .initial_max_send_streams(INITIAL_STREAMS)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_send_buffer_size(SEND_BUFFER)
-        .enable_push(false)
-        .handshake::<_, Bytes>(stream)
-        .await?;
+pub(super) fn handshake(stream: BackendStream, mark: ConnectionMark) -> H2Conn {
+    let (client, driver) = client::handshake(stream, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT);
     let shared = Shared::new(mark);
-    tokio::spawn(Driven::new(
-        connection,
-        Arc::clone(&shared),
-        KEEP_ALIVE_INTERVAL,
-        KEEP_ALIVE_TIMEOUT,
-    ));
-    Ok(H2Conn { send, shared })
+    tokio::spawn(Driven {
+        driver,
+        shared: Arc::clone(&shared),
+    });
+    H2Conn { client, shared }
 }
 
-/// A connection's task: drives h2's connection, publishes the peer's stream limit after each
-/// turn (a SETTINGS frame may change it), and keeps the connection alive with PINGs.
+/// A connection's task: drives the connection and publishes the peer's stream limit after each
+/// turn (a SETTINGS frame may change it).
 struct Driven<T> {
-    connection: h2::client::Connection<T, Bytes>,
+    driver: Driver<T>,
     shared: Arc<Shared>,
-    keep_alive: KeepAlive,
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> Driven<T> {
-    /// PINGs every `interval`; the connection closes when a PONG is `timeout` late.
-    fn new(
-        mut connection: h2::client::Connection<T, Bytes>,
-        shared: Arc<Shared>,
-        interval: Duration,
-        timeout: Duration,
-    ) -> Self {
-        Driven {
-            keep_alive: KeepAlive::new(connection.ping_pong(), interval, timeout),
-            connection,
-            shared,
-        }
-    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driven<T> {
@@ -273,18 +233,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driven<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.connection).poll(cx);
+        let polled = Pin::new(&mut this.driver).poll(cx);
         let max = this
-            .connection
-            .max_concurrent_send_streams()
-            .min(MAX_STREAMS);
+            .driver
+            .max_concurrent_streams()
+            .map_or(INITIAL_STREAMS, |max| {
+                usize::try_from(max).unwrap_or(MAX_STREAMS).min(MAX_STREAMS)
+            });
         this.shared.max.store(max, Ordering::Release);
-        let ended = match polled {
-            Poll::Ready(ended) => ended.map_err(|e| e.to_string()),
-            Poll::Pending => match this.keep_alive.poll_overdue(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => Err("no PONG to a keep-alive PING".to_owned()),
-            },
+        let Poll::Ready(ended) = polled else {
+            return Poll::Pending;
         };
         this.shared.draining.store(true, Ordering::Release);
         if let Err(e) = ended {
@@ -305,24 +263,14 @@ mod tests {
 
     /// A connection's task over `io`, with its shared state and its handle for requests (the
     /// connection closes once no handle is left).
-    async fn driven(
-        io: DuplexStream,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        Arc<Shared>,
-        h2::client::SendRequest<Bytes>,
-    ) {
-        let (send, connection) = h2::client::handshake(io)
-            .await
-            .expect("the client's preface is buffered");
+    fn driven(io: DuplexStream) -> (tokio::task::JoinHandle<()>, Arc<Shared>, client::Connection) {
+        let (client, driver) = client::handshake(io, INTERVAL, TIMEOUT);
         let shared = Shared::new(ConnectionCounts::default().opened("127.0.0.1:1"));
-        let task = tokio::spawn(Driven::new(
-            connection,
-            Arc::clone(&shared),
-            INTERVAL,
-            TIMEOUT,
-        ));
-        (task, shared, send)
+        let task = tokio::spawn(Driven {
+            driver,
+            shared: Arc::clone(&shared),
+        });
+        (task, shared, client)
     }
 
     #[tokio::test]
@@ -333,7 +281,7 @@ mod tests {
             let mut server = h2::server::handshake(server).await.expect("handshake");
             while let Some(_stream) = server.accept().await {}
         });
-        let (task, shared, _send) = driven(client).await;
+        let (task, shared, _client) = driven(client);
         tokio::time::sleep(INTERVAL * 6).await;
         assert!(!task.is_finished(), "closed although PONGs came");
         assert!(!shared.draining.load(Ordering::Acquire));
@@ -353,7 +301,7 @@ mod tests {
             let mut sink = [0u8; 1024];
             while server.read(&mut sink).await.is_ok_and(|n| n > 0) {}
         });
-        let (task, shared, _send) = driven(client).await;
+        let (task, shared, _client) = driven(client);
         tokio::time::timeout(INTERVAL + TIMEOUT + Duration::from_secs(2), task)
             .await
             .expect("the connection closes once a PONG is overdue")
