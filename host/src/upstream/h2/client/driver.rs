@@ -26,6 +26,8 @@ const PING_PAYLOAD: [u8; 8] = *b"lbhost\0\0";
 const MAX_BLOCK: usize = 2 * MAX_HEADER_LIST as usize;
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// The write buffer's capacity kept between writes, at most.
+const KEPT_WRITE_CAPACITY: usize = 256 * 1024;
 /// The HPACK dynamic table a backend may use (SETTINGS_HEADER_TABLE_SIZE's default).
 const TABLE_SIZE: usize = 4096;
 
@@ -198,8 +200,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Pending => return Poll::Pending,
             }
             if self.writing.is_empty() {
-                // Keep the (empty) buffer's capacity for the next swap.
-                self.writing.clear();
+                if self.writing.capacity() > KEPT_WRITE_CAPACITY {
+                    // A large upload's buffer is not kept for the connection's life.
+                    self.writing = BytesMut::new();
+                } else {
+                    // Keep the (empty) buffer's capacity for the next swap.
+                    self.writing.clear();
+                }
             }
         }
     }
