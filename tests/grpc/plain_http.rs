@@ -175,3 +175,133 @@ async fn a_backends_goaway_costs_no_request_even_without_retries() {
     let opened = connections.load(std::sync::atomic::Ordering::Relaxed);
     assert!(opened >= 2, "a new connection after the GOAWAY: {opened}");
 }
+
+/// An h2c backend written frame by frame, that breaks HTTP/2's rules on purpose: `/upper` gets a
+/// response head with a field name in upper case, `/stray` a DATA frame on stream 0 (a
+/// connection error); other paths get `200 ok`. (lbhost sends a path as a plain literal, so
+/// the path's bytes are in the HEADERS frame as they are.) Counts the connections it accepted.
+async fn rule_breaking_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One frame: length, type, flags, stream, payload.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).expect("small").to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+    /// `:status 200` (static index 8), then `name: value` as a literal without indexing.
+    fn head(name: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut block = vec![0x88, 0x00, u8::try_from(name.len()).expect("short")];
+        block.extend_from_slice(name);
+        block.push(u8::try_from(value.len()).expect("short"));
+        block.extend_from_slice(value);
+        block
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if socket.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = socket.write_all(&frame(4, 0, 0, &[])).await;
+                loop {
+                    let mut header = [0u8; 9];
+                    if socket.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]])
+                        & 0x7fff_ffff;
+                    if header[3] == 4 && header[4] & 1 == 0 {
+                        let _ = socket.write_all(&frame(4, 1, 0, &[])).await;
+                    }
+                    if header[3] != 1 {
+                        continue;
+                    }
+                    let has = |path: &[u8]| payload.windows(path.len()).any(|w| w == path);
+                    let answer = if has(b"/upper") {
+                        // END_HEADERS | END_STREAM.
+                        frame(1, 5, stream, &head(b"X-Upper", b"1"))
+                    } else if has(b"/stray") {
+                        frame(0, 0, 0, b"stray")
+                    } else {
+                        let mut out = frame(1, 4, stream, &head(b"x-fine", b"1"));
+                        out.extend(frame(0, 1, stream, b"ok\n"));
+                        out
+                    };
+                    if socket.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A backend that breaks HTTP/2's rules costs only the request it broke them on: a malformed
+/// response head fails its stream (502) and the connection serves on; a protocol error closes
+/// the connection (502 for the request on it) and the next request opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_breaking_http2s_rules_costs_only_that_request() {
+    let (addr, connections) = rule_breaking_backend().await;
+    let lb = Lb::start(json!({
+        "strategy": lbhost_e2e::strategy("round_robin"),
+        "backends": [{"url": format!("http://{addr}"), "protocol": "h2c"}],
+        "retries": {"max": 0},
+    }))
+    .await;
+    let http = Http::new();
+    let count = || connections.load(std::sync::atomic::Ordering::Relaxed);
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "ok\n");
+    let reply = http.get(&lb.url("/upper")).await;
+    assert_eq!(
+        reply.status,
+        502,
+        "an upper-case field name: {}",
+        reply.text()
+    );
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "after the malformed head: {}",
+        reply.text()
+    );
+    assert_eq!(count(), 1, "the malformed head did not cost the connection");
+    let reply = http.get(&lb.url("/stray")).await;
+    assert_eq!(reply.status, 502, "DATA on stream 0: {}", reply.text());
+    // The connection error closed that connection; the next request opens another.
+    let reply = http.get(&lb.url("/")).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "after the protocol error: {}",
+        reply.text()
+    );
+    assert_eq!(reply.text(), "ok\n");
+    assert_eq!(count(), 2, "a new connection after the protocol error");
+}
