@@ -48,6 +48,26 @@ pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     }
 }
 
+/// The `content-length` of a head, when it has one valid value (several equal ones count as one).
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("content-length values disagree");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +93,24 @@ mod tests {
         strip_connection_fields(&mut headers);
         let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["server"]);
+    }
+
+    #[test]
+    fn content_lengths_that_agree_give_the_length_and_others_fail() {
+        let lengths = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            content_length(&headers)
+        };
+        assert_eq!(lengths(&[]), Ok(None));
+        assert_eq!(lengths(&["10"]), Ok(Some(10)));
+        assert_eq!(lengths(&["10", "10"]), Ok(Some(10)));
+        assert_eq!(lengths(&["10, 10"]), Ok(Some(10)));
+        assert!(lengths(&["10", "11"]).is_err());
+        assert!(lengths(&["+10"]).is_err());
+        assert!(lengths(&["10,"]).is_err());
+        assert!(lengths(&["99999999999999999999999"]).is_err());
     }
 }

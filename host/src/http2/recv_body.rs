@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::header::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use super::content_length;
 use crate::body::BoxError;
 
 /// A body being read from its stream.
@@ -28,7 +29,7 @@ impl RecvBody {
         let left = if recv.is_end_stream() {
             Some(0)
         } else {
-            content_length(headers)
+            content_length(headers).ok().flatten()
         };
         RecvBody {
             recv,
@@ -85,51 +86,5 @@ fn ended_early(e: h2::Error) -> Option<Result<Frame<Bytes>, BoxError>> {
         None
     } else {
         Some(Err(e.into()))
-    }
-}
-
-/// The length one or more `content-length` fields agree on (`10, 10` is 10); none when they
-/// differ or one is not a number.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    length
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    fn lengths(values: &[&'static str]) -> Option<u64> {
-        let mut headers = HeaderMap::new();
-        for v in values {
-            headers.append(CONTENT_LENGTH, HeaderValue::from_static(v));
-        }
-        content_length(&headers)
-    }
-
-    #[test]
-    fn content_lengths_that_agree_give_the_length() {
-        assert_eq!(lengths(&[]), None);
-        assert_eq!(lengths(&["10"]), Some(10));
-        assert_eq!(lengths(&["10", "10"]), Some(10));
-        assert_eq!(lengths(&["10, 10"]), Some(10));
-        assert_eq!(lengths(&["10", "11"]), None);
-        assert_eq!(lengths(&["+10"]), None);
-        assert_eq!(lengths(&["10,"]), None);
-        assert_eq!(lengths(&["99999999999999999999999"]), None);
     }
 }

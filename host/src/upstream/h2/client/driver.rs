@@ -12,11 +12,12 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use super::head::{content_length, Section};
+use super::head::Section;
 use super::{
     frame, lock, Conn, Connection, Reason, StreamError, StreamState, MAX_FRAME, MAX_HEADER_LIST,
     MAX_WINDOW,
 };
+use crate::http2::content_length;
 use crate::http2::frame::Frame;
 use crate::http2::hpack::Decoder;
 

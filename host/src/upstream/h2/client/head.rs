@@ -111,26 +111,6 @@ fn parse_status(value: &[u8]) -> Option<StatusCode> {
     StatusCode::from_bytes(value).ok()
 }
 
-/// The `content-length` of a head, when it has one valid value (several equal ones count as one).
-pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
-    let mut length = None;
-    for value in headers.get_all(http::header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|p| p.parse::<u64>().ok())
-                .ok_or("invalid content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("content-length values disagree");
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,19 +148,5 @@ mod tests {
         let mut section = Section::new(true);
         section.field(b":status", b"200");
         assert!(section.into_trailers().is_err());
-    }
-
-    #[test]
-    fn content_lengths_agree_or_fail() {
-        let mut h = HeaderMap::new();
-        assert_eq!(content_length(&h), Ok(None));
-        h.append("content-length", HeaderValue::from_static("10"));
-        h.append("content-length", HeaderValue::from_static("10, 10"));
-        assert_eq!(content_length(&h), Ok(Some(10)));
-        h.append("content-length", HeaderValue::from_static("11"));
-        assert!(content_length(&h).is_err());
-        let mut h = HeaderMap::new();
-        h.append("content-length", HeaderValue::from_static("+1"));
-        assert!(content_length(&h).is_err());
     }
 }
