@@ -883,24 +883,6 @@ fn every_prefix_is_incomplete_until_the_frame_is_whole() {
     }
 }
 
-/// xorshift64*: a small deterministic generator for the fuzz loop.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
-
 /// Reads `buf` until it needs more bytes or errors, checking the invariants of `read`.
 fn drain(buf: &mut BytesMut, max: u32) -> usize {
     let mut frames = 0;
@@ -968,42 +950,42 @@ fn drain(buf: &mut BytesMut, max: u32) -> usize {
 
 #[test]
 fn fuzz_never_panics() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let (seed, _) = all_types();
     let maxes = [DEFAULT_MAX_FRAME_SIZE, 0, 8, 40, MAX_MAX_FRAME_SIZE];
     let mut frames = 0;
     for _ in 0..300_000 {
         let mut buf = BytesMut::new();
-        match rng.below(3) {
+        match rng.usize(0..3) {
             // Plausible frames: consistent length, random type/flags/stream/payload.
             0 => {
-                for _ in 0..1 + rng.below(4) {
-                    let len = rng.below(24);
-                    let kind = rng.below(12) as u8;
-                    let flags = rng.byte();
-                    let stream = [0, 1, rng.next() as u32][rng.below(3)];
+                for _ in 0..1 + rng.usize(0..4) {
+                    let len = rng.usize(0..24);
+                    let kind = rng.usize(0..12) as u8;
+                    let flags = rng.u8(..);
+                    let stream = [0, 1, rng.u64(..) as u32][rng.usize(0..3)];
                     let payload: Vec<u8> = (0..len)
-                        .map(|_| if rng.below(2) == 0 { 0 } else { rng.byte() })
+                        .map(|_| if rng.usize(0..2) == 0 { 0 } else { rng.u8(..) })
                         .collect();
                     buf.extend_from_slice(&raw(kind, flags, stream, &payload));
                 }
-                if rng.below(4) == 0 {
-                    let cut = rng.below(buf.len() + 1);
+                if rng.usize(0..4) == 0 {
+                    let cut = rng.usize(0..buf.len() + 1);
                     buf.truncate(cut);
                 }
             }
             // Mutations of a valid sequence.
             1 => {
                 buf.extend_from_slice(&seed);
-                for _ in 0..1 + rng.below(8) {
-                    let at = rng.below(buf.len());
-                    match rng.below(4) {
-                        0 => buf[at] ^= 1 << rng.below(8),
-                        1 => buf[at] = rng.byte(),
+                for _ in 0..1 + rng.usize(0..8) {
+                    let at = rng.usize(0..buf.len());
+                    match rng.usize(0..4) {
+                        0 => buf[at] ^= 1 << rng.usize(0..8),
+                        1 => buf[at] = rng.u8(..),
                         2 => buf.truncate(at),
                         _ => {
                             let tail = buf.split_off(at);
-                            buf.extend_from_slice(&[rng.byte()]);
+                            buf.extend_from_slice(&[rng.u8(..)]);
                             buf.extend_from_slice(&tail);
                         }
                     }
@@ -1014,12 +996,12 @@ fn fuzz_never_panics() {
             }
             // Pure noise.
             _ => {
-                for _ in 0..rng.below(64) {
-                    buf.extend_from_slice(&[rng.byte()]);
+                for _ in 0..rng.usize(0..64) {
+                    buf.extend_from_slice(&[rng.u8(..)]);
                 }
             }
         }
-        frames += drain(&mut buf, maxes[rng.below(maxes.len())]);
+        frames += drain(&mut buf, maxes[rng.usize(0..maxes.len())]);
     }
     assert!(
         frames > 100_000,

@@ -458,21 +458,6 @@ fn error_messages_are_plain_lowercase() {
 
 // ---- Robustness ----
 
-/// xorshift64*: deterministic, good enough to spray bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Decodes and checks what must hold whatever the input.
 fn survive(d: &mut Decoder, block: &[u8]) {
     let mut total = 0usize;
@@ -483,7 +468,7 @@ fn survive(d: &mut Decoder, block: &[u8]) {
 
 #[test]
 fn arbitrary_bytes_never_panic() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut d = Decoder::new(4096);
     let mut block = Vec::new();
     for i in 0..400_000 {
@@ -491,15 +476,15 @@ fn arbitrary_bytes_never_panic() {
             d = Decoder::new(if i % 2000 == 0 { 4096 } else { 64 });
         }
         block.clear();
-        let len = rng.below(48);
+        let len = rng.usize(0..48);
         for _ in 0..len {
             // Bias towards interesting values: 0x00, 0xff, small, prefixes.
-            let b = match rng.below(8) {
+            let b = match rng.usize(0..8) {
                 0 => 0xff,
                 1 => 0x00,
-                2 => rng.below(8) as u8,
-                3 => 0x80 | rng.below(80) as u8,
-                _ => rng.next() as u8,
+                2 => rng.usize(0..8) as u8,
+                3 => 0x80 | rng.usize(0..80) as u8,
+                _ => rng.u64(..) as u8,
             };
             block.push(b);
         }
@@ -509,7 +494,7 @@ fn arbitrary_bytes_never_panic() {
 
 #[test]
 fn mutated_rfc_vectors_never_panic() {
-    let mut rng = Rng(42);
+    let mut rng = fastrand::Rng::with_seed(42);
     let vectors: Vec<Vec<u8>> = C3
         .iter()
         .chain(&C4)
@@ -524,27 +509,27 @@ fn mutated_rfc_vectors_never_panic() {
         for v in &vectors[group..group + 3] {
             survive(&mut d, v);
         }
-        let mut m = vectors[rng.below(vectors.len())].clone();
-        for _ in 0..=rng.below(4) {
-            match rng.below(5) {
+        let mut m = vectors[rng.usize(0..vectors.len())].clone();
+        for _ in 0..=rng.usize(0..4) {
+            match rng.usize(0..5) {
                 0 if !m.is_empty() => {
-                    let i = rng.below(m.len());
-                    m[i] ^= 1 << rng.below(8);
+                    let i = rng.usize(0..m.len());
+                    m[i] ^= 1 << rng.usize(0..8);
                 }
                 1 if !m.is_empty() => {
-                    let i = rng.below(m.len());
-                    m[i] = rng.next() as u8;
+                    let i = rng.usize(0..m.len());
+                    m[i] = rng.u64(..) as u8;
                 }
                 2 => {
-                    let i = rng.below(m.len() + 1);
+                    let i = rng.usize(0..m.len() + 1);
                     m.truncate(i);
                 }
                 3 => {
-                    let i = rng.below(m.len() + 1);
-                    m.insert(i, rng.next() as u8);
+                    let i = rng.usize(0..m.len() + 1);
+                    m.insert(i, rng.u64(..) as u8);
                 }
                 _ if !m.is_empty() => {
-                    let i = rng.below(m.len());
+                    let i = rng.usize(0..m.len());
                     m.remove(i);
                 }
                 _ => {}
@@ -637,7 +622,7 @@ fn encoder_bytes_match_hand_computed() {
 
 #[test]
 fn encoder_round_trips_through_decoder() {
-    let mut rng = Rng(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     let names: Vec<Vec<u8>> = [
         ":method",
         ":path",
@@ -676,20 +661,20 @@ fn encoder_round_trips_through_decoder() {
     let mut d = Decoder::new(4096);
     for _ in 0..2_000 {
         let mut list = Vec::new();
-        for _ in 0..rng.below(20) {
-            let name = if rng.below(4) == 0 {
-                let len = 1 + rng.below(300);
-                (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
+        for _ in 0..rng.usize(0..20) {
+            let name = if rng.usize(0..4) == 0 {
+                let len = 1 + rng.usize(0..300);
+                (0..len).map(|_| b'a' + rng.usize(0..26) as u8).collect()
             } else {
-                names[rng.below(names.len())].clone()
+                names[rng.usize(0..names.len())].clone()
             };
-            let value = if rng.below(3) == 0 {
-                let len = rng.below(400);
-                (0..len).map(|_| rng.next() as u8).collect()
+            let value = if rng.usize(0..3) == 0 {
+                let len = rng.usize(0..400);
+                (0..len).map(|_| rng.u64(..) as u8).collect()
             } else {
-                values[rng.below(values.len())].clone()
+                values[rng.usize(0..values.len())].clone()
             };
-            list.push((name, value, rng.below(5) == 0));
+            list.push((name, value, rng.usize(0..5) == 0));
         }
         let mut block = BytesMut::new();
         for (n, v, s) in &list {
@@ -717,11 +702,13 @@ fn encoder_round_trips_through_decoder() {
 
 #[test]
 fn huffman_strings_in_blocks_round_trip() {
-    let mut rng = Rng(99);
+    let mut rng = fastrand::Rng::with_seed(99);
     let mut d = Decoder::new(4096);
     for _ in 0..2_000 {
-        let name: Vec<u8> = (0..1 + rng.below(40)).map(|_| rng.next() as u8).collect();
-        let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+        let name: Vec<u8> = (0..1 + rng.usize(0..40))
+            .map(|_| rng.u64(..) as u8)
+            .collect();
+        let value: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u64(..) as u8).collect();
         let mut block = vec![0x40];
         for s in [&name, &value] {
             let mut h = Vec::new();
