@@ -1,18 +1,10 @@
-//! What lbhost's HTTP/2 server (client connections) and client (backend connections) share, on
-//! the h2 crate: a stream's incoming body ([`RecvBody`]), an outgoing body sent as the peer's
-//! window opens ([`SendBody`]), keep-alive PINGs ([`KeepAlive`]), and the fields HTTP/2 forbids.
+//! What lbhost's HTTP/2 server (client connections) and client (backend connections) share: the
+//! frame codec ([`frame`]), HPACK ([`hpack`]), the fields HTTP/2 forbids, and `content-length`.
 
 pub(crate) mod frame;
 pub(crate) mod hpack;
-mod keep_alive;
-mod recv_body;
-mod send_body;
 
 use http::header::{self, HeaderMap, HeaderName};
-
-pub(crate) use keep_alive::KeepAlive;
-pub(crate) use recv_body::RecvBody;
-pub(crate) use send_body::SendBody;
 
 /// Whether `name` is a connection-specific field, which HTTP/2 forbids (RFC 9113 §8.2.2): `te`
 /// counts unless its value is `trailers`, which the caller checks.

@@ -11,7 +11,6 @@ use super::stream::ClientStream;
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, watch};
 
-use super::client_io::Prefixed;
 use super::h2::H2Settings;
 use super::Stop;
 use super::{h1, h2};
@@ -113,11 +112,11 @@ pub(super) async fn serve(
         return;
     };
     let secure = stream.is_tls();
-    let io = Prefixed::new(stream, read);
     // Boxed: an HTTP/2 connection's state is large, and kept in place it would enlarge the task
     // of every connection, HTTP/1.1 and parked ones included.
     let served = Box::pin(h2::serve(
-        io,
+        stream,
+        read,
         peer,
         secure,
         &proxy,

@@ -1,5 +1,5 @@
 //! The client listener: worker threads accept connections, serve HTTP/1.1 (lbhost's own, [`h1`])
-//! and HTTP/2 (h2c and h2, on the h2 crate), and drain on shutdown.
+//! and HTTP/2 (h2c and h2, lbhost's own, [`h2`]), and drain on shutdown.
 //!
 //! Each worker is a thread with its own single-threaded tokio runtime (thread per core, like
 //! nginx's worker processes): a connection, its requests, the upstream connections they lease
