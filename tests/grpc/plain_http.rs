@@ -270,6 +270,9 @@ async fn a_backend_breaking_http2s_rules_costs_only_that_request() {
         "strategy": lbhost_e2e::strategy("round_robin"),
         "backends": [{"url": format!("http://{addr}"), "protocol": "h2c"}],
         "retries": {"max": 0},
+        // One worker: the backend connections counted are one pool's, whichever worker a
+        // client connection lands on.
+        "workers": 1,
     }))
     .await;
     let http = Http::new();
