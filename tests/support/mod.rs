@@ -18,6 +18,7 @@ mod browser;
 mod certs;
 pub mod dnsmasq;
 mod fixtures;
+pub mod h2raw;
 mod http;
 mod lb;
 pub mod load;
