@@ -409,6 +409,50 @@ async fn trailers_and_end_stream_in_the_headers_frame_are_accepted() {
     .await;
 }
 
+/// A connection idle for longer than a PING interval (`timeouts.client_idle`), its buffers
+/// given back meanwhile, gets PINGs, answers them, and serves its next requests, a 256 KiB
+/// upload among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_past_a_ping_interval_is_pinged_and_serves_on() {
+    bounded(async {
+        let backends = start_backends(&["a"]).await;
+        let lb = lb_with(&backends, json!({"timeouts": {"client_idle": "1s"}})).await;
+        let mut h2 = H2::handshake(lb.listen(), &[]).await;
+        h2.headers(1, &request_block("GET", "/", AUTHORITY, &[]), true)
+            .await;
+        assert_eq!(h2.read_until_response(1).await.status, 200);
+        // Reading (and answering) for 2.5 s: at least two PINGs come.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+        let mut pings = 0;
+        while let Ok(Some(frame)) = h2.frame_until(deadline).await {
+            if frame.kind == kind::PING && !frame.has(flag::ACK) {
+                pings += 1;
+            }
+        }
+        assert!(pings >= 2, "{pings} PINGs in 2.5 s of a 1 s interval");
+        h2.headers(3, &request_block("GET", "/", AUTHORITY, &[]), true)
+            .await;
+        let response = h2.read_until_response(3).await;
+        assert_eq!(
+            response.status,
+            200,
+            "after the idle time: {}",
+            response.text()
+        );
+        let upload = request_block("POST", "/upload", AUTHORITY, &[]);
+        h2.headers(5, &upload, false).await;
+        h2.data(5, &vec![7u8; 16 * 1024], false).await;
+        for _ in 0..14 {
+            h2.data(5, &vec![7u8; 16 * 1024], false).await;
+        }
+        h2.data(5, &vec![7u8; 16 * 1024], true).await;
+        let response = h2.read_until_response(5).await;
+        assert_eq!(response.status, 200, "an upload: {}", response.text());
+        assert_eq!(response.text(), (256 * 1024).to_string());
+    })
+    .await;
+}
+
 /// The frames of `frames` that are on `stream` and of `kind`.
 fn on_stream(frames: &[Frame], stream: u32, kind: u8) -> impl Iterator<Item = &Frame> {
     frames

@@ -214,7 +214,19 @@ impl Driver {
         if self.awaiting_pong {
             return Err("no PONG to a keep-alive PING".to_owned());
         }
+        // Buffers left empty go back, so that a connection idle for a PING interval holds
+        // none (the read buffer comes back at the next read).
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        if self.writing.is_empty() {
+            self.writing = BytesMut::new();
+        }
         let mut conn = lock(&self.conn);
+        if conn.out.is_empty() {
+            conn.out = BytesMut::new();
+        }
+        conn.block = BytesMut::new();
         frame::write_ping(&mut conn.out, false, PING_PAYLOAD);
         self.awaiting_pong = true;
         self.timer.as_mut().reset(Instant::now() + PONG_TIMEOUT);
@@ -243,15 +255,15 @@ impl Future for Driver {
                         return this.fail(cx, e);
                     }
                 }
+                if this.read.capacity() - this.read.len() < 1024 {
+                    this.read.reserve(READ_CHUNK);
+                }
                 match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.read) {
                     Poll::Ready(Ok(0)) => return this.lost(None),
                     Poll::Ready(Ok(_)) => {
                         progress = true;
                         if let Err(e) = this.frames() {
                             return this.fail(cx, e);
-                        }
-                        if this.read.capacity() - this.read.len() < 1024 {
-                            this.read.reserve(READ_CHUNK);
                         }
                     }
                     Poll::Ready(Err(e)) => return this.lost(Some(format!("reading: {e}"))),
