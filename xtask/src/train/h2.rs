@@ -167,7 +167,13 @@ fn request_fields(n: u64) -> Vec<u8> {
     };
     // :path and :authority: literals without indexing, names from the static table (4, 1).
     literal(&mut block, 0x04, None, &path);
-    literal(&mut block, 0x01, None, "train");
+    // Every other request goes to the pool of h2c backends (see the training's config).
+    let authority = if n.is_multiple_of(2) {
+        "train-h2c"
+    } else {
+        "train"
+    };
+    literal(&mut block, 0x01, None, authority);
     if browser {
         for (name, value) in [
             (

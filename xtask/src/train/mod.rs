@@ -63,6 +63,13 @@ pub fn run(
         .iter()
         .map(|p| format!(r#"{{"url": "http://127.0.0.1:{p}"}}"#))
         .collect();
+    // The same backends spoken to in HTTP/2 too (the demo backend serves h2c), for the half of
+    // the HTTP/2 clients' requests that name `train-h2c`: lbhost's HTTP/2 client is trained
+    // as well as its server.
+    let h2c_backends: Vec<String> = ports[..3]
+        .iter()
+        .map(|p| format!(r#"{{"url": "http://127.0.0.1:{p}", "protocol": "h2c"}}"#))
+        .collect();
     let config = dir.join("train.json");
     std::fs::write(
         &config,
@@ -71,7 +78,12 @@ pub fn run(
   "listen": "127.0.0.1:{listen}",
   "admin": "127.0.0.1:{admin}",
   "strategy": {strategy},
-  "backends": [{backends}],
+  "pools": {{
+    "h1": {{"backends": [{backends}]}},
+    "h2c": {{"backends": [{h2c_backends}]}}
+  }},
+  "routes": [{{"match": {{"host": "train-h2c"}}, "pool": "h2c"}}],
+  "default_pool": "h1",
   "health_check": {{"type": "http", "path": "/health", "interval": "1s", "timeout": "1s"}},
   "workers": 1,
   "shutdown_timeout": "5s"
@@ -81,6 +93,7 @@ pub fn run(
             admin = ports[4],
             strategy = json_string(&root.join("strategies/round_robin.wasm").to_string_lossy()),
             backends = backends.join(", "),
+            h2c_backends = h2c_backends.join(", "),
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;
