@@ -43,7 +43,7 @@ impl ClientHead {
 }
 
 /// Where the proxy writes the fields of a request to a backend (`proxy::headers::write_upstream`):
-/// an HTTP/1.1 head ([`crate::http1::RequestHeadBuilder`]), or an HTTP/2 backend's header map
+/// an HTTP/1.1 head ([`crate::http1::RequestHeadBuilder`]), or an HTTP/2 backend's HPACK block
 /// (`upstream::H2Head`).
 pub(crate) trait UpstreamFields {
     /// One field; `name` is a token (any case), `value` a valid field value.
@@ -52,8 +52,8 @@ pub(crate) trait UpstreamFields {
     fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>));
     /// The value of a client's `Transfer-Encoding` (hop-by-hop; its codings go with the framing).
     fn transfer_encoding(&mut self, value: &[u8]);
-    /// One of an HTTP/2 client's fields, as its header map holds it (a sink that keeps a map
-    /// takes it without copying).
+    /// One of an HTTP/2 client's fields, as its header map holds it (already a lower-case name
+    /// and a checked value).
     fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
         self.header(name.as_str().as_bytes(), value.as_bytes());
     }

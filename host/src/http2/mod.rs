@@ -9,11 +9,20 @@ use http::header::{self, HeaderMap, HeaderName};
 /// Whether `name` is a connection-specific field, which HTTP/2 forbids (RFC 9113 §8.2.2): `te`
 /// counts unless its value is `trailers`, which the caller checks.
 pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::UPGRADE
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    is_connection_specific_name(name.as_str().as_bytes())
+}
+
+/// [`is_connection_specific`] for a name in lower case, as bytes.
+pub(crate) fn is_connection_specific_name(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"connection"
+            | b"upgrade"
+            | b"transfer-encoding"
+            | b"te"
+            | b"keep-alive"
+            | b"proxy-connection"
+    )
 }
 
 /// Removes the connection-specific fields from a head about to go out over HTTP/2 (h2 refuses

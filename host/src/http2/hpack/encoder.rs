@@ -1,8 +1,9 @@
 //! The HPACK encoder (RFC 7541 §6): fields → header block, stateless.
 
-use bytes::{BufMut, BytesMut};
-
 /// HPACK encoder that never adds to the dynamic table (as HAProxy's): the peer's table stays empty, so no table state and no size updates are needed. Values go out as raw (non-Huffman) literals.
+///
+/// Blocks are put together in a `Vec<u8>`: a byte pushed onto it is a store, where `BytesMut`'s
+/// `put_u8` is a `memcpy` call (an h2c request's two heads: ~3,500 → ~2,300 instructions).
 pub(crate) struct Encoder;
 
 impl Encoder {
@@ -10,11 +11,11 @@ impl Encoder {
     ///
     /// `:method`, `:scheme`, `:path`, `:authority`, `:status` go through here
     /// too; their common values are single-byte indexed fields.
-    pub(crate) fn field(dst: &mut BytesMut, name: &[u8], value: &[u8], sensitive: bool) {
+    pub(crate) fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
         let never = sensitive || is_sensitive_name(name);
         if !never {
             if let Some(index) = static_pair(name, value) {
-                dst.put_u8(0x80 | index);
+                dst.push(0x80 | index);
                 return;
             }
         }
@@ -25,7 +26,7 @@ impl Encoder {
         match static_name(name) {
             Some(index) => put_int(dst, kind, 4, usize::from(index)),
             None => {
-                dst.put_u8(kind);
+                dst.push(kind);
                 put_str(dst, name);
             }
         }
@@ -133,29 +134,29 @@ fn static_name(name: &[u8]) -> Option<u8> {
 
 /// Appends `value` as an integer with an `n`-bit prefix (RFC 7541 §5.1), the
 /// prefix byte's high bits being `high`.
-fn put_int(dst: &mut BytesMut, high: u8, n: u8, value: usize) {
+fn put_int(dst: &mut Vec<u8>, high: u8, n: u8, value: usize) {
     let max = (1usize << n) - 1;
     if value < max {
         // value < 2^n <= 128: fits in the prefix.
-        dst.put_u8(high | value as u8);
+        dst.push(high | value as u8);
         return;
     }
-    dst.put_u8(high | max as u8);
+    dst.push(high | max as u8);
     let mut rest = value - max;
     while rest >= 0x80 {
-        dst.put_u8((rest & 0x7f) as u8 | 0x80);
+        dst.push((rest & 0x7f) as u8 | 0x80);
         rest >>= 7;
     }
-    dst.put_u8(rest as u8);
+    dst.push(rest as u8);
 }
 
 /// Appends a raw (H = 0) string literal (RFC 7541 §5.2).
-fn put_str(dst: &mut BytesMut, s: &[u8]) {
+fn put_str(dst: &mut Vec<u8>, s: &[u8]) {
     put_int(dst, 0x00, 7, s.len());
-    dst.put_slice(s);
+    dst.extend_from_slice(s);
 }
 
 #[cfg(test)]
-pub(super) fn put_int_for_tests(dst: &mut BytesMut, high: u8, n: u8, value: usize) {
+pub(super) fn put_int_for_tests(dst: &mut Vec<u8>, high: u8, n: u8, value: usize) {
     put_int(dst, high, n, value);
 }

@@ -4,7 +4,6 @@
 use super::encoder::put_int_for_tests;
 use super::huffman;
 use super::{DecodeError, Decoder, Encoder};
-use bytes::BytesMut;
 
 type Fields = Vec<(String, String)>;
 
@@ -45,7 +44,7 @@ fn entries(d: &Decoder) -> Vec<(String, String)> {
 
 #[test]
 fn c1_integers() {
-    let mut b = BytesMut::new();
+    let mut b = Vec::new();
     put_int_for_tests(&mut b, 0, 5, 10);
     assert_eq!(&b[..], &[0x0a]);
     b.clear();
@@ -542,8 +541,8 @@ fn mutated_rfc_vectors_never_panic() {
 
 // ---- Encoder ----
 
-fn encode(list: &[(&[u8], &[u8], bool)]) -> BytesMut {
-    let mut b = BytesMut::new();
+fn encode(list: &[(&[u8], &[u8], bool)]) -> Vec<u8> {
+    let mut b = Vec::new();
     for &(n, v, s) in list {
         Encoder::field(&mut b, n, v, s);
     }
@@ -676,7 +675,7 @@ fn encoder_round_trips_through_decoder() {
             };
             list.push((name, value, rng.usize(0..5) == 0));
         }
-        let mut block = BytesMut::new();
+        let mut block = Vec::new();
         for (n, v, s) in &list {
             let start = block.len();
             Encoder::field(&mut block, n, v, *s);
@@ -713,7 +712,7 @@ fn huffman_strings_in_blocks_round_trip() {
         for s in [&name, &value] {
             let mut h = Vec::new();
             huffman::encode(s, &mut h);
-            let mut b = BytesMut::new();
+            let mut b = Vec::new();
             put_int_for_tests(&mut b, 0x80, 7, h.len());
             block.extend_from_slice(&b);
             block.extend_from_slice(&h);
@@ -754,7 +753,7 @@ fn bench_decode() {
             (bytes * rounds) as f64 / t.as_secs_f64() / 1e6
         );
     }
-    let mut b = BytesMut::with_capacity(256);
+    let mut b = Vec::with_capacity(256);
     let rounds = 2_000_000;
     let start = Instant::now();
     for _ in 0..rounds {

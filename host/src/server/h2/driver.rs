@@ -226,7 +226,7 @@ impl Driver {
         if conn.out.is_empty() {
             conn.out = BytesMut::new();
         }
-        conn.block = BytesMut::new();
+        conn.block = Vec::new();
         frame::write_ping(&mut conn.out, false, PING_PAYLOAD);
         self.awaiting_pong = true;
         self.timer.as_mut().reset(Instant::now() + PONG_TIMEOUT);

@@ -121,7 +121,7 @@ struct Conn {
     answered: u64,
     glitches: u64,
     /// Where a head's HPACK block is put together.
-    block: BytesMut,
+    block: Vec<u8>,
 }
 
 /// One stream's state.
@@ -217,7 +217,7 @@ impl Conn {
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             answered: 0,
             glitches: 0,
-            block: BytesMut::new(),
+            block: Vec::new(),
         }
     }
 

@@ -1,21 +1,24 @@
-//! The request head for an HTTP/2 backend, written field by field straight into a header map by
-//! the proxy's `write_upstream` (the same fields an HTTP/1.1 backend gets), with no HTTP/1.1
-//! bytes written and parsed back on the way.
+//! The request head for an HTTP/2 backend, written field by field by the proxy's
+//! `write_upstream` (the same fields an HTTP/1.1 backend gets) straight into an HPACK block:
+//! no HTTP/1.1 bytes written and parsed back, no header map built and walked again.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery};
-use http::{Method, Request, Uri, Version};
+use http::{Method, Uri};
 use tokio::time::Instant;
 
+use super::client::RequestHead;
 use super::{grpc_timeout, scheme};
 use crate::http1::Value;
-use crate::http2::is_connection_specific;
+use crate::http2::hpack::Encoder;
+use crate::http2::is_connection_specific_name;
 use crate::pool::Backend;
 use crate::request::UpstreamFields;
 use crate::upstream::UpstreamError;
 
 /// A request head for an HTTP/2 backend: method, path, the client's `host` (which becomes
-/// `:authority`) and the fields, without those HTTP/2 forbids (RFC 9113 §8.2.2).
+/// `:authority`) and the fields, without those HTTP/2 forbids (RFC 9113 §8.2.2), names in lower
+/// case.
 #[derive(Debug)]
 pub(crate) struct H2Head {
     method: Method,
@@ -24,15 +27,17 @@ pub(crate) struct H2Head {
     /// The authority the client named in its target (HTTP/2's `:authority`), which the proxy
     /// passes on as `host`: taken as it is, not parsed again.
     client_authority: Option<Authority>,
-    headers: HeaderMap,
+    /// The regular fields, HPACK-encoded.
+    fields: Vec<u8>,
     /// A `content-type: application/grpc…` came: `te: trailers` goes along.
     grpc: bool,
     /// A `grpc-timeout` came: the time left until the deadline goes instead.
     grpc_timeout: bool,
     /// The first part that cannot go over HTTP/2, if any.
     invalid: Option<&'static str>,
-    /// Where [`UpstreamFields::header_with`] puts a value together.
+    /// Where [`UpstreamFields::header_with`] puts a value together, and a name is lower-cased.
     scratch: Vec<u8>,
+    name: Vec<u8>,
 }
 
 impl H2Head {
@@ -52,12 +57,13 @@ impl H2Head {
             path,
             authority: None,
             client_authority: target.authority().cloned(),
-            // The forwarding fields come on top of the client's.
-            headers: HeaderMap::with_capacity(fields + 4),
+            // ~40 bytes a field, and the forwarding fields on top of the client's.
+            fields: Vec::with_capacity(40 * (fields + 4)),
             grpc: false,
             grpc_timeout: false,
             invalid,
             scratch: Vec::new(),
+            name: Vec::new(),
         }
     }
 
@@ -70,68 +76,49 @@ impl H2Head {
             body.size_hint().exact()
         };
         if let Some(length) = length {
-            self.headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            let mut digits = itoa::Buffer::new();
+            Encoder::field(
+                &mut self.fields,
+                b"content-length",
+                digits.format(length).as_bytes(),
+                false,
+            );
         }
         self
     }
 
-    /// The `http` request head: `host` as `:authority` (the backend's own when the client's is
+    /// The head to send: `host` as `:authority` (the backend's own when the client's is
     /// missing or not a valid authority), `te: trailers` for a gRPC call (its servers may
     /// require it), and a `grpc-timeout` of the time left until `deadline` (the call's), as the
     /// gRPC spec asks of proxies: the backend does not work on past the time the client waits.
-    pub(super) fn into_parts(
+    pub(super) fn into_request(
         mut self,
         backend: &Backend,
         deadline: Instant,
-    ) -> Result<http::request::Parts, UpstreamError> {
+    ) -> Result<RequestHead, UpstreamError> {
         let invalid = |what: &str| UpstreamError::Request(format!("cannot go over HTTP/2: {what}"));
         if let Some(what) = self.invalid {
             return Err(invalid(what));
         }
         if self.grpc_timeout {
-            self.headers.insert(GRPC_TIMEOUT, grpc_timeout(deadline));
+            let left = grpc_timeout(deadline);
+            Encoder::field(&mut self.fields, b"grpc-timeout", left.as_bytes(), false);
         }
         if self.grpc {
-            self.headers
-                .insert(header::TE, HeaderValue::from_static("trailers"));
+            Encoder::field(&mut self.fields, b"te", b"trailers", false);
         }
         let mut target = uri::Parts::default();
         target.scheme = Some(scheme(backend));
         target.authority = Some(self.authority.unwrap_or_else(|| backend.authority.clone()));
         target.path_and_query = self.path;
         let uri = Uri::from_parts(target).map_err(|_| invalid("the target"))?;
-        let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = self.method;
-        parts.uri = uri;
-        parts.version = Version::HTTP_2;
-        parts.headers = self.headers;
-        Ok(parts)
+        Ok(RequestHead {
+            method: self.method,
+            uri,
+            fields: self.fields,
+        })
     }
-}
 
-/// The bytes [`UpstreamFields::header_with`] reserves for a value.
-const SCRATCH: usize = 128;
-
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
-/// The names the proxy writes itself, without parsing them (`x-forwarded-*` are no standard
-/// names: parsed, each would be a copy on the heap).
-fn proxy_name(name: &[u8]) -> Option<HeaderName> {
-    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-    Some(match name {
-        b"host" => header::HOST,
-        b"x-forwarded-for" => X_FORWARDED_FOR,
-        b"x-forwarded-proto" => X_FORWARDED_PROTO,
-        b"x-forwarded-host" => X_FORWARDED_HOST,
-        b"forwarded" => header::FORWARDED,
-        _ => return None,
-    })
-}
-
-impl H2Head {
     /// `host` becomes the authority: the client's own when it is the one it named.
     fn host(&mut self, value: &[u8]) {
         self.authority = match self.client_authority.take() {
@@ -140,63 +127,107 @@ impl H2Head {
         };
     }
 
-    /// Whether the field `name: value` goes into the map as it is; notes a gRPC call and its
-    /// `grpc-timeout` (replaced by the time left) on the way.
-    fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if is_connection_specific(name) {
-            return false;
-        }
-        if name == header::CONTENT_TYPE && value.starts_with(b"application/grpc") {
-            self.grpc = true;
-        }
-        if name == GRPC_TIMEOUT {
-            self.grpc_timeout = true;
-            return false;
-        }
-        true
-    }
-}
-
-impl UpstreamFields for H2Head {
-    fn header(&mut self, name: &[u8], value: &[u8]) {
-        let name = match proxy_name(name).map_or_else(|| HeaderName::from_bytes(name), Ok) {
-            Ok(name) => name,
-            Err(_) => {
-                self.invalid.get_or_insert("a field name");
-                return;
-            }
-        };
-        if name == header::HOST {
+    /// Encodes `name: value` (`name` in lower case), unless HTTP/2 forbids it or lbhost writes
+    /// it otherwise (`host`, `grpc-timeout`); notes a gRPC call on the way.
+    fn append(&mut self, name: &[u8], value: &[u8], sensitive: bool) {
+        if name == b"host" {
             self.host(value);
             return;
         }
-        if !self.keeps(&name, value) {
+        if is_connection_specific_name(name) {
             return;
         }
-        // `x-forwarded-proto`'s values without a copy on the heap.
-        let value = match value {
-            b"http" => Ok(HeaderValue::from_static("http")),
-            b"https" => Ok(HeaderValue::from_static("https")),
-            _ => HeaderValue::from_bytes(value),
-        };
-        match value {
-            Ok(value) => {
-                self.headers.append(name, value);
-            }
-            Err(_) => {
-                self.invalid.get_or_insert("a field value");
+        if name == b"content-type" && value.starts_with(b"application/grpc") {
+            self.grpc = true;
+        }
+        if name == b"grpc-timeout" {
+            self.grpc_timeout = true;
+            return;
+        }
+        Encoder::field(&mut self.fields, name, value, sensitive);
+    }
+}
+
+/// The bytes [`UpstreamFields::header_with`] reserves for a value.
+const SCRATCH: usize = 128;
+
+/// What a byte is in a field name: 0 a token character other than an upper-case letter,
+/// [`UPPER`] an upper-case letter, [`NOT_TOKEN`] no token character (RFC 9110 §5.6.2).
+const NAME_CLASS: [u8; 256] = {
+    let mut class = [NOT_TOKEN; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_uppercase() {
+            class[b] = UPPER;
+        } else if c.is_ascii_alphanumeric() {
+            class[b] = 0;
+        } else {
+            let mut i = 0;
+            let specials = b"!#$%&'*+-.^_`|~";
+            while i < specials.len() {
+                if specials[i] == c {
+                    class[b] = 0;
+                }
+                i += 1;
             }
         }
+        b += 1;
+    }
+    class
+};
+const UPPER: u8 = 1;
+const NOT_TOKEN: u8 = 2;
+
+/// Whether a byte may not be in a field value (RFC 9110 §5.5: controls other than tab, DEL);
+/// obs-text is let through, as `HeaderValue` lets it.
+const NOT_IN_VALUE: [bool; 256] = {
+    let mut not = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        not[b] = b != 0x09;
+        b += 1;
+    }
+    not[0x7f] = true;
+    not
+};
+
+impl UpstreamFields for H2Head {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        // Table lookups folded without an early exit: a few instructions a byte, where
+        // `HeaderName` and `HeaderValue` parsing cost a header map entry and a copy.
+        let class = name
+            .iter()
+            .fold(0, |class, &b| class | NAME_CLASS[usize::from(b)]);
+        if name.is_empty() || class & NOT_TOKEN != 0 {
+            self.invalid.get_or_insert("a field name");
+            return;
+        }
+        if value
+            .iter()
+            .fold(false, |not, &b| not | NOT_IN_VALUE[usize::from(b)])
+        {
+            self.invalid.get_or_insert("a field value");
+            return;
+        }
+        if class & UPPER == 0 {
+            self.append(name, value, false);
+            return;
+        }
+        // HTTP/2 wants names in lower case.
+        let mut lower = std::mem::take(&mut self.name);
+        lower.clear();
+        lower.extend(name.iter().map(u8::to_ascii_lowercase));
+        self.append(&lower, value, false);
+        self.name = lower;
     }
 
     fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
-        if name == header::HOST {
-            self.host(value.as_bytes());
-            return;
-        }
-        if self.keeps(name, value.as_bytes()) {
-            self.headers.append(name.clone(), value.clone());
-        }
+        self.append(
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+            value.is_sensitive(),
+        );
     }
 
     fn header_with(&mut self, name: &str, write: impl FnOnce(&mut Value<'_>)) {
@@ -230,6 +261,42 @@ mod tests {
         })
     }
 
+    /// The fields of `request`'s HPACK block.
+    fn decoded(request: &RequestHead) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        crate::http2::hpack::Decoder::new(4096)
+            .decode(&request.fields, &mut |n, v| {
+                fields.push((
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+            })
+            .unwrap();
+        fields
+    }
+
+    fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn names_go_in_lower_case_and_bad_names_are_a_clear_error() {
+        let mut head = H2Head::new(&Method::GET, &Uri::from_static("/"), 2);
+        head.header(b"X-Custom-Name", b"v");
+        let request = head
+            .finish(&http_body_util::Empty::<bytes::Bytes>::new())
+            .into_request(&backend(), Instant::now())
+            .unwrap();
+        assert_eq!(decoded(&request), [("x-custom-name".into(), "v".into())]);
+        let mut head = H2Head::new(&Method::GET, &Uri::from_static("/"), 1);
+        head.header(b"bad name", b"v");
+        let head = head.finish(&http_body_util::Empty::<bytes::Bytes>::new());
+        assert!(head.into_request(&backend(), Instant::now()).is_err());
+    }
+
     #[test]
     fn the_head_loses_its_connection_fields_and_gains_te_for_grpc() {
         let target = Uri::from_static("/pkg.Svc/Call?x=1");
@@ -244,19 +311,26 @@ mod tests {
         });
         let head = head.finish(&http_body_util::Full::new(bytes::Bytes::from("xy")));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let parts = head.into_parts(&backend(), deadline).unwrap();
-        assert_eq!(parts.uri, "http://api.example:50051/pkg.Svc/Call?x=1");
-        assert_eq!(parts.method, Method::POST);
-        assert_eq!(parts.version, Version::HTTP_2);
-        assert_eq!(parts.headers["te"], "trailers");
-        assert_eq!(parts.headers["content-type"], "application/grpc+proto");
-        assert_eq!(parts.headers["content-length"], "2");
-        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
-        let left = parts.headers["grpc-timeout"].to_str().unwrap();
+        let request = head.into_request(&backend(), deadline).unwrap();
+        assert_eq!(request.uri, "http://api.example:50051/pkg.Svc/Call?x=1");
+        assert_eq!(request.method, Method::POST);
+        let fields = decoded(&request);
+        assert_eq!(field(&fields, "te"), Some("trailers"));
+        assert_eq!(
+            field(&fields, "content-type"),
+            Some("application/grpc+proto")
+        );
+        assert_eq!(field(&fields, "content-length"), Some("2"));
+        assert_eq!(
+            field(&fields, "x-forwarded-for"),
+            Some("10.0.0.1, 10.0.0.2")
+        );
+        let left = field(&fields, "grpc-timeout").unwrap();
         let ms: u64 = left.strip_suffix('m').unwrap().parse().unwrap();
         assert!((4_000..=5_000).contains(&ms), "{left}");
-        assert!(!parts.headers.contains_key("connection"));
-        assert!(!parts.headers.contains_key("host"));
+        assert_eq!(field(&fields, "connection"), None);
+        assert_eq!(field(&fields, "host"), None);
+        assert_eq!(fields.len(), 5, "{fields:?}");
     }
 
     #[test]
@@ -265,10 +339,9 @@ mod tests {
         let mut head = H2Head::new(&Method::GET, &target, 1);
         head.header(b"host", b"not a host");
         let head = head.finish(&http_body_util::Empty::<bytes::Bytes>::new());
-        let parts = head.into_parts(&backend(), Instant::now()).unwrap();
-        assert_eq!(parts.uri, "http://127.0.0.1:9/a");
-        assert!(!parts.headers.contains_key("content-length"));
-        assert!(!parts.headers.contains_key("te"));
+        let request = head.into_request(&backend(), Instant::now()).unwrap();
+        assert_eq!(request.uri, "http://127.0.0.1:9/a");
+        assert!(decoded(&request).is_empty());
     }
 
     #[test]
@@ -276,7 +349,7 @@ mod tests {
         let mut head = H2Head::new(&Method::GET, &Uri::from_static("/"), 1);
         head.header(b"x-bad", b"a\x01b");
         let head = head.finish(&http_body_util::Empty::<bytes::Bytes>::new());
-        let err = head.into_parts(&backend(), Instant::now()).unwrap_err();
+        let err = head.into_request(&backend(), Instant::now()).unwrap_err();
         assert!(err.to_string().contains("cannot go over HTTP/2"), "{err}");
     }
 }

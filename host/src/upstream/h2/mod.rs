@@ -46,7 +46,7 @@ pub(super) async fn request(
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<Response<BackendBody>, UpstreamError> {
-    let parts = (*head).into_parts(backend, deadline)?;
+    let request = (*head).into_request(backend, deadline)?;
     let (conn, slot) = loop {
         match pool::checkout(super::pool_key(backend)) {
             // A connection whose backend sent GOAWAY (or that failed) since it was last used
@@ -76,7 +76,7 @@ pub(super) async fn request(
         let replay = body.replay();
         (Some(body), replay)
     };
-    let mut stream = match conn.client.send_request(&parts, end) {
+    let mut stream = match conn.client.send_request(&request, end) {
         Ok(stream) => stream,
         Err(SendError::Closed(why)) => {
             // Nothing went out: the connection is closing (GOAWAY, or gone; seen just above

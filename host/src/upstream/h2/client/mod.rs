@@ -63,6 +63,39 @@ pub(crate) enum StreamError {
     Malformed(&'static str),
 }
 
+/// A request head ready for HTTP/2: method, target (scheme, authority, path) and the regular
+/// fields already HPACK-encoded, as the proxy wrote them (`upstream::H2Head`), without a
+/// header map in between.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: http::Method,
+    pub(crate) uri: http::Uri,
+    /// The regular fields as an HPACK block ([`Encoder`]'s: no dynamic table, so it may be
+    /// sent after any pseudo-fields on any connection).
+    pub(crate) fields: Vec<u8>,
+}
+
+impl RequestHead {
+    /// The head of `parts` (its header map encoded).
+    #[cfg(test)]
+    pub(crate) fn from_parts(parts: &http::request::Parts) -> Self {
+        let mut fields = Vec::new();
+        for (name, value) in &parts.headers {
+            Encoder::field(
+                &mut fields,
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+                value.is_sensitive(),
+            );
+        }
+        RequestHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            fields,
+        }
+    }
+}
+
 /// Why a request could not start on a connection.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
@@ -101,7 +134,7 @@ struct Conn {
     /// The `H2Conn`s (the pool's handles) for it: at 0 with no stream left, the driver closes it.
     handles: usize,
     /// Where a head's HPACK block is put together.
-    block: BytesMut,
+    block: Vec<u8>,
 }
 
 /// One stream's state.
@@ -270,7 +303,7 @@ impl Connection {
                 peer_window: DEFAULT_WINDOW,
                 peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
                 handles: 1,
-                block: BytesMut::new(),
+                block: Vec::new(),
             })),
         }
     }
@@ -282,11 +315,7 @@ impl Connection {
 
     /// Starts a request: its head goes out (with END_STREAM when `end`, a request without a
     /// body). Its response comes on the returned stream.
-    pub(crate) fn send_request(
-        &self,
-        head: &http::request::Parts,
-        end: bool,
-    ) -> Result<Stream, SendError> {
+    pub(crate) fn send_request(&self, head: &RequestHead, end: bool) -> Result<Stream, SendError> {
         let authority = head
             .uri
             .authority()
@@ -313,14 +342,7 @@ impl Connection {
         Encoder::field(block, b":scheme", scheme.as_bytes(), false);
         Encoder::field(block, b":authority", authority.as_str().as_bytes(), false);
         Encoder::field(block, b":path", path.as_bytes(), false);
-        for (name, value) in &head.headers {
-            Encoder::field(
-                block,
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-            );
-        }
+        block.extend_from_slice(&head.fields);
         frame::write_headers(&mut conn.out, id, block, end, conn.peer_max_frame);
         conn.streams.insert(
             id,
