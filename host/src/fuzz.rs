@@ -271,10 +271,19 @@ pub fn http2_frames(data: &[u8]) {
                     block.extend_from_slice(&fragment);
                     if end_headers {
                         let mut fields = String::new();
+                        let mut list = Vec::new();
                         let decoded = decoder.decode(&block, &mut |n, v| {
                             fields.push_str(&format!("{n:?}={v:?};"));
+                            list.push((n.to_vec(), v.to_vec()));
                         });
                         out.push(format!("{decoded:?} {fields}"));
+                        if decoded.is_ok() {
+                            // As lbhost's HTTP/2 server would take it as a request head.
+                            out.push(crate::server::http2_request_outcome(
+                                &list,
+                                MAX_REQUEST_HEAD,
+                            ));
+                        }
                         block.clear();
                         if decoded.is_err() {
                             return out;

@@ -35,6 +35,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::proxy::Proxy;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use h2::request_outcome as http2_request_outcome;
+
 /// The TLS listener: its socket, and the rustls config its handshakes use.
 #[derive(Debug)]
 pub(crate) struct TlsListener {

@@ -34,6 +34,9 @@ use super::Stop;
 use crate::http2::frame::{self, Reason};
 use crate::proxy::Proxy;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use request::outcome as request_outcome;
+
 /// A client's PONG may come this late before its connection is given up.
 const PONG_TIMEOUT: Duration = Duration::from_secs(20);
 /// Flow-control windows: what a client may send on one stream, and on the connection, before

@@ -184,6 +184,23 @@ impl Section {
     }
 }
 
+/// What a request head of `fields` comes to (for the fuzzing harness, `crate::fuzz`): the
+/// request's method, target and field count, or why it was refused.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn outcome(fields: &[(Vec<u8>, Vec<u8>)], max: usize) -> String {
+    let mut section = Section::new(false, max);
+    for (name, value) in fields {
+        section.field(name, value);
+    }
+    match section.into_request() {
+        Ok(parts) => {
+            assert!(parts.headers.len() <= fields.len());
+            format!("{} {} {}", parts.method, parts.uri, parts.headers.len())
+        }
+        Err(refusal) => format!("{refusal:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
