@@ -3,8 +3,11 @@
 
 pub(crate) mod frame;
 pub(crate) mod hpack;
+mod recv_window;
 
 use http::header::{self, HeaderMap, HeaderName};
+
+pub(crate) use recv_window::RecvWindow;
 
 /// Whether `name` is a connection-specific field, which HTTP/2 forbids (RFC 9113 §8.2.2): `te`
 /// counts unless its value is `trailers`, which the caller checks.

@@ -34,6 +34,21 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Appends every field of `headers` (names in lower case, as a header map holds them),
+    /// those marked sensitive never-indexed.
+    pub(crate) fn fields(dst: &mut Vec<u8>, headers: &http::HeaderMap) {
+        for (name, value) in headers {
+            Encoder::field(
+                dst,
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+                value.is_sensitive(),
+            );
+        }
+    }
+}
+
 /// Names whose fields are always sent never-indexed: credentials and cookies
 /// (RFC 7541 §7.1.3), so no intermediary downstream may index them.
 fn is_sensitive_name(name: &[u8]) -> bool {

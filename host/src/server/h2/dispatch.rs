@@ -321,8 +321,7 @@ impl Driver {
         }
         let mut guard = lock(&self.conn);
         let conn = &mut *guard;
-        conn.recv_window -= i64::from(flow_len);
-        if conn.recv_window < 0 {
+        if !conn.recv_window.receive(flow_len) {
             return Err(conn_error(
                 Reason::FLOW_CONTROL_ERROR,
                 "DATA past the connection's window",
@@ -343,8 +342,7 @@ impl Driver {
             conn.reset(id, Reason::STREAM_CLOSED);
             return glitch(conn);
         }
-        s.recv_window -= i64::from(flow_len);
-        if s.recv_window < 0 {
+        if !s.recv_window.receive(flow_len) {
             conn.release_connection(flow_len);
             conn.reset(id, Reason::FLOW_CONTROL_ERROR);
             return glitch(conn);
@@ -356,7 +354,7 @@ impl Driver {
             return glitch(conn);
         }
         // Padding is nobody's to read: its credit goes back with the next update.
-        s.recv_unacked = s.recv_unacked.saturating_add(flow_len - len);
+        s.recv_window.note(flow_len - len);
         let empty = data.is_empty();
         if !empty {
             s.data.push_back(data);

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use super::stream::ClientStream;
 use super::Stop;
 use crate::http2::frame::{self, Reason};
+use crate::http2::RecvWindow;
 use crate::proxy::Proxy;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -115,8 +116,7 @@ struct Conn {
     send_window: i64,
     /// What the client may still send on the connection, and what was read since the last
     /// WINDOW_UPDATE.
-    recv_window: i64,
-    recv_unacked: u32,
+    recv_window: RecvWindow,
     /// The client's SETTINGS: its initial stream window and largest frame.
     peer_window: u32,
     peer_max_frame: u32,
@@ -143,8 +143,7 @@ struct StreamState {
     closed: bool,
     /// What lbhost may still send on it, and what the client may still send.
     send_window: i64,
-    recv_window: i64,
-    recv_unacked: u32,
+    recv_window: RecvWindow,
     /// The request's `content-length`, and the DATA bytes counted against it.
     expected: Option<u64>,
     received: u64,
@@ -166,8 +165,7 @@ impl StreamState {
             reset: None,
             closed: false,
             send_window: i64::from(send_window),
-            recv_window: i64::from(STREAM_WINDOW),
-            recv_unacked: 0,
+            recv_window: RecvWindow::new(STREAM_WINDOW),
             expected: if recv_end { Some(0) } else { expected },
             received: 0,
             recv_waker: None,
@@ -214,8 +212,7 @@ impl Conn {
             open: 0,
             failed: false,
             send_window: i64::from(DEFAULT_WINDOW),
-            recv_window: i64::from(CONNECTION_WINDOW),
-            recv_unacked: 0,
+            recv_window: RecvWindow::new(CONNECTION_WINDOW),
             peer_window: DEFAULT_WINDOW,
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             answered: 0,
@@ -232,11 +229,8 @@ impl Conn {
 
     /// Gives `n` bytes of the connection's window back to the client once half of it is used.
     fn release_connection(&mut self, n: u32) {
-        self.recv_unacked = self.recv_unacked.saturating_add(n);
-        if self.recv_unacked >= CONNECTION_WINDOW / 2 {
-            frame::write_window_update(&mut self.out, 0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
+        if let Some(credit) = self.recv_window.release(n) {
+            frame::write_window_update(&mut self.out, 0, credit);
             self.wake_driver();
         }
     }

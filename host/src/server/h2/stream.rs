@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use super::{frame, lock, Conn, Reason, OUT_LIMIT, STREAM_WINDOW};
+use super::{frame, lock, Conn, Reason, OUT_LIMIT};
 use crate::body::BoxError;
 use crate::http1::date_value;
 use crate::http2::hpack::Encoder;
@@ -73,14 +73,7 @@ impl Handle {
         let block = &mut conn.block;
         block.clear();
         Encoder::field(block, b":status", status.as_str().as_bytes(), false);
-        for (name, value) in headers {
-            Encoder::field(
-                block,
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-            );
-        }
+        Encoder::fields(block, headers);
         frame::write_headers(&mut conn.out, self.id, block, end, conn.peer_max_frame);
         if end {
             s.sent_end = true;
@@ -162,14 +155,7 @@ impl Handle {
         s.sent_end = true;
         let block = &mut conn.block;
         block.clear();
-        for (name, value) in trailers {
-            Encoder::field(
-                block,
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-            );
-        }
+        Encoder::fields(block, trailers);
         frame::write_headers(&mut conn.out, self.id, block, true, conn.peer_max_frame);
         conn.answered += 1;
         conn.settle(self.id);
@@ -355,11 +341,7 @@ impl Body for RequestBody {
         if let Some(data) = s.data.pop_front() {
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
             if !s.recv_end {
-                s.recv_unacked = s.recv_unacked.saturating_add(n);
-                if s.recv_unacked >= STREAM_WINDOW / 2 {
-                    let credit = s.recv_unacked;
-                    s.recv_window += i64::from(credit);
-                    s.recv_unacked = 0;
+                if let Some(credit) = s.recv_window.release(n) {
                     frame::write_window_update(&mut conn.out, id, credit);
                     conn.wake_driver();
                 }

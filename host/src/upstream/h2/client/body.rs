@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{frame, lock, Reason, Stream, StreamError, STREAM_WINDOW};
+use super::{frame, lock, Reason, Stream, StreamError};
 use crate::body::BoxError;
 
 /// A response body: DATA, then trailers if any. Reading it gives the window back to the
@@ -72,11 +72,7 @@ impl Body for ResponseBody {
         if let Some(data) = s.data.pop_front() {
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
             if !s.recv_end {
-                s.recv_unacked = s.recv_unacked.saturating_add(n);
-                if s.recv_unacked >= STREAM_WINDOW / 2 {
-                    let credit = s.recv_unacked;
-                    s.recv_window += i64::from(credit);
-                    s.recv_unacked = 0;
+                if let Some(credit) = s.recv_window.release(n) {
                     frame::write_window_update(&mut conn.out, id, credit);
                     conn.wake_driver();
                 }

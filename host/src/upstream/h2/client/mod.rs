@@ -26,6 +26,7 @@ pub(crate) use driver::{handshake, Driver};
 
 use crate::http2::frame::{self, Reason};
 use crate::http2::hpack::Encoder;
+use crate::http2::RecvWindow;
 
 /// How much a backend may send on one stream, and on the connection, before lbhost's client has
 /// read it. A stream's window covers a 64 KiB-per-round-trip backend many times over; the
@@ -80,14 +81,7 @@ impl RequestHead {
     #[cfg(test)]
     pub(crate) fn from_parts(parts: &http::request::Parts) -> Self {
         let mut fields = Vec::new();
-        for (name, value) in &parts.headers {
-            Encoder::field(
-                &mut fields,
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-            );
-        }
+        Encoder::fields(&mut fields, &parts.headers);
         RequestHead {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -126,8 +120,7 @@ struct Conn {
     send_window: i64,
     /// What the backend may still send on the connection, and what was read since the last
     /// WINDOW_UPDATE.
-    recv_window: i64,
-    recv_unacked: u32,
+    recv_window: RecvWindow,
     /// The peer's SETTINGS: its initial stream window and largest frame.
     peer_window: u32,
     peer_max_frame: u32,
@@ -152,8 +145,7 @@ struct StreamState {
     error: Option<StreamError>,
     /// What lbhost may still send on it, and what the backend may still send.
     send_window: i64,
-    recv_window: i64,
-    recv_unacked: u32,
+    recv_window: RecvWindow,
     /// `content-length` of the response, and the DATA bytes counted against it.
     expected: Option<u64>,
     received: u64,
@@ -176,8 +168,7 @@ impl StreamState {
             sent_end: end,
             error: None,
             send_window: i64::from(send_window),
-            recv_window: i64::from(STREAM_WINDOW),
-            recv_unacked: 0,
+            recv_window: RecvWindow::new(STREAM_WINDOW),
             expected: None,
             received: 0,
             recv_waker: None,
@@ -214,11 +205,8 @@ impl Conn {
 
     /// Gives `n` bytes of the connection's window back to the backend once half of it is used.
     fn release_connection(&mut self, n: u32) {
-        self.recv_unacked = self.recv_unacked.saturating_add(n);
-        if self.recv_unacked >= CONNECTION_WINDOW / 2 {
-            frame::write_window_update(&mut self.out, 0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
+        if let Some(credit) = self.recv_window.release(n) {
+            frame::write_window_update(&mut self.out, 0, credit);
             self.wake_driver();
         }
     }
@@ -298,8 +286,7 @@ impl Connection {
                 closed: None,
                 failed: false,
                 send_window: i64::from(DEFAULT_WINDOW),
-                recv_window: i64::from(CONNECTION_WINDOW),
-                recv_unacked: 0,
+                recv_window: RecvWindow::new(CONNECTION_WINDOW),
                 peer_window: DEFAULT_WINDOW,
                 peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
                 handles: 1,
@@ -465,14 +452,7 @@ impl Stream {
         s.sent_end = true;
         let block = &mut conn.block;
         block.clear();
-        for (name, value) in trailers {
-            Encoder::field(
-                block,
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-            );
-        }
+        Encoder::fields(block, trailers);
         frame::write_headers(&mut conn.out, self.id, block, true, conn.peer_max_frame);
         conn.wake_driver();
         Ok(())

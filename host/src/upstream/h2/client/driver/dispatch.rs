@@ -248,8 +248,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     ) -> Result<(), ConnError> {
         let mut guard = lock(&self.conn);
         let conn = &mut *guard;
-        conn.recv_window -= i64::from(flow_len);
-        if conn.recv_window < 0 {
+        if !conn.recv_window.receive(flow_len) {
             return Err(conn_error(
                 Reason::FLOW_CONTROL_ERROR,
                 "DATA past the connection's window",
@@ -276,8 +275,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             malformed(conn, id, "DATA before the response head");
             return Ok(());
         }
-        s.recv_window -= i64::from(flow_len);
-        if s.recv_window < 0 {
+        if !s.recv_window.receive(flow_len) {
             s.fail(StreamError::Reset(Reason::FLOW_CONTROL_ERROR));
             frame::write_rst_stream(&mut conn.out, id, Reason::FLOW_CONTROL_ERROR);
             conn.release_connection(flow_len);
@@ -290,7 +288,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return Ok(());
         }
         // Padding is nobody's to read: its credit goes back with the next update.
-        s.recv_unacked = s.recv_unacked.saturating_add(flow_len - len);
+        s.recv_window.note(flow_len - len);
         if !data.is_empty() {
             s.data.push_back(data);
         }
