@@ -277,8 +277,8 @@ impl Driver {
             frame::write_rst_stream(&mut conn.out, id, Reason::REFUSED_STREAM);
             return glitch(conn);
         }
-        let parts = match section.into_request() {
-            Ok(parts) => parts,
+        let (parts, expected) = match section.into_request() {
+            Ok(request) => request,
             Err(Refusal::Malformed(why)) => {
                 tracing::debug!(peer = %self.peer, stream = id, why, "malformed HTTP/2 request");
                 frame::write_rst_stream(&mut conn.out, id, Reason::PROTOCOL_ERROR);
@@ -289,7 +289,6 @@ impl Driver {
                 return glitch(conn);
             }
         };
-        let expected = crate::http2::content_length(&parts.headers).ok().flatten();
         conn.streams
             .insert(id, StreamState::new(conn.peer_window, end_stream, expected));
         conn.open += 1;

@@ -132,8 +132,8 @@ impl Section {
         Ok(())
     }
 
-    /// The request's head, or why there is none.
-    pub(super) fn into_request(self) -> Result<request::Parts, Refusal> {
+    /// The request's head and its `content-length` (if it has one), or why there is none.
+    pub(super) fn into_request(self) -> Result<(request::Parts, Option<u64>), Refusal> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -166,13 +166,13 @@ impl Section {
             parts.path_and_query = Some(path);
             Uri::from_parts(parts).map_err(|_| Refusal::Malformed("invalid request target"))?
         };
-        crate::http2::content_length(&self.headers).map_err(Refusal::Malformed)?;
+        let length = crate::http2::content_length(&self.headers).map_err(Refusal::Malformed)?;
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = method;
         parts.uri = uri;
         parts.version = Version::HTTP_2;
         parts.headers = self.headers;
-        Ok(parts)
+        Ok((parts, length))
     }
 
     /// The trailer section's fields.
@@ -193,7 +193,7 @@ pub(crate) fn outcome(fields: &[(Vec<u8>, Vec<u8>)], max: usize) -> String {
         section.field(name, value);
     }
     match section.into_request() {
-        Ok(parts) => {
+        Ok((parts, _)) => {
             assert!(parts.headers.len() <= fields.len());
             format!("{} {} {}", parts.method, parts.uri, parts.headers.len())
         }
@@ -210,7 +210,7 @@ mod tests {
         for (n, v) in fields {
             section.field(n.as_bytes(), v.as_bytes());
         }
-        section.into_request()
+        section.into_request().map(|(parts, _)| parts)
     }
 
     const GET: [(&str, &str); 4] = [
